@@ -1,1 +1,155 @@
-//! placeholder
+//! rsvault's storage engine.
+//!
+//! Owns everything that touches repository bytes: initialising a vault repository, backing up a
+//! source (a directory tree or a set of disk images), listing/forgetting snapshots, restoring,
+//! verifying and pruning. Repositories use the restic repository format (v2) through
+//! `rustic_core`, so every vault stays readable by the stock `restic` binary.
+//!
+//! This crate must never: speak HTTP, touch SQL, or let a `rustic_core` type cross its public
+//! interface. Work here is blocking; callers in async code run it through a worker process
+//! ([`worker`]) or `spawn_blocking`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a repository lives and how to open it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// Local directory of the repository.
+    pub path: PathBuf,
+    /// The vault key (restic password).
+    pub password: String,
+}
+
+/// What to back up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// A directory tree (an Azure-Files-like share).
+    Directory { path: PathBuf },
+    /// A set of disk images or block devices (an Azure-VM-like item).
+    Disks { paths: Vec<PathBuf> },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackupOptions {
+    /// Snapshot id of the item's previous snapshot; unchanged files are not re-read.
+    pub parent: Option<String>,
+    /// Tags written on the snapshot (rsvault uses them to record vault/item ids).
+    pub tags: Vec<String>,
+    /// Host name written on the snapshot.
+    pub host: Option<String>,
+    /// Read-throughput limit in bytes per second (None: unlimited).
+    pub bytes_per_second: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Warning {
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Scanning,
+    Snapshotting,
+    Transferring,
+    Restoring,
+    Verifying,
+    Pruning,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Progress {
+    pub phase: Phase,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub files_total: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupOutcome {
+    pub snapshot_id: String,
+    pub files: u64,
+    pub bytes_total: u64,
+    pub bytes_added: u64,
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub time: chrono::DateTime<chrono::Utc>,
+    pub tags: Vec<String>,
+    pub paths: Vec<String>,
+    pub files: u64,
+    pub bytes_total: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Conflict {
+    #[default]
+    Overwrite,
+    Skip,
+    Fail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreSpec {
+    pub snapshot_id: String,
+    /// Paths inside the snapshot to restore (relative to the source root, e.g. `dir/a.txt`, or a
+    /// disk image's file name for a VM). Empty: the whole snapshot.
+    pub paths: Vec<String>,
+    /// Directory to restore into. Files land at `target/<path relative to the source root>`.
+    pub target: PathBuf,
+    pub conflict: Conflict,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreOutcome {
+    pub files: u64,
+    pub bytes: u64,
+    pub skipped: Vec<String>,
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub damaged_snapshots: Vec<String>,
+    pub damaged_files: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// What the engine sees of the job it runs for. Checked at file and chunk boundaries.
+pub trait JobContext: Send + Sync {
+    fn is_cancelled(&self) -> bool;
+    fn progress(&self, progress: &Progress);
+    fn warn(&self, warning: Warning);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the operation was cancelled")]
+    Cancelled,
+    #[error("wrong vault key: {0}")]
+    WrongKey(String),
+    #[error("snapshot '{0}' not found")]
+    SnapshotNotFound(String),
+    #[error("source unavailable: {0}")]
+    SourceUnavailable(String),
+    #[error("restore target conflict: '{0}' already exists")]
+    Conflict(String),
+    #[error("no space left on the target device: {0}")]
+    DiskFull(String),
+    #[error("repository error: {0}")]
+    Repository(String),
+    #[error("engine worker failed: {0}")]
+    Worker(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
