@@ -1,0 +1,271 @@
+//! ARM conventions shared by every handler: the error body, api-version rules, time and duration
+//! spellings, and the absolute URLs handed back in `Location` / `Azure-AsyncOperation` / `nextLink`.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::json;
+
+/// The single table of ARM error codes rsvault answers with, and their HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArmCode {
+    Unauthorized,
+    MissingApiVersion,
+    InvalidApiVersion,
+    InvalidInput,
+    InvalidJson,
+    InvalidFilter,
+    InvalidSkipToken,
+    InvalidResourceName,
+    BodyTooLarge,
+    ResourceNotFound,
+    ItemNotFound,
+    JobNotFound,
+    RecoveryPointNotFound,
+    OperationNotFound,
+    PolicyNotFound,
+    ContainerNotFound,
+    PathNotFound,
+    MethodNotAllowed,
+    NotCancellable,
+    ItemNotProtected,
+    VaultNotEmpty,
+    PolicyInUse,
+    RestoreTargetInvalid,
+    Conflict,
+    Internal,
+}
+
+impl ArmCode {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::MissingApiVersion
+            | Self::InvalidApiVersion
+            | Self::InvalidInput
+            | Self::InvalidJson
+            | Self::InvalidFilter
+            | Self::InvalidSkipToken
+            | Self::InvalidResourceName
+            | Self::NotCancellable
+            | Self::ItemNotProtected
+            | Self::PolicyInUse
+            | Self::RestoreTargetInvalid => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ResourceNotFound
+            | Self::ItemNotFound
+            | Self::JobNotFound
+            | Self::RecoveryPointNotFound
+            | Self::OperationNotFound
+            | Self::PolicyNotFound
+            | Self::ContainerNotFound
+            | Self::PathNotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::VaultNotEmpty | Self::Conflict => StatusCode::CONFLICT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "AuthenticationFailed",
+            Self::MissingApiVersion => "MissingApiVersionParameter",
+            Self::InvalidApiVersion => "InvalidApiVersionParameter",
+            Self::InvalidInput => "BMSUserErrorInvalidInput",
+            Self::InvalidJson => "InvalidRequestContent",
+            Self::InvalidFilter => "BMSUserErrorInvalidFilter",
+            Self::InvalidSkipToken => "BMSUserErrorInvalidSkipToken",
+            Self::InvalidResourceName => "InvalidResourceName",
+            Self::BodyTooLarge => "RequestEntityTooLarge",
+            Self::ResourceNotFound => "ResourceNotFound",
+            Self::ItemNotFound => "BMSUserErrorDataSourceObjectNotFound",
+            Self::JobNotFound => "BMSUserErrorJobNotFound",
+            Self::RecoveryPointNotFound => "BMSUserErrorRecoveryPointNotFound",
+            Self::OperationNotFound => "BMSUserErrorOperationNotFound",
+            Self::PolicyNotFound => "BMSUserErrorPolicyNotFound",
+            Self::ContainerNotFound => "BMSUserErrorContainerObjectNotFound",
+            Self::PathNotFound => "InvalidResourceType",
+            Self::MethodNotAllowed => "MethodNotAllowed",
+            Self::NotCancellable => "BMSUserErrorJobNotCancellable",
+            Self::ItemNotProtected => "BMSUserErrorItemNotProtected",
+            Self::VaultNotEmpty => "ServiceResourceNotEmpty",
+            Self::PolicyInUse => "BMSUserErrorPolicyInUse",
+            Self::RestoreTargetInvalid => "BMSUserErrorInvalidRestoreTarget",
+            Self::Conflict => "Conflict",
+            Self::Internal => "InternalServerError",
+        }
+    }
+}
+
+/// An ARM error response: `{"error":{"code","message","target","details","additionalInfo"}}`.
+#[derive(Debug, Clone)]
+pub struct ArmError {
+    pub code: ArmCode,
+    pub message: String,
+    pub target: Option<String>,
+}
+
+impl ArmError {
+    pub fn new(code: ArmCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), target: None }
+    }
+    pub fn with_target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ArmCode::InvalidInput, message)
+    }
+    /// A 5xx: the detail is logged here, once, and the caller gets a generic message.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        let id = uuid::Uuid::new_v4();
+        tracing::error!(error_id = %id, "internal error: {detail}");
+        Self::new(
+            ArmCode::Internal,
+            format!("An internal error occurred (error id {id}); the server log has the details."),
+        )
+    }
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {
+            "code": self.code.as_str(),
+            "message": self.message,
+            "target": self.target,
+            "details": null,
+            "additionalInfo": null,
+        }})
+    }
+}
+
+impl std::fmt::Display for ArmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl IntoResponse for ArmError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.code.status(), axum::Json(self.body())).into_response();
+        if self.code == ArmCode::Unauthorized {
+            resp.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static("Bearer realm=\"rsvault\""),
+            );
+        }
+        resp
+    }
+}
+
+pub type ArmResult<T> = Result<T, ArmError>;
+
+/// Validates `api-version`: any `YYYY-MM-DD` that is a real date, optionally `-preview` /
+/// `-privatepreview` etc. Clients ship versions newer than any list, so no allow-list.
+pub fn check_api_version(value: Option<&str>) -> ArmResult<String> {
+    let Some(v) = value else {
+        return Err(ArmError::new(
+            ArmCode::MissingApiVersion,
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        ));
+    };
+    let date = v.get(..10).unwrap_or("");
+    let suffix = v.get(10..).unwrap_or("");
+    let date_ok = date.len() == 10
+        && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok()
+        && date.as_bytes()[4] == b'-';
+    let suffix_ok = suffix.is_empty()
+        || (suffix.starts_with('-')
+            && suffix.len() > 1
+            && suffix[1..].chars().all(|c| c.is_ascii_alphanumeric()));
+    if date_ok && suffix_ok {
+        Ok(v.to_string())
+    } else {
+        Err(ArmError::new(
+            ArmCode::InvalidApiVersion,
+            format!(
+                "The api-version '{v}' is invalid. The supported versions are dates such as \
+                 '2019-05-13' or '2026-02-01', optionally followed by '-preview'."
+            ),
+        ))
+    }
+}
+
+/// RFC 3339 UTC with a `Z`, as Azure writes it.
+pub fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// ISO 8601 duration, e.g. `PT12.42S`.
+pub fn duration(d: chrono::Duration) -> String {
+    let ms = d.num_milliseconds().max(0);
+    let (h, rem) = (ms / 3_600_000, ms % 3_600_000);
+    let (m, rem) = (rem / 60_000, rem % 60_000);
+    let secs = rem as f64 / 1000.0;
+    let mut out = String::from("PT");
+    if h > 0 {
+        out.push_str(&format!("{h}H"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}M"));
+    }
+    let s = format!("{secs:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    out.push_str(s);
+    out.push('S');
+    out
+}
+
+/// The request's origin (`https://host:port`) for absolute URLs.
+pub fn origin(headers: &HeaderMap) -> String {
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(axum::http::header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("https://{host}")
+}
+
+/// Validates a resource name (vault, policy): 1–80 chars of letters, digits, `-` and `_`,
+/// starting with a letter or digit.
+pub fn check_name(kind: &str, name: &str) -> ArmResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 80
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ArmError::new(
+            ArmCode::InvalidResourceName,
+            format!(
+                "The {kind} name '{name}' is invalid: use 1 to 80 letters, digits, '-' or '_', \
+                 starting with a letter or digit."
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_versions_are_dates() {
+        assert!(check_api_version(Some("2019-05-13")).is_ok());
+        assert!(check_api_version(Some("2026-10-01")).is_ok());
+        assert!(check_api_version(Some("2026-03-31-preview")).is_ok());
+        assert_eq!(check_api_version(None).unwrap_err().code, ArmCode::MissingApiVersion);
+        for bad in ["", "2019-13-01", "latest", "2019-05-13-", "2019/05/13", "2019-05-13-pr view"] {
+            assert_eq!(
+                check_api_version(Some(bad)).unwrap_err().code,
+                ArmCode::InvalidApiVersion,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn durations_are_iso8601() {
+        assert_eq!(duration(chrono::Duration::milliseconds(12_420)), "PT12.42S");
+        assert_eq!(duration(chrono::Duration::milliseconds(3_723_000)), "PT1H2M3S");
+        assert_eq!(duration(chrono::Duration::zero()), "PT0S");
+    }
+}

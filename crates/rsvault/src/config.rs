@@ -1,0 +1,87 @@
+//! The TOML configuration: sources on this host, restore roots, limits and server knobs.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The only directories restores may write below.
+    #[serde(default)]
+    pub restore_roots: Vec<PathBuf>,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// `Retry-After` seconds on 202 answers.
+    pub retry_after_seconds: u64,
+    /// Job list page size (at most 200).
+    pub page_size: usize,
+    /// Maximum request body in bytes.
+    pub max_body_bytes: usize,
+    /// Memory limit for each engine worker process, in MiB (0 = none).
+    pub worker_memory_mib: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { retry_after_seconds: 5, page_size: 200, max_body_bytes: 4 << 20, worker_memory_mib: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Per-job read throughput limit for backups, bytes per second (0 = unlimited).
+    pub backup_bytes_per_second: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    Vm { resource_group: String, name: String, disks: Vec<PathBuf> },
+    Fileshare { resource_group: String, storage_account: String, share: String, path: PathBuf },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        let cfg: Config = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=200).contains(&self.server.page_size),
+            "server.page_size must be between 1 and 200"
+        );
+        anyhow::ensure!(self.server.retry_after_seconds > 0, "server.retry_after_seconds must be > 0");
+        for root in &self.restore_roots {
+            anyhow::ensure!(root.is_absolute(), "restore root {} must be absolute", root.display());
+        }
+        for s in &self.sources {
+            match s {
+                SourceConfig::Vm { disks, name, .. } => {
+                    anyhow::ensure!(!disks.is_empty(), "vm source '{name}' lists no disks")
+                }
+                SourceConfig::Fileshare { path, share, .. } => anyhow::ensure!(
+                    path.is_absolute(),
+                    "fileshare '{share}' path {} must be absolute",
+                    path.display()
+                ),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,465 @@
+//! Stored documents and their wire (JSON) rendering, in Azure's shapes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::arm;
+use crate::config::SourceConfig;
+
+pub const PROVIDER: &str = "Microsoft.RecoveryServices";
+
+/// Identifies a vault: lowercase `sub/rg/name` is its store key; display spellings are kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VaultRef {
+    pub sub: String,
+    pub rg: String,
+    pub name: String,
+}
+
+impl VaultRef {
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.sub, self.rg, self.name).to_ascii_lowercase()
+    }
+    /// `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.RecoveryServices/vaults/{name}`
+    pub fn id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/{PROVIDER}/vaults/{}",
+            self.sub, self.rg, self.name
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Vault {
+    pub vault: VaultRef,
+    pub location: String,
+    pub tags: Value,
+    pub sku: Value,
+    pub identity: Option<Value>,
+    pub properties: Value,
+    pub etag: String,
+    /// The repository key (restic password) of this vault.
+    pub password: String,
+    pub created: DateTime<Utc>,
+}
+
+impl Vault {
+    pub fn wire(&self) -> Value {
+        let mut v = json!({
+            "id": self.vault.id(),
+            "name": self.vault.name,
+            "type": "Microsoft.RecoveryServices/vaults",
+            "location": self.location,
+            "tags": self.tags,
+            "etag": self.etag,
+            "sku": self.sku,
+            "properties": self.properties,
+            "systemData": system_data(self.created),
+        });
+        if let Some(i) = &self.identity {
+            v["identity"] = i.clone();
+        }
+        v
+    }
+}
+
+pub fn system_data(created: DateTime<Utc>) -> Value {
+    json!({
+        "createdBy": "rsvault-admin",
+        "createdByType": "User",
+        "createdAt": arm::time(created),
+        "lastModifiedBy": "rsvault-admin",
+        "lastModifiedByType": "User",
+        "lastModifiedAt": arm::time(created),
+    })
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Policy {
+    pub name: String,
+    pub properties: Value,
+    pub created: DateTime<Utc>,
+}
+
+impl Policy {
+    pub fn backup_management_type(&self) -> &str {
+        self.properties["backupManagementType"].as_str().unwrap_or("")
+    }
+    pub fn wire(&self, vault: &VaultRef, items: i64) -> Value {
+        let mut props = self.properties.clone();
+        props["protectedItemsCount"] = json!(items);
+        json!({
+            "id": format!("{}/backupPolicies/{}", vault.id(), self.name),
+            "name": self.name,
+            "type": "Microsoft.RecoveryServices/vaults/backupPolicies",
+            "properties": props,
+        })
+    }
+}
+
+/// What kind of workload an item is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Workload {
+    Vm,
+    FileShare,
+}
+
+impl Workload {
+    pub fn bmt(self) -> &'static str {
+        match self {
+            Self::Vm => "AzureIaasVM",
+            Self::FileShare => "AzureStorage",
+        }
+    }
+    pub fn job_type(self) -> &'static str {
+        match self {
+            Self::Vm => "AzureIaaSVMJob",
+            Self::FileShare => "AzureStorageJob",
+        }
+    }
+}
+
+/// A source from the config, with its Azure names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub workload: Workload,
+    pub container: String,
+    pub item: String,
+    pub friendly_name: String,
+    pub rg: String,
+    /// VM name or storage account name.
+    pub host_name: String,
+    pub paths: Vec<PathBuf>,
+}
+
+impl SourceInfo {
+    pub fn from_config(s: &SourceConfig) -> Self {
+        match s {
+            SourceConfig::Vm { resource_group, name, disks } => Self {
+                workload: Workload::Vm,
+                container: format!("IaasVMContainer;iaasvmcontainerv2;{resource_group};{name}"),
+                item: format!("VM;iaasvmcontainerv2;{resource_group};{name}"),
+                friendly_name: name.clone(),
+                rg: resource_group.clone(),
+                host_name: name.clone(),
+                paths: disks.clone(),
+            },
+            SourceConfig::Fileshare { resource_group, storage_account, share, path } => Self {
+                workload: Workload::FileShare,
+                container: format!("StorageContainer;Storage;{resource_group};{storage_account}"),
+                item: format!("AzureFileShare;{share}"),
+                friendly_name: share.clone(),
+                rg: resource_group.clone(),
+                host_name: storage_account.clone(),
+                paths: vec![path.clone()],
+            },
+        }
+    }
+
+    /// ARM id of the source VM or storage account in `sub`.
+    pub fn resource_id(&self, sub: &str) -> String {
+        match self.workload {
+            Workload::Vm => format!(
+                "/subscriptions/{sub}/resourceGroups/{}/providers/Microsoft.Compute/virtualMachines/{}",
+                self.rg, self.host_name
+            ),
+            Workload::FileShare => format!(
+                "/subscriptions/{sub}/resourceGroups/{}/providers/Microsoft.Storage/storageAccounts/{}",
+                self.rg, self.host_name
+            ),
+        }
+    }
+
+    /// The item's key within a vault (lowercase).
+    pub fn key(&self) -> String {
+        item_key(&self.container, &self.item)
+    }
+
+    /// `properties.containerName`: the container name without its first segment.
+    pub fn short_container(&self) -> String {
+        self.container.split_once(';').map(|(_, r)| r.to_string()).unwrap_or_default()
+    }
+}
+
+pub fn item_key(container: &str, item: &str) -> String {
+    format!("{container}/{item}").to_ascii_lowercase()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Item {
+    pub container: String,
+    pub name: String,
+    pub workload: Workload,
+    pub friendly_name: String,
+    pub source_resource_id: String,
+    pub policy: Option<String>,
+    pub protection_state: String,
+    pub last_backup_status: Option<String>,
+    pub last_backup_time: Option<DateTime<Utc>>,
+    pub last_recovery_point: Option<DateTime<Utc>>,
+    pub health_status: String,
+    pub data_id: String,
+    pub last_snapshot: Option<String>,
+    pub last_verified: Option<DateTime<Utc>>,
+    pub created: DateTime<Utc>,
+}
+
+impl Item {
+    pub fn key(&self) -> String {
+        item_key(&self.container, &self.name)
+    }
+
+    pub fn id(&self, vault: &VaultRef) -> String {
+        format!(
+            "{}/backupFabrics/Azure/protectionContainers/{}/protectedItems/{}",
+            vault.id(),
+            self.container,
+            self.name
+        )
+    }
+
+    pub fn wire(&self, vault: &VaultRef, extended: Option<Value>) -> Value {
+        let short_container = self.container.split_once(';').map(|(_, r)| r).unwrap_or("");
+        let mut p = json!({
+            "friendlyName": self.friendly_name,
+            "protectionStatus": if self.health_status == "Passed" { "Healthy" } else { "Unhealthy" },
+            "protectionState": self.protection_state,
+            "healthStatus": self.health_status,
+            "backupManagementType": self.workload.bmt(),
+            "containerName": short_container,
+            "sourceResourceId": self.source_resource_id,
+            "protectedItemDataId": self.data_id,
+            "vaultId": vault.id(),
+            "isScheduledForDeferredDelete": false,
+            "isRehydrate": false,
+        });
+        match self.workload {
+            Workload::Vm => {
+                p["protectedItemType"] = json!("Microsoft.Compute/virtualMachines");
+                p["workloadType"] = json!("VM");
+                p["virtualMachineId"] = json!(self.source_resource_id);
+                p["policyType"] = json!("V1");
+            }
+            Workload::FileShare => {
+                p["protectedItemType"] = json!("AzureFileShareProtectedItem");
+                p["workloadType"] = json!("AzureFileShare");
+            }
+        }
+        if let Some(pol) = &self.policy {
+            p["policyId"] = json!(format!("{}/backupPolicies/{}", vault.id(), pol));
+            p["policyName"] = json!(pol);
+        }
+        if let Some(s) = &self.last_backup_status {
+            p["lastBackupStatus"] = json!(s);
+        }
+        if let Some(t) = self.last_backup_time {
+            p["lastBackupTime"] = json!(arm::time(t));
+        }
+        if let Some(t) = self.last_recovery_point {
+            p["lastRecoveryPoint"] = json!(arm::time(t));
+        }
+        if let Some(x) = extended {
+            p["extendedInfo"] = x;
+        }
+        json!({
+            "id": self.id(vault),
+            "name": self.name,
+            "type": "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems",
+            "properties": p,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecoveryPoint {
+    pub id: String,
+    pub item_key: String,
+    pub workload: Workload,
+    pub snapshot_id: String,
+    pub time: DateTime<Utc>,
+    pub expiry: Option<DateTime<Utc>>,
+    pub bytes: u64,
+    pub files: u64,
+}
+
+impl RecoveryPoint {
+    pub fn wire(&self, item_id: &str) -> Value {
+        let mut rp_props = json!({});
+        if let Some(e) = self.expiry {
+            rp_props["expiryTime"] = json!(arm::time(e));
+        }
+        let props = match self.workload {
+            Workload::Vm => json!({
+                "objectType": "IaasVMRecoveryPoint",
+                "recoveryPointType": "CrashConsistent",
+                "recoveryPointTime": arm::time(self.time),
+                "recoveryPointAdditionalInfo": "",
+                "sourceVMStorageType": "NormalStorage",
+                "isSourceVMEncrypted": false,
+                "isInstantIlrSessionActive": false,
+                "isManagedVirtualMachine": true,
+                "originalStorageAccountOption": false,
+                "recoveryPointTierDetails": [{"type": "HardenedRP", "status": "Valid"}],
+                "recoveryPointProperties": rp_props,
+            }),
+            Workload::FileShare => json!({
+                "objectType": "AzureFileShareRecoveryPoint",
+                "recoveryPointType": "FileSystemConsistent",
+                "recoveryPointTime": arm::time(self.time),
+                "recoveryPointSizeInGB": (self.bytes as f64 / (1u64 << 30) as f64).ceil() as i64,
+                "recoveryPointProperties": rp_props,
+            }),
+        };
+        json!({
+            "id": format!("{item_id}/recoveryPoints/{}", self.id),
+            "name": self.id,
+            "type": "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/recoveryPoints",
+            "properties": props,
+        })
+    }
+}
+
+/// What an async operation is about, for status rendering.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum OpKind {
+    Refresh,
+    ConfigureProtection,
+    StopProtection,
+    DeleteItem,
+    Backup,
+    Restore,
+    Cancel,
+    Export,
+    PolicyDelete,
+    VaultDelete,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: String,
+    pub kind: OpKind,
+    pub status: String,
+    pub start: DateTime<Utc>,
+    pub end: Option<DateTime<Utc>>,
+    pub job_id: Option<String>,
+    pub error: Option<(String, String)>,
+    pub item_key: Option<String>,
+    /// Export result (blob name) once written.
+    pub result: Option<Value>,
+}
+
+impl Operation {
+    pub fn new(kind: OpKind, job_id: Option<String>, item_key: Option<String>) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind,
+            status: "InProgress".into(),
+            start: Utc::now(),
+            end: None,
+            job_id,
+            error: None,
+            item_key,
+            result: None,
+        }
+    }
+
+    pub fn succeeded(mut self) -> Self {
+        self.status = "Succeeded".into();
+        self.end = Some(Utc::now());
+        self
+    }
+
+    pub fn wire(&self) -> Value {
+        let mut v = json!({
+            "id": self.id,
+            "name": self.id,
+            "status": self.status,
+            "startTime": arm::time(self.start),
+        });
+        if let Some(e) = self.end {
+            v["endTime"] = json!(arm::time(e));
+        }
+        if let Some((code, message)) = &self.error {
+            v["error"] = json!({"code": code, "message": message});
+        }
+        if let Some(j) = &self.job_id {
+            v["properties"] = json!({"objectType": "OperationStatusJobExtendedInfo", "jobId": j});
+        }
+        v
+    }
+}
+
+/// A protectable item or container's `properties` for a config source.
+pub fn protectable_wire(vault: &VaultRef, s: &SourceInfo, protected: bool) -> Value {
+    let state = if protected { "Protected" } else { "NotProtected" };
+    let (name, props) = match s.workload {
+        Workload::Vm => (
+            s.item.clone(),
+            json!({
+                "backupManagementType": "AzureIaasVM",
+                "workloadType": "VM",
+                "friendlyName": s.friendly_name,
+                "protectableItemType": "Microsoft.Compute/virtualMachines",
+                "protectionState": state,
+                "virtualMachineId": s.resource_id(&vault.sub),
+                "resourceGroup": s.rg,
+            }),
+        ),
+        Workload::FileShare => (
+            s.item.clone(),
+            json!({
+                "backupManagementType": "AzureStorage",
+                "workloadType": "AzureFileShare",
+                "friendlyName": s.friendly_name,
+                "protectableItemType": "AzureFileShare",
+                "protectionState": state,
+                "parentContainerFabricId": s.resource_id(&vault.sub),
+                "parentContainerFriendlyName": s.host_name,
+                "azureFileShareType": "XSMB",
+            }),
+        ),
+    };
+    json!({
+        "id": format!("{}/backupFabrics/Azure/protectionContainers/{}/protectableItems/{}", vault.id(), s.container, name),
+        "name": name,
+        "type": "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectableItems",
+        "properties": props,
+    })
+}
+
+pub fn container_wire(vault: &VaultRef, s: &SourceInfo, registered: bool, items: i64) -> Value {
+    let props = match s.workload {
+        Workload::Vm => json!({
+            "containerType": "Microsoft.Compute/virtualMachines",
+            "backupManagementType": "AzureIaasVM",
+            "friendlyName": s.friendly_name,
+            "healthStatus": "Healthy",
+            "registrationStatus": "Registered",
+            "virtualMachineId": s.resource_id(&vault.sub),
+            "virtualMachineVersion": "Compute",
+            "resourceGroup": s.rg,
+        }),
+        Workload::FileShare => json!({
+            "containerType": "StorageContainer",
+            "backupManagementType": "AzureStorage",
+            "friendlyName": s.host_name,
+            "healthStatus": "Healthy",
+            "registrationStatus": if registered { "Registered" } else { "NotRegistered" },
+            "sourceResourceId": s.resource_id(&vault.sub),
+            "protectedItemCount": items,
+            "acquireStorageAccountLock": "Acquire",
+        }),
+    };
+    json!({
+        "id": format!("{}/backupFabrics/Azure/protectionContainers/{}", vault.id(), s.container),
+        "name": s.container,
+        "type": "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers",
+        "properties": props,
+    })
+}
+
+pub type PropertyBag = BTreeMap<String, String>;

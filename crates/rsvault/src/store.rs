@@ -1,0 +1,268 @@
+//! The metadata store: one SQLite file (WAL). All SQL lives here.
+//!
+//! Resources that are read whole (vaults, policies, containers, protected items, recovery points,
+//! operations, exports) are JSON documents keyed by (kind, vault, key). Jobs have their own table
+//! with indexed columns because they are filtered and paged.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored document is unreadable: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS docs (
+    kind TEXT NOT NULL,
+    vault TEXT NOT NULL,
+    key TEXT NOT NULL,
+    parent TEXT NOT NULL DEFAULT '',
+    body TEXT NOT NULL,
+    PRIMARY KEY (kind, vault, key)
+);
+CREATE INDEX IF NOT EXISTS docs_parent ON docs(kind, vault, parent);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    vault TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    bmt TEXT NOT NULL,
+    start_time TEXT NOT NULL,
+    item TEXT NOT NULL DEFAULT '',
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_vault_time ON jobs(vault, start_time DESC, seq DESC);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE INDEX IF NOT EXISTS jobs_item ON jobs(vault, item, status);
+"#;
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+/// One row of the jobs table, as the store sees it.
+pub struct JobRow {
+    pub id: String,
+    pub vault: String,
+    pub seq: i64,
+    pub status: String,
+    pub operation: String,
+    pub bmt: String,
+    pub start_time: String,
+    pub item: String,
+    pub body: String,
+}
+
+/// Filter for job listings. Times are RFC 3339 strings comparable as text (all UTC, same format).
+#[derive(Debug, Default, Clone)]
+pub struct JobQuery {
+    pub status: Option<String>,
+    pub operation: Option<String>,
+    pub bmt: Option<String>,
+    pub job_id: Option<String>,
+    pub start_from: Option<String>,
+    pub start_to: Option<String>,
+    /// Continue after this (start_time, seq) position.
+    pub after: Option<(String, i64)>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    /// Runs `f` in one immediate transaction: all of its writes land, or none.
+    pub fn tx<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&Tx(&t))?;
+        t.commit()?;
+        Ok(out)
+    }
+}
+
+pub struct Tx<'a>(&'a rusqlite::Transaction<'a>);
+
+impl Tx<'_> {
+    pub fn get<T: DeserializeOwned>(&self, kind: &str, vault: &str, key: &str) -> Result<Option<T>> {
+        let body: Option<String> = self
+            .0
+            .query_row(
+                "SELECT body FROM docs WHERE kind = ?1 AND vault = ?2 AND key = ?3",
+                params![kind, vault, key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        body.map(|b| serde_json::from_str(&b)).transpose().map_err(Into::into)
+    }
+
+    pub fn put<T: Serialize>(&self, kind: &str, vault: &str, key: &str, parent: &str, doc: &T) -> Result<()> {
+        let body = serde_json::to_string(doc)?;
+        self.0.execute(
+            "INSERT INTO docs(kind, vault, key, parent, body) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(kind, vault, key) DO UPDATE SET parent = excluded.parent, body = excluded.body",
+            params![kind, vault, key, parent, body],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete(&self, kind: &str, vault: &str, key: &str) -> Result<bool> {
+        let n = self.0.execute(
+            "DELETE FROM docs WHERE kind = ?1 AND vault = ?2 AND key = ?3",
+            params![kind, vault, key],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Documents of `kind` in `vault` (optionally under `parent`), ordered by key.
+    pub fn list<T: DeserializeOwned>(&self, kind: &str, vault: &str, parent: Option<&str>) -> Result<Vec<T>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT body FROM docs WHERE kind = ?1 AND vault = ?2 AND (?3 IS NULL OR parent = ?3) ORDER BY key",
+        )?;
+        let rows = stmt.query_map(params![kind, vault, parent], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for body in rows {
+            out.push(serde_json::from_str(&body?)?);
+        }
+        Ok(out)
+    }
+
+    /// Documents of `kind` whose vault key starts with `prefix` (vault listings by scope).
+    pub fn list_prefix<T: DeserializeOwned>(&self, kind: &str, prefix: &str) -> Result<Vec<T>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT body FROM docs WHERE kind = ?1 AND substr(vault, 1, length(?2)) = ?2 ORDER BY vault, key",
+        )?;
+        let rows = stmt.query_map(params![kind, prefix], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for body in rows {
+            out.push(serde_json::from_str(&body?)?);
+        }
+        Ok(out)
+    }
+
+    pub fn count(&self, kind: &str, vault: &str, parent: Option<&str>) -> Result<i64> {
+        Ok(self.0.query_row(
+            "SELECT count(*) FROM docs WHERE kind = ?1 AND vault = ?2 AND (?3 IS NULL OR parent = ?3)",
+            params![kind, vault, parent],
+            |r| r.get(0),
+        )?)
+    }
+
+    pub fn delete_all(&self, kind: &str, vault: &str, parent: Option<&str>) -> Result<usize> {
+        Ok(self.0.execute(
+            "DELETE FROM docs WHERE kind = ?1 AND vault = ?2 AND (?3 IS NULL OR parent = ?3)",
+            params![kind, vault, parent],
+        )?)
+    }
+
+    pub fn next_job_seq(&self) -> Result<i64> {
+        Ok(self.0.query_row("SELECT coalesce(max(seq), 0) + 1 FROM jobs", [], |r| r.get(0))?)
+    }
+
+    pub fn upsert_job(&self, j: &JobRow) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO jobs(id, vault, seq, status, operation, bmt, start_time, item, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(id) DO UPDATE SET status = excluded.status, operation = excluded.operation,
+                 bmt = excluded.bmt, start_time = excluded.start_time, item = excluded.item, body = excluded.body",
+            params![j.id, j.vault, j.seq, j.status, j.operation, j.bmt, j.start_time, j.item, j.body],
+        )?;
+        Ok(())
+    }
+
+    pub fn get_job_body(&self, vault: &str, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .0
+            .query_row(
+                "SELECT body FROM jobs WHERE vault = ?1 AND id = ?2",
+                params![vault, id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Job bodies matching `q`, newest first, at most `limit`, with each row's paging position.
+    pub fn list_jobs(&self, vault: &str, q: &JobQuery, limit: usize) -> Result<Vec<(String, String, i64)>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT body, start_time, seq FROM jobs
+             WHERE vault = ?1
+               AND (?2 IS NULL OR status = ?2 COLLATE NOCASE)
+               AND (?3 IS NULL OR operation = ?3 COLLATE NOCASE)
+               AND (?4 IS NULL OR bmt = ?4 COLLATE NOCASE)
+               AND (?5 IS NULL OR id = ?5 COLLATE NOCASE)
+               AND (?6 IS NULL OR start_time >= ?6)
+               AND (?7 IS NULL OR start_time <= ?7)
+               AND (?8 IS NULL OR start_time < ?8 OR (start_time = ?8 AND seq < ?9))
+             ORDER BY start_time DESC, seq DESC
+             LIMIT ?10",
+        )?;
+        let (after_t, after_s) = match &q.after {
+            Some((t, s)) => (Some(t.as_str()), *s),
+            None => (None, 0),
+        };
+        let rows = stmt.query_map(
+            params![
+                vault,
+                q.status,
+                q.operation,
+                q.bmt,
+                q.job_id,
+                q.start_from,
+                q.start_to,
+                after_t,
+                after_s,
+                limit as i64
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
+    /// Bodies of jobs in any of `statuses` (all vaults), oldest first.
+    pub fn jobs_with_status(&self, statuses: &[&str]) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stmt = self.0.prepare_cached("SELECT body FROM jobs WHERE status = ?1 ORDER BY seq")?;
+        for s in statuses {
+            let rows = stmt.query_map(params![s], |r| r.get::<_, String>(0))?;
+            for r in rows {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `item` in `vault` has a job in one of `statuses` other than `except`.
+    pub fn item_has_job(&self, vault: &str, item: &str, statuses: &[&str], except: &str) -> Result<bool> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT count(*) FROM jobs WHERE vault = ?1 AND item = ?2 AND status = ?3 AND id <> ?4",
+        )?;
+        for s in statuses {
+            let n: i64 = stmt.query_row(params![vault, item, s, except], |r| r.get(0))?;
+            if n > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    pub fn delete_jobs_of_vault(&self, vault: &str) -> Result<usize> {
+        Ok(self.0.execute("DELETE FROM jobs WHERE vault = ?1", params![vault])?)
+    }
+}
