@@ -375,6 +375,8 @@ class Raw:
         h = {"x-ms-client-request-id": str(uuid.uuid4())}
         h.update(headers or {})
         kw.setdefault("timeout", 30)
+        # explicit: a session's verify loses to REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE from the environment
+        kw.setdefault("verify", self.server.cert)
         return self.s.request(method, self.url(path), params=params, headers=h, **kw)
 
     def get(self, path, **kw):

@@ -162,3 +162,66 @@ def test_second_backup_while_running_is_queued(sbk):
         assert f["properties"]["status"] == "Completed", f
     rps = list(bk.recovery_points.list(VAULT, VAULT_RG, "Azure", vm_container("midvm"), vm_item("midvm")))
     assert len(rps) >= 2, [r.name for r in rps]
+
+
+def test_kill9_mid_backup_then_restart(sbk, slow):
+    """kill -9 during a backup: after restart the job is Failed (interrupted) or Completed, never stuck;
+    earlier recovery points still restore byte-identically; the next backup succeeds."""
+    import signal
+
+    from conftest import file_digest
+
+    bk = sbk
+    jid = trigger(bk, "bigvm")
+    wait_for(lambda: job(bk, jid), lambda j: j["properties"]["status"] != "InProgress"
+             or (j["properties"].get("extendedInfo") or {}).get("progressPercentage", 0) > 0,
+             timeout=60, interval=0.1, what="backup to make progress")
+    assert job(bk, jid)["properties"]["status"] == "InProgress"
+    old_token = slow.token
+    slow.stop(sig=signal.SIGKILL)
+    slow.start()
+    assert slow.token == old_token, "admin token must survive a restart (DATA/admin-token)"
+    bk2 = slow.backup_client()
+    final = wait_for(lambda: d(bk2.job_details.get(VAULT, VAULT_RG, jid)),
+                     lambda j: j["properties"]["status"] in TERMINAL_JOB, timeout=90, interval=0.2,
+                     what="interrupted job to be resolved after restart")
+    p = final["properties"]
+    assert p["status"] in ("Failed", "Completed"), p
+    if p["status"] == "Failed":
+        text = json.dumps(p.get("errorDetails") or []).lower()
+        assert "interrupt" in text or "restart" in text, f"error must say the job was interrupted: {p}"
+    # earlier recovery point of midvm restores byte-identically
+    rps = [d(x) for x in bk2.recovery_points.list(VAULT, VAULT_RG, "Azure", vm_container("midvm"),
+                                                 vm_item("midvm"))]
+    assert rps, "recovery points lost after kill -9"
+    restore_root = slow.root.parent / "restore"
+    before = set(restore_root.rglob("*"))
+    from conftest import SUB, account_id
+
+    cap_status, h = None, None
+    poller = bk2.restores.begin_trigger(
+        VAULT, VAULT_RG, "Azure", vm_container("midvm"), vm_item("midvm"), rps[0]["name"],
+        {"properties": {"objectType": "IaasVMRestoreRequest", "recoveryPointId": rps[0]["name"],
+                        "recoveryType": "RestoreDisks", "sourceResourceId": vm_id("midvm"), "region": "westus",
+                        "storageAccountId": account_id("restoreacct"),
+                        "targetResourceGroupId": f"/subscriptions/{SUB}/resourceGroups/restorerg"}})
+    poller.result()
+    restore_jobs = [d(x) for x in bk2.backup_jobs.list(VAULT, VAULT_RG, filter="operation eq 'Restore'")]
+    assert restore_jobs, "no Restore job"
+    rj = wait_for(lambda: d(bk2.job_details.get(VAULT, VAULT_RG, restore_jobs[0]["name"])),
+                  lambda j: j["properties"]["status"] in TERMINAL_JOB, timeout=60, interval=0.2, what="restore")
+    assert rj["properties"]["status"] == "Completed", rj
+    src = slow.root.parent / "vms" / "midvm" / "disk0.img"
+    new = [x for x in restore_root.rglob("*") if x not in before and x.is_file()]
+    assert any(x.stat().st_size == src.stat().st_size and file_digest(x) == file_digest(src) for x in new), \
+        [(str(x), x.stat().st_size) for x in new]
+    # and the next backup succeeds
+    status, hh = bk2.backups.trigger(VAULT, VAULT_RG, "Azure", vm_container("midvm"), vm_item("midvm"),
+                                     {"properties": {"objectType": "IaasVMBackupRequest"}}, cls=headers_cls)
+    assert status == 202
+    op = op_id_from({k.lower(): v for k, v in hh.items()}["azure-asyncoperation"])
+    st = wait_for(lambda: d(bk2.backup_operation_statuses.get(VAULT, VAULT_RG, op)),
+                  lambda s: (s.get("properties") or {}).get("jobId"), interval=0.2, what="jobId")
+    nj = wait_for(lambda: d(bk2.job_details.get(VAULT, VAULT_RG, st["properties"]["jobId"])),
+                  lambda j: j["properties"]["status"] in TERMINAL_JOB, timeout=60, interval=0.2, what="backup")
+    assert nj["properties"]["status"] == "Completed", nj
