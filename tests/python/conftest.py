@@ -236,6 +236,7 @@ class Server:
                         f"or set RSVAULT_BIN", pytrace=False)
         self.data.mkdir(parents=True, exist_ok=True)
         self._lines = []
+        self.token = ""  # a restart prints no token: it must then come from DATA/admin-token
         logf = open(self.log_path, "ab")
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
