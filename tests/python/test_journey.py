@@ -258,6 +258,9 @@ def test_protect_vm(bk):
     g = d(bk.protected_items.get(VAULT, VAULT_RG, "Azure", vm_container(), vm_item(),
                                  filter="expand eq 'extendedinfo'"))
     assert g["properties"]["protectionState"] in ("Protected", "IRPending")
+    conts = [d(x) for x in bk.backup_protection_containers.list(
+        VAULT, VAULT_RG, filter="backupManagementType eq 'AzureIaasVM'")]
+    assert any(ci(c["name"], vm_container()) for c in conts), conts
     job = _configure_job(bk, "vm1")
     assert job["properties"]["jobType"] == "AzureIaaSVMJob"
     assert wait_job(bk, job["name"])["properties"]["status"] == "Completed"
@@ -546,6 +549,72 @@ def test_restore_vm_disks(bk, env):
                                f"({size} bytes) below {env.restore_root}; new files: "
                                f"{[(str(p), p.stat().st_size) for p in new_files]}")
     S["vm_restored_disk"] = str(matches[0])
+
+
+def test_restore_share_original_location(bk, env):
+    """OriginalLocation + Overwrite puts the backup-time tree back over a damaged source."""
+    need("share_rp")
+    src = tree_snapshot(env.share)
+    (env.share / "a.txt").write_bytes(b"damaged\n")
+    (env.share / "sub" / "c.txt").unlink()
+    body = {"properties": {
+        "objectType": "AzureFileShareRestoreRequest", "recoveryType": "OriginalLocation",
+        "sourceResourceId": account_id(), "copyOptions": "Overwrite", "restoreRequestType": "FullShareRestore"}}
+    _restore(bk, storage_container(), share_item(), S["share_rp"], body)
+    _compare_trees(src, env.share)
+
+
+def test_vm2_two_disks_alternate_and_original_location(bk, env):
+    """A two-disk VM: AlternateLocation restores both disks below the restore root, OriginalLocation
+    overwrites the damaged source disks; then its protection and data are deleted."""
+    need("vm_policy_id")
+    body = {"properties": {"protectedItemType": "Microsoft.Compute/virtualMachines",
+                           "sourceResourceId": vm_id("vm2"), "policyId": S["vm_policy_id"]}}
+    bk.protected_items.begin_create_or_update(VAULT, VAULT_RG, "Azure", vm_container("vm2"), vm_item("vm2"),
+                                              body).result()
+    S["vm2_protected"] = True
+    _, job_id, _, _ = _trigger_backup(bk, vm_container("vm2"), vm_item("vm2"), "IaasVMBackupRequest")
+    assert wait_job(bk, job_id)["properties"]["status"] == "Completed"
+    rp = [x.name for x in bk.recovery_points.list(VAULT, VAULT_RG, "Azure", vm_container("vm2"), vm_item("vm2"))]
+    assert len(rp) == 1, rp
+    disks = [env.disk2a, env.disk2b]
+    want = {file_digest(p): p.stat().st_size for p in disks}
+    before = set(env.restore_root.rglob("*"))
+    alt = {"properties": {
+        "objectType": "IaasVMRestoreRequest", "recoveryPointId": rp[0], "recoveryType": "AlternateLocation",
+        "sourceResourceId": vm_id("vm2"), "region": "westus", "createNewCloudService": False,
+        "originalStorageAccountOption": False, "storageAccountId": account_id("restoreacct"),
+        "targetVirtualMachineId": f"/subscriptions/{SUB}/resourceGroups/restorerg/providers/"
+                                  f"Microsoft.Compute/virtualMachines/vm2restored",
+        "targetResourceGroupId": f"/subscriptions/{SUB}/resourceGroups/restorerg",
+        "virtualNetworkId": f"/subscriptions/{SUB}/resourceGroups/restorerg/providers/Microsoft.Network/"
+                            f"virtualNetworks/net1",
+        "subnetId": f"/subscriptions/{SUB}/resourceGroups/restorerg/providers/Microsoft.Network/"
+                    f"virtualNetworks/net1/subnets/default"}}
+    _restore(bk, vm_container("vm2"), vm_item("vm2"), rp[0], alt)
+    new = [p for p in env.restore_root.rglob("*") if p not in before and p.is_file()]
+    got = {file_digest(p): p.stat().st_size for p in new}
+    for digest, size in want.items():
+        assert got.get(digest) == size, f"disk of {size} bytes not restored identically; new files: " \
+                                         f"{[(str(p), p.stat().st_size) for p in new]}"
+    # OriginalLocation: damage the source disks, restore over them
+    originals = {p: p.read_bytes() for p in disks}
+    for p in disks:
+        with open(p, "r+b") as f:
+            f.seek(4096)
+            f.write(b"\xff" * 8192)
+    orig = {"properties": {
+        "objectType": "IaasVMRestoreRequest", "recoveryPointId": rp[0], "recoveryType": "OriginalLocation",
+        "sourceResourceId": vm_id("vm2"), "region": "westus", "originalStorageAccountOption": True}}
+    try:
+        _restore(bk, vm_container("vm2"), vm_item("vm2"), rp[0], orig)
+        for p, data in originals.items():
+            assert p.read_bytes() == data, f"{p} not restored to its backup-time bytes"
+    finally:
+        for p, data in originals.items():
+            p.write_bytes(data)
+    _delete_item(bk, vm_container("vm2"), vm_item("vm2"), "vm2")
+    del S["vm2_protected"]
 
 
 # ---------------------------------------------------------------------------------------------------
