@@ -187,6 +187,13 @@ impl Tx<'_> {
         Ok(())
     }
 
+    pub fn jobs_by_id(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .0
+            .query_row("SELECT body FROM jobs WHERE id = ?1", params![id], |r| r.get(0))
+            .optional()?)
+    }
+
     pub fn get_job_body(&self, vault: &str, id: &str) -> Result<Option<String>> {
         Ok(self
             .0

@@ -1,0 +1,204 @@
+//! The HTTP edge: one dispatcher that owns ARM conventions (auth, api-version, case-insensitive
+//! and percent-decoded paths, body limits, request ids, ARM error bodies) and routes to thin
+//! handlers in the submodules.
+
+pub mod handlers;
+pub mod export;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+use serde_json::Value;
+
+use crate::arm::{self, ArmCode, ArmError, ArmResult};
+use crate::service::Service;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub svc: Arc<Service>,
+    pub token: Arc<String>,
+}
+
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new().fallback(dispatch).with_state(state)
+}
+
+/// Everything a handler needs to know about the request, already validated.
+pub struct Req {
+    pub method: Method,
+    /// Percent-decoded path segments, original spelling.
+    pub seg: Vec<String>,
+    /// Query parameters, keys lowercased, values decoded.
+    pub query: HashMap<String, String>,
+    pub api_version: String,
+    pub origin: String,
+    pub body: Bytes,
+}
+
+impl Req {
+    pub fn q(&self, key: &str) -> Option<&str> {
+        self.query.get(key).map(String::as_str)
+    }
+
+    /// Absolute URL for `path` (starting with `/`) carrying the caller's api-version.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}?api-version={}", self.origin, path, self.api_version)
+    }
+
+    /// The body as a JSON object; an empty body is an error.
+    pub fn json(&self) -> ArmResult<Value> {
+        if self.body.is_empty() {
+            return Err(ArmError::new(ArmCode::InvalidJson, "The request body is empty; a JSON object is required."));
+        }
+        let v: Value = serde_json::from_slice(&self.body).map_err(|e| {
+            ArmError::new(ArmCode::InvalidJson, format!("The request body is not valid JSON: {e}."))
+        })?;
+        if !v.is_object() {
+            return Err(ArmError::new(ArmCode::InvalidJson, "The request body must be a JSON object."));
+        }
+        Ok(v)
+    }
+
+    /// The body as a JSON object, or `{}` when there is none.
+    pub fn json_or_empty(&self) -> ArmResult<Value> {
+        if self.body.iter().all(|b| b.is_ascii_whitespace()) {
+            Ok(Value::Object(Default::default()))
+        } else {
+            self.json()
+        }
+    }
+}
+
+async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let client_id = req.headers().get("x-ms-client-request-id").cloned();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let fut = std::panic::AssertUnwindSafe(handle(&app, req));
+    let mut resp = match fut.catch_unwind().await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => e.into_response(),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            ArmError::internal(format!("handler panicked on {method} {path}: {msg}")).into_response()
+        }
+    };
+    tracing::info!(%method, %path, status = resp.status().as_u16(), request_id = %request_id);
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-ms-request-id", v.clone());
+        h.insert("x-ms-correlation-request-id", v);
+    }
+    if let Some(c) = client_id {
+        h.insert("x-ms-client-request-id", c);
+    }
+    h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    resp
+}
+
+async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
+    let (parts, body) = req.into_parts();
+    let seg: Vec<String> = parts
+        .uri
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let query = parse_query(parts.uri.query().unwrap_or(""));
+
+    // Export downloads authenticate with their signed link, not the bearer token.
+    if seg.len() == 2 && seg[0] == "exports" && parts.method == Method::GET {
+        return export::download(&app.svc, &seg[1], &query);
+    }
+    check_auth(&parts.headers, &app.token)?;
+    let api_version = arm::check_api_version(query.get("api-version").map(String::as_str))?;
+    let limit = app.svc.config.server.max_body_bytes;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ArmError::new(
+            ArmCode::BodyTooLarge,
+            format!("The request body is larger than the limit of {limit} bytes."),
+        )
+    })?;
+    let r = Req {
+        method: parts.method,
+        seg,
+        query,
+        api_version,
+        origin: arm::origin(&parts.headers),
+        body,
+    };
+    handlers::route(&app.svc, &r).await
+}
+
+fn check_auth(headers: &HeaderMap, token: &str) -> ArmResult<()> {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(ArmError::new(ArmCode::Unauthorized, "The access token is invalid.")),
+        None => Err(ArmError::new(
+            ArmCode::Unauthorized,
+            "Authentication failed. The 'Authorization' header is missing; send 'Authorization: Bearer <token>'.",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn parse_query(q: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let dec = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
+        };
+        out.insert(dec(k).to_ascii_lowercase(), dec(v));
+    }
+    out
+}
+
+/// 200 with a JSON body.
+pub fn ok(v: Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+/// 202 with `Location`, optional `Azure-AsyncOperation`, and `Retry-After`.
+pub fn accepted(location: &str, async_op: Option<&str>, retry_after: u64) -> Response {
+    let mut r = StatusCode::ACCEPTED.into_response();
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert("location", v);
+    }
+    if let Some(a) = async_op.and_then(|a| HeaderValue::from_str(a).ok()) {
+        h.insert("azure-asyncoperation", a);
+    }
+    h.insert("retry-after", HeaderValue::from(retry_after));
+    r
+}
+
+pub fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// 32 random bytes as hex: tokens and repository keys.
+pub fn random_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,128 @@
+//! Wiring for `rsvault serve`: data dir, store, token, TLS, recovery of interrupted jobs, HTTPS
+//! listener and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::model::SourceInfo;
+use crate::runner::Runner;
+use crate::service::Service;
+use crate::store::Store;
+
+pub struct ServeOptions {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    pub config: Option<PathBuf>,
+    /// Program + args that start an engine worker (normally this binary's `engine-worker`).
+    pub worker: (PathBuf, Vec<String>),
+}
+
+pub fn load_config(data: &Path, explicit: Option<&Path>) -> anyhow::Result<Config> {
+    match explicit {
+        Some(p) => Config::load(p),
+        None => {
+            let p = data.join("rsvault.toml");
+            if p.exists() {
+                Config::load(&p)
+            } else {
+                Ok(Config::default())
+            }
+        }
+    }
+}
+
+/// Reads the admin token, creating it (0600) on first start. Returns (token, newly created).
+pub fn admin_token(data: &Path) -> anyhow::Result<(String, bool)> {
+    let p = data.join("admin-token");
+    if p.exists() {
+        let t = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        return Ok((t.trim().to_string(), false));
+    }
+    let token = format!("rsv_{}", crate::api::random_token());
+    crate::fsutil::write_private(&p, token.as_bytes())?;
+    Ok((token, true))
+}
+
+fn signing_key(data: &Path) -> anyhow::Result<Vec<u8>> {
+    let p = data.join("signing-key");
+    if let Ok(k) = std::fs::read(&p) {
+        if k.len() >= 32 {
+            return Ok(k);
+        }
+    }
+    let k: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+    crate::fsutil::write_private(&p, &k)?;
+    Ok(k)
+}
+
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.data).with_context(|| format!("creating data dir {}", opts.data.display()))?;
+    let config = load_config(&opts.data, opts.config.as_deref())?;
+    let store = Store::open(&opts.data.join("rsvault.db")).context("opening the metadata store")?;
+    let (token, fresh) = admin_token(&opts.data)?;
+    let sources = config.sources.iter().map(SourceInfo::from_config).collect();
+    let svc = Arc::new(Service {
+        store,
+        sources,
+        data_dir: opts.data.clone(),
+        runner: Runner::new(opts.worker.clone()),
+        signing_key: signing_key(&opts.data)?,
+        config,
+    });
+    let (failed, requeued) = svc.recover_interrupted().context("resolving interrupted jobs")?;
+    if failed + requeued > 0 {
+        tracing::warn!(failed, requeued, "resolved jobs left running by the previous process");
+    }
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (cert, key) = crate::tls::ensure_self_signed(&opts.data.join("tls"))?;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
+        .await
+        .context("loading TLS certificate")?;
+    let app = api::router(AppState { svc: svc.clone(), token: Arc::new(token.clone()) });
+    let handle = axum_server::Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new requests; running jobs are resolved at next start");
+        shutdown.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+    });
+    let server = axum_server::bind_rustls(opts.listen, tls).handle(handle.clone());
+    let task = tokio::spawn(server.serve(app.into_make_service()));
+    let addr = handle.listening().await.context("the listener did not start")?;
+    println!("rsvault listening on https://{addr}");
+    if fresh {
+        println!("admin token: {token}");
+        println!("(stored in {}; it is not printed again)", opts.data.join("admin-token").display());
+    }
+    println!("TLS certificate: {}", cert.display());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    task.await.context("server task")?.context("server")?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,388 @@
+//! The service layer: vaults, sources, protection, jobs and operations over the store, shared by
+//! the HTTP handlers and the runner. Handlers translate wire input into calls here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::arm::{ArmCode, ArmError, ArmResult};
+use crate::config::Config;
+use crate::job::{codes, Job, JobError, JobStatus, Work};
+use crate::model::{Item, OpKind, Operation, RecoveryPoint, SourceInfo, Vault, VaultRef};
+use crate::runner::{self, Runner};
+use crate::store::{self, Store};
+
+pub const K_VAULT: &str = "vault";
+pub const K_POLICY: &str = "policy";
+pub const K_CONTAINER: &str = "container";
+pub const K_ITEM: &str = "item";
+pub const K_RP: &str = "rp";
+pub const K_OP: &str = "op";
+
+pub struct Service {
+    pub store: Store,
+    pub config: Config,
+    pub data_dir: PathBuf,
+    pub runner: Runner,
+    pub sources: Vec<SourceInfo>,
+    /// Secret for signing export links.
+    pub signing_key: Vec<u8>,
+}
+
+impl From<store::Error> for ArmError {
+    fn from(e: store::Error) -> Self {
+        ArmError::internal(e)
+    }
+}
+
+/// A decimal recovery point id, increasing with time.
+pub fn new_recovery_point_id() -> String {
+    let micros = Utc::now().timestamp_micros().max(0) as u64;
+    let salt: u64 = rand::random::<u64>() % 1000;
+    (micros / 10 * 1000 + salt).to_string()
+}
+
+impl Service {
+    pub fn repo_dir(&self, vault: &Vault) -> PathBuf {
+        // One directory per vault, named from its creation stamp so case and odd characters in
+        // names never matter on disk.
+        self.data_dir.join("repos").join(format!("{}-{}", vault.created.timestamp_micros(), &vault.etag))
+    }
+
+    // ---- vaults ----
+
+    pub fn get_vault(&self, v: &VaultRef) -> ArmResult<Vault> {
+        self.get_vault_by_key(&v.key())?.ok_or_else(|| {
+            ArmError::new(
+                ArmCode::ResourceNotFound,
+                format!(
+                    "The Resource 'Microsoft.RecoveryServices/vaults/{}' under resource group '{}' was not found.",
+                    v.name, v.rg
+                ),
+            )
+        })
+    }
+
+    pub fn get_vault_by_key(&self, key: &str) -> Result<Option<Vault>, store::Error> {
+        self.store.tx(|tx| tx.get(K_VAULT, key, ""))
+    }
+
+    pub fn put_vault(&self, vault: &Vault) -> ArmResult<()> {
+        Ok(self.store.tx(|tx| tx.put(K_VAULT, &vault.vault.key(), "", "", vault))?)
+    }
+
+    pub fn list_vaults(&self, sub: &str, rg: Option<&str>) -> ArmResult<Vec<Vault>> {
+        let prefix = match rg {
+            Some(rg) => format!("{sub}/{rg}/"),
+            None => format!("{sub}/"),
+        }
+        .to_ascii_lowercase();
+        Ok(self.store.tx(|tx| tx.list_prefix(K_VAULT, &prefix))?)
+    }
+
+    pub fn delete_vault(&self, v: &VaultRef) -> ArmResult<bool> {
+        let key = v.key();
+        let Some(vault) = self.get_vault_by_key(&key)? else { return Ok(false) };
+        let deleted = self.store.tx(|tx| {
+            if tx.count(K_ITEM, &key, None)? > 0 {
+                return Ok(None);
+            }
+            for kind in [K_POLICY, K_CONTAINER, K_RP, K_OP] {
+                tx.delete_all(kind, &key, None)?;
+            }
+            tx.delete_jobs_of_vault(&key)?;
+            tx.delete(K_VAULT, &key, "")?;
+            Ok(Some(()))
+        })?;
+        if deleted.is_none() {
+            return Err(ArmError::new(
+                ArmCode::VaultNotEmpty,
+                format!(
+                    "Vault '{}' cannot be deleted because it still has protected items. Stop protection and delete their backup data first.",
+                    v.name
+                ),
+            ));
+        }
+        let dir = self.repo_dir(&vault);
+        if dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!("could not remove repository {}: {e}", dir.display());
+            }
+        }
+        Ok(true)
+    }
+
+    // ---- sources and items ----
+
+    pub fn source_by_container(&self, container: &str) -> Option<&SourceInfo> {
+        let c = normalize_container(container);
+        self.sources.iter().find(|s| normalize_container(&s.container) == c)
+    }
+
+    pub fn source_by_item(&self, container: &str, item: &str) -> Option<&SourceInfo> {
+        let c = normalize_container(container);
+        let i = normalize_item(item);
+        self.sources
+            .iter()
+            .find(|s| normalize_container(&s.container) == c && normalize_item(&s.item) == i)
+    }
+
+    pub fn source_for(&self, item: &Item) -> Option<SourceInfo> {
+        self.source_by_item(&item.container, &item.name).cloned()
+    }
+
+    pub fn get_item(&self, vault: &Vault, item_key: &str) -> Result<Option<Item>, store::Error> {
+        self.store.tx(|tx| tx.get(K_ITEM, &vault.vault.key(), item_key))
+    }
+
+    pub fn put_item(&self, vault: &Vault, item: &Item) -> ArmResult<()> {
+        let parent = item.policy.clone().unwrap_or_default().to_ascii_lowercase();
+        Ok(self.store.tx(|tx| tx.put(K_ITEM, &vault.vault.key(), &item.key(), &parent, item))?)
+    }
+
+    pub fn list_items(&self, vault: &Vault) -> ArmResult<Vec<Item>> {
+        Ok(self.store.tx(|tx| tx.list(K_ITEM, &vault.vault.key(), None))?)
+    }
+
+    pub fn recovery_points(&self, vault: &Vault, item_key: &str) -> Result<Vec<RecoveryPoint>, store::Error> {
+        let mut v: Vec<RecoveryPoint> = self.store.tx(|tx| tx.list(K_RP, &vault.vault.key(), Some(item_key)))?;
+        v.sort_by(|a, b| b.time.cmp(&a.time));
+        Ok(v)
+    }
+
+    pub fn remove_item_data(&self, vault: &Vault, item_key: &str) -> Result<(), store::Error> {
+        let key = vault.vault.key();
+        self.store.tx(|tx| {
+            tx.delete_all(K_RP, &key, Some(item_key))?;
+            tx.delete(K_ITEM, &key, item_key)?;
+            Ok(())
+        })
+    }
+
+    /// Records a finished backup: the recovery point, the item's last-backup fields and the job's
+    /// property bag, in one transaction.
+    pub fn record_backup(
+        &self,
+        vault: &Vault,
+        job_id: &str,
+        item: &Item,
+        rp: RecoveryPoint,
+        bag: impl FnOnce(&mut Job),
+    ) -> Result<(), store::Error> {
+        let key = vault.vault.key();
+        self.store.tx(|tx| {
+            tx.put(K_RP, &key, &rp.id, &rp.item_key, &rp)?;
+            if let Some(mut it) = tx.get::<Item>(K_ITEM, &key, &item.key())? {
+                it.last_snapshot = Some(rp.snapshot_id.clone());
+                it.last_recovery_point = Some(rp.time);
+                let parent = it.policy.clone().unwrap_or_default().to_ascii_lowercase();
+                tx.put(K_ITEM, &key, &it.key(), &parent, &it)?;
+            }
+            if let Some(body) = tx.get_job_body(&key, job_id)? {
+                let mut job: Job = serde_json::from_str(&body)?;
+                bag(&mut job);
+                tx.upsert_job(&job.row())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// After a job ends: backups update the item's last-backup status and time.
+    pub fn after_job(&self, job: &Job) -> Result<(), store::Error> {
+        if job.operation != "Backup" {
+            return Ok(());
+        }
+        let key = job.vault.key();
+        self.store.tx(|tx| {
+            if let Some(mut it) = tx.get::<Item>(K_ITEM, &key, &job.item_key)? {
+                it.last_backup_status = Some(job.status.as_str().to_string());
+                it.last_backup_time = Some(job.start);
+                it.health_status = match job.status {
+                    JobStatus::Failed => "ActionRequired",
+                    JobStatus::CompletedWithWarnings => "ActionSuggested",
+                    _ => "Passed",
+                }
+                .into();
+                let parent = it.policy.clone().unwrap_or_default().to_ascii_lowercase();
+                tx.put(K_ITEM, &key, &it.key(), &parent, &it)?;
+            }
+            Ok(())
+        })
+    }
+
+    // ---- jobs ----
+
+    pub fn get_job_any(&self, id: &str) -> Result<Option<Job>, store::Error> {
+        let bodies = self.store.tx(|tx| tx.jobs_by_id(id))?;
+        bodies.map(|b| serde_json::from_str(&b)).transpose().map_err(Into::into)
+    }
+
+    pub fn get_job(&self, vault: &Vault, id: &str) -> ArmResult<Job> {
+        let body = self.store.tx(|tx| tx.get_job_body(&vault.vault.key(), &id.to_ascii_lowercase()))?;
+        match body {
+            Some(b) => serde_json::from_str(&b).map_err(ArmError::internal),
+            None => Err(ArmError::new(
+                ArmCode::JobNotFound,
+                format!("Job '{id}' was not found in vault '{}'.", vault.vault.name),
+            )),
+        }
+    }
+
+    /// Applies `f` to a job in one transaction and returns the new state.
+    pub fn update_job(&self, id: &str, f: impl FnOnce(&mut Job)) -> Result<Job, store::Error> {
+        self.store.tx(|tx| {
+            let body = tx.jobs_by_id(id)?.ok_or(store::Error::Sql(rusqlite::Error::QueryReturnedNoRows))?;
+            let mut job: Job = serde_json::from_str(&body)?;
+            f(&mut job);
+            tx.upsert_job(&job.row())?;
+            Ok(job)
+        })
+    }
+
+    /// Creates a job (and its operation, when given) atomically, then starts it unless it is
+    /// an instant job.
+    pub fn create_job(self: &Arc<Self>, mut job: Job, op: Option<&Operation>) -> ArmResult<Job> {
+        let key = job.vault.key();
+        self.store.tx(|tx| {
+            job.seq = tx.next_job_seq()?;
+            tx.upsert_job(&job.row())?;
+            if let Some(op) = op {
+                tx.put(K_OP, &key, &op.id, "", op)?;
+            }
+            Ok(())
+        })?;
+        if !matches!(job.work, Work::Instant) {
+            runner::spawn(self.clone(), job.id.clone());
+        }
+        Ok(job)
+    }
+
+    /// Records a cancel request. Returns the cancel operation (the same one when asked twice).
+    pub fn request_cancel(&self, vault: &Vault, job_id: &str) -> ArmResult<Operation> {
+        let job = self.get_job(vault, job_id)?;
+        if job.status == JobStatus::Cancelling {
+            if let Some(op) = job.cancel_op.as_deref().and_then(|o| self.get_op(vault, o).ok()) {
+                return Ok(op);
+            }
+        }
+        if !job.is_cancellable() {
+            return Err(ArmError::new(
+                ArmCode::NotCancellable,
+                format!(
+                    "Job '{}' is {}; only InProgress backup, restore and delete jobs can be cancelled.",
+                    job.id,
+                    job.status.as_str()
+                ),
+            ));
+        }
+        let op = Operation::new(OpKind::Cancel, Some(job.id.clone()), None);
+        let key = vault.vault.key();
+        let op_id = op.id.clone();
+        let moved = self.store.tx(|tx| {
+            let Some(body) = tx.get_job_body(&key, &job.id)? else { return Ok(false) };
+            let mut j: Job = serde_json::from_str(&body)?;
+            if j.status != JobStatus::InProgress {
+                return Ok(false);
+            }
+            j.status = JobStatus::Cancelling;
+            j.cancel_op = Some(op_id.clone());
+            tx.upsert_job(&j.row())?;
+            tx.put(K_OP, &key, &op.id, "", &op)?;
+            Ok(true)
+        })?;
+        if !moved {
+            return Err(ArmError::new(
+                ArmCode::NotCancellable,
+                format!("Job '{}' finished before it could be cancelled.", job.id),
+            ));
+        }
+        self.runner.signal_cancel(&job.id);
+        Ok(op)
+    }
+
+    pub fn finish_cancel_op(&self, job: &Job) {
+        let Some(op_id) = &job.cancel_op else { return };
+        let key = job.vault.key();
+        let res = self.store.tx(|tx| {
+            if let Some(mut op) = tx.get::<Operation>(K_OP, &key, op_id)? {
+                runner::finish_op(&mut op, job.status == JobStatus::Cancelled);
+                if job.status != JobStatus::Cancelled {
+                    op.error = Some((
+                        "BMSUserErrorJobNotCancellable".into(),
+                        format!("Job '{}' ended {} before the cancellation took effect.", job.id, job.status.as_str()),
+                    ));
+                }
+                tx.put(K_OP, &key, op_id, "", &op)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = res {
+            tracing::error!("recording cancel operation {op_id}: {e}");
+        }
+    }
+
+    // ---- operations ----
+
+    pub fn put_op(&self, vault: &Vault, op: &Operation) -> ArmResult<()> {
+        Ok(self.store.tx(|tx| tx.put(K_OP, &vault.vault.key(), &op.id, "", op))?)
+    }
+
+    pub fn get_op(&self, vault: &Vault, id: &str) -> ArmResult<Operation> {
+        self.store
+            .tx(|tx| tx.get::<Operation>(K_OP, &vault.vault.key(), &id.to_ascii_lowercase()))?
+            .ok_or_else(|| {
+                ArmError::new(ArmCode::OperationNotFound, format!("Operation '{id}' was not found."))
+            })
+    }
+
+    /// Resolves jobs left running by a previous process: queued ones start again, started ones
+    /// end `Failed` (or `Cancelled` if a cancel was pending) with an error that says why.
+    pub fn recover_interrupted(self: &Arc<Self>) -> anyhow::Result<(usize, usize)> {
+        let bodies = self.store.tx(|tx| tx.jobs_with_status(&["InProgress", "Cancelling"]))?;
+        let (mut failed, mut requeued) = (0, 0);
+        for b in bodies {
+            let job: Job = serde_json::from_str(&b)?;
+            if !job.started && job.status == JobStatus::InProgress {
+                requeued += 1;
+                runner::spawn(self.clone(), job.id.clone());
+                continue;
+            }
+            let j = self.update_job(&job.id, |j| {
+                if j.status == JobStatus::Cancelling {
+                    j.finish(JobStatus::Cancelled);
+                } else {
+                    j.errors.push(JobError {
+                        code: codes::INTERRUPTED,
+                        title: "Job interrupted".into(),
+                        message: "The job was interrupted because the rsvault server stopped while it was running. No recovery point was created by it; earlier recovery points are unaffected.".into(),
+                        recommendations: vec!["Trigger the operation again.".into()],
+                    });
+                    j.finish(JobStatus::Failed);
+                }
+            })?;
+            self.after_job(&j)?;
+            self.finish_cancel_op(&j);
+            failed += 1;
+        }
+        Ok((failed, requeued))
+    }
+
+    pub fn protected_count(&self, vault: &Vault, policy: &str) -> ArmResult<i64> {
+        Ok(self.store.tx(|tx| tx.count(K_ITEM, &vault.vault.key(), Some(&policy.to_ascii_lowercase())))?)
+    }
+
+    pub fn expiry_from(&self, t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+        t
+    }
+}
+
+/// Container names compare case-insensitively, and `iaasvmcontainer;` is accepted for
+/// `IaasVMContainer;`.
+pub fn normalize_container(c: &str) -> String {
+    c.to_ascii_lowercase()
+}
+
+pub fn normalize_item(i: &str) -> String {
+    i.to_ascii_lowercase()
+}

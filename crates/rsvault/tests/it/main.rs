@@ -1,0 +1,9 @@
+//! Integration tests: the real `rsvault` binary on an ephemeral port, a temp data dir with a real
+//! SQLite store and real repositories, real sources on disk, HTTPS with the generated certificate.
+
+mod harness;
+
+mod api_rules;
+mod backup_restore;
+mod jobs;
+mod restart;
