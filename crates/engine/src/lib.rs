@@ -13,6 +13,19 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+mod backup;
+mod repo;
+mod restore;
+mod verify;
+pub mod worker;
+
+pub use backup::backup;
+pub use repo::{
+    add_key, forget, init, key_id, list_keys, open_or_init, prune, remove_key, snapshots,
+};
+pub use restore::restore;
+pub use verify::verify;
+
 /// Where a repository lives and how to open it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RepoConfig {

@@ -1,0 +1,671 @@
+//! Backup of a directory tree or a set of disk images / block devices.
+//!
+//! rustic_core's archiver drives the work; rsvault wraps the read side (`ReadSource`) to add what
+//! a service needs: cancellation (entries stop, reads fail, and the guarded backend refuses the
+//! snapshot), warnings collected per job (unreadable files, files changed during read, skipped
+//! special files), progress with totals, and a read-throughput limit.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustic_core::jiff::Timestamp;
+use rustic_core::repofile::{Metadata, Node, NodeType};
+use rustic_core::{
+    Excludes, LocalSource, LocalSourceFilterOptions, LocalSourceSaveOptions, ProgressBars,
+    ProgressType, ReadSource, ReadSourceEntry, ReadSourceOpen, RusticProgress, RusticResult,
+    SnapshotOptions, StringList,
+};
+
+use crate::repo::{find_snapshot, map_err, open_with};
+use crate::{
+    BackupOptions, BackupOutcome, Error, JobContext, Phase, Progress, RepoConfig, Result, Source,
+    Warning,
+};
+
+/// State shared between rustic_core's worker threads and the job's monitor thread.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Set (once) when the job is cancelled; also vetoes the snapshot write.
+    pub(crate) cancelled: Arc<AtomicBool>,
+    pub(crate) bytes_done: AtomicU64,
+    pub(crate) bytes_total: AtomicU64,
+    pub(crate) files_done: AtomicU64,
+    pub(crate) files_total: AtomicU64,
+    pub(crate) scanned: AtomicBool,
+    pub(crate) entries_done: AtomicBool,
+    pub(crate) warnings: Mutex<Vec<Warning>>,
+    throttle: Option<Throttle>,
+}
+
+impl Shared {
+    fn warn(&self, path: impl Into<String>, reason: impl Into<String>) {
+        self.warnings.lock().expect("warnings lock").push(Warning {
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    fn phase(&self) -> Phase {
+        if self.entries_done.load(Ordering::SeqCst) {
+            Phase::Snapshotting
+        } else if self.scanned.load(Ordering::SeqCst) {
+            Phase::Transferring
+        } else {
+            Phase::Scanning
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            phase: self.phase(),
+            bytes_done: self.bytes_done.load(Ordering::Relaxed),
+            bytes_total: self.bytes_total.load(Ordering::Relaxed),
+            files_done: self.files_done.load(Ordering::Relaxed),
+            files_total: self.files_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Token bucket over all reads of one job.
+#[derive(Debug)]
+struct Throttle {
+    rate: u64,
+    state: Mutex<(Instant, u64)>,
+}
+
+impl Throttle {
+    /// Waits until `n` more bytes may be read; returns false if cancelled while waiting.
+    fn acquire(&self, n: u64, cancelled: &AtomicBool) -> bool {
+        let wait = {
+            let mut st = self.state.lock().expect("throttle lock");
+            st.1 += n;
+            let due = Duration::from_secs_f64(st.1 as f64 / self.rate as f64);
+            due.saturating_sub(st.0.elapsed())
+        };
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if cancelled.load(Ordering::SeqCst) {
+                return false;
+            }
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+        }
+        true
+    }
+}
+
+/// Progress sink handed to rustic_core: only the byte counter of the archiver matters.
+#[derive(Debug)]
+struct Bars(Arc<Shared>);
+
+#[derive(Debug)]
+struct BytesCounter(Arc<Shared>);
+
+impl RusticProgress for BytesCounter {
+    fn is_hidden(&self) -> bool {
+        false
+    }
+    fn set_length(&self, _len: u64) {}
+    fn set_title(&self, _title: &str) {}
+    fn inc(&self, inc: u64) {
+        self.0.bytes_done.fetch_add(inc, Ordering::Relaxed);
+    }
+    fn finish(&self) {}
+}
+
+impl ProgressBars for Bars {
+    fn progress(&self, progress_type: ProgressType, _prefix: &str) -> rustic_core::Progress {
+        match progress_type {
+            ProgressType::Bytes => rustic_core::Progress::new(BytesCounter(self.0.clone())),
+            _ => rustic_core::Progress::hidden(),
+        }
+    }
+}
+
+/// A reader that stops on cancellation, honours the throttle and reports read errors and files
+/// that changed while they were read.
+struct GuardedReader {
+    file: File,
+    shared: Arc<Shared>,
+    /// Path as the warning shows it (relative to the source root, or the disk path).
+    display: String,
+    /// Path to stat at EOF for the change check; None for block devices.
+    stat_path: Option<PathBuf>,
+    expected_size: u64,
+    expected_mtime: Option<Timestamp>,
+    read: u64,
+    reported: bool,
+}
+
+impl Read for GuardedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.shared.is_cancelled() {
+            return Err(io::Error::other("backup cancelled"));
+        }
+        let want = buf.len().min(1 << 20);
+        if let Some(t) = &self.shared.throttle {
+            if !t.acquire(want as u64, &self.shared.cancelled) {
+                return Err(io::Error::other("backup cancelled"));
+            }
+        }
+        match self.file.read(&mut buf[..want]) {
+            Ok(0) => {
+                self.check_changed();
+                Ok(0)
+            }
+            Ok(n) => {
+                self.read += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                if !self.reported {
+                    self.reported = true;
+                    self.shared
+                        .warn(&self.display, format!("read error, not backed up: {e}"));
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl GuardedReader {
+    fn check_changed(&mut self) {
+        if self.reported {
+            return;
+        }
+        let Some(path) = &self.stat_path else {
+            return;
+        };
+        let now = fs::symlink_metadata(path).ok();
+        let changed = self.read != self.expected_size
+            || now.as_ref().is_some_and(|m| {
+                m.len() != self.expected_size || mtime_of(m) != self.expected_mtime
+            });
+        if changed {
+            self.reported = true;
+            self.shared.warn(
+                &self.display,
+                format!(
+                    "file changed during read ({} bytes read, {} expected); the snapshot holds the bytes as read",
+                    self.read, self.expected_size
+                ),
+            );
+        }
+    }
+}
+
+fn mtime_of(m: &fs::Metadata) -> Option<Timestamp> {
+    m.modified().ok().and_then(|t| Timestamp::try_from(t).ok())
+}
+
+fn display_rel(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directory source
+
+struct DirSource {
+    root: PathBuf,
+    inner: LocalSource,
+    shared: Arc<Shared>,
+}
+
+struct DirOpen {
+    inner: <LocalSource as ReadSource>::Open,
+    abs: PathBuf,
+    rel: String,
+    size: u64,
+    mtime: Option<Timestamp>,
+    shared: Arc<Shared>,
+}
+
+impl ReadSourceOpen for DirOpen {
+    type Reader = GuardedReader;
+
+    fn open(self) -> RusticResult<Self::Reader> {
+        if self.shared.is_cancelled() {
+            return Err(rustic_core::RusticError::new(
+                rustic_core::ErrorKind::Other,
+                "backup cancelled",
+            ));
+        }
+        let file = match self.inner.open() {
+            Ok(f) => f,
+            Err(e) => {
+                self.shared
+                    .warn(&self.rel, format!("unreadable, not backed up: {e}"));
+                return Err(e);
+            }
+        };
+        Ok(GuardedReader {
+            file,
+            shared: self.shared,
+            display: self.rel,
+            stat_path: Some(self.abs),
+            expected_size: self.size,
+            expected_mtime: self.mtime,
+            read: 0,
+            reported: false,
+        })
+    }
+}
+
+struct DirIter {
+    inner: <LocalSource as ReadSource>::Iter,
+    root: PathBuf,
+    shared: Arc<Shared>,
+}
+
+impl Iterator for DirIter {
+    type Item = RusticResult<ReadSourceEntry<DirOpen>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.shared.is_cancelled() {
+            return None;
+        }
+        let Some(item) = self.inner.next() else {
+            self.shared.entries_done.store(true, Ordering::SeqCst);
+            return None;
+        };
+        Some(match item {
+            Err(e) => {
+                self.shared.warn(
+                    self.root.display().to_string(),
+                    format!("entry skipped: {e}"),
+                );
+                Err(e)
+            }
+            Ok(ReadSourceEntry { path, node, open }) => {
+                let rel = path.strip_prefix(&self.root).unwrap_or(&path).to_path_buf();
+                if !node.is_dir() {
+                    self.shared.files_done.fetch_add(1, Ordering::Relaxed);
+                }
+                let open = open.map(|inner| DirOpen {
+                    inner,
+                    abs: path.clone(),
+                    rel: display_rel(&rel),
+                    size: node.meta.size,
+                    mtime: node.meta.mtime,
+                    shared: self.shared.clone(),
+                });
+                Ok(ReadSourceEntry {
+                    path: rel,
+                    node,
+                    open,
+                })
+            }
+        })
+    }
+}
+
+/// Counts files and bytes below `dir` without following symlinks.
+fn scan(dir: &Path, shared: &Shared) {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in rd.flatten() {
+        if shared.is_cancelled() {
+            return;
+        }
+        let Ok(m) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        if m.is_dir() {
+            scan(&entry.path(), shared);
+        } else {
+            shared.files_total.fetch_add(1, Ordering::Relaxed);
+            if m.is_file() {
+                shared.bytes_total.fetch_add(m.len(), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl ReadSource for DirSource {
+    type Open = DirOpen;
+    type Iter = DirIter;
+
+    fn size(&self) -> RusticResult<Option<u64>> {
+        scan(&self.root, &self.shared);
+        self.shared.scanned.store(true, Ordering::SeqCst);
+        Ok(Some(self.shared.bytes_total.load(Ordering::Relaxed)))
+    }
+
+    fn entries(&self) -> Self::Iter {
+        DirIter {
+            inner: self.inner.entries(),
+            root: self.root.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disk source
+
+struct Disk {
+    path: PathBuf,
+    name: String,
+    node: Node,
+    block_device: bool,
+}
+
+struct DiskSource {
+    disks: Vec<Disk>,
+    shared: Arc<Shared>,
+}
+
+struct DiskOpen {
+    path: PathBuf,
+    size: u64,
+    mtime: Option<Timestamp>,
+    block_device: bool,
+    shared: Arc<Shared>,
+}
+
+impl ReadSourceOpen for DiskOpen {
+    type Reader = GuardedReader;
+
+    fn open(self) -> RusticResult<Self::Reader> {
+        let display = self.path.display().to_string();
+        let file = File::open(&self.path).map_err(|e| {
+            self.shared
+                .warn(&display, format!("unreadable, not backed up: {e}"));
+            rustic_core::RusticError::with_source(
+                rustic_core::ErrorKind::InputOutput,
+                "Failed to open disk `{path}`.",
+                e,
+            )
+            .attach_context("path", display.clone())
+        })?;
+        Ok(GuardedReader {
+            file,
+            shared: self.shared,
+            display,
+            stat_path: (!self.block_device).then_some(self.path),
+            expected_size: self.size,
+            expected_mtime: self.mtime,
+            read: 0,
+            reported: false,
+        })
+    }
+}
+
+impl ReadSource for DiskSource {
+    type Open = DiskOpen;
+    type Iter = std::vec::IntoIter<RusticResult<ReadSourceEntry<DiskOpen>>>;
+
+    fn size(&self) -> RusticResult<Option<u64>> {
+        self.shared.scanned.store(true, Ordering::SeqCst);
+        Ok(Some(self.shared.bytes_total.load(Ordering::Relaxed)))
+    }
+
+    fn entries(&self) -> Self::Iter {
+        let mut v = Vec::new();
+        for d in &self.disks {
+            v.push(Ok(ReadSourceEntry {
+                path: PathBuf::from(&d.name),
+                node: d.node.clone(),
+                open: Some(DiskOpen {
+                    path: d.path.clone(),
+                    size: d.node.meta.size,
+                    mtime: d.node.meta.mtime,
+                    block_device: d.block_device,
+                    shared: self.shared.clone(),
+                }),
+            }));
+        }
+        // The iterator is consumed lazily by the archiver; mark the end when it runs dry.
+        let shared = self.shared.clone();
+        let n = v.len() as u64;
+        shared.files_done.fetch_add(n, Ordering::Relaxed);
+        v.into_iter()
+    }
+}
+
+/// Go's `os.FileMode` of a regular file with the given unix permission bits (restic's format).
+fn go_mode_regular(unix_mode: u32) -> u32 {
+    let mut m = unix_mode & 0o777;
+    if unix_mode & 0o4000 != 0 {
+        m |= 1 << 23;
+    }
+    if unix_mode & 0o2000 != 0 {
+        m |= 1 << 22;
+    }
+    if unix_mode & 0o1000 != 0 {
+        m |= 1 << 20;
+    }
+    m
+}
+
+fn prepare_disks(paths: &[PathBuf], shared: &Shared) -> Result<Vec<Disk>> {
+    let mut disks: Vec<Disk> = Vec::new();
+    for path in paths {
+        let m = fs::metadata(path)
+            .map_err(|e| Error::SourceUnavailable(format!("disk '{}': {e}", path.display())))?;
+        let ft = m.file_type();
+        let block_device = ft.is_block_device();
+        if !ft.is_file() && !block_device {
+            shared.warn(
+                path.display().to_string(),
+                "skipped: not a regular file or block device",
+            );
+            continue;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                Error::SourceUnavailable(format!("disk '{}': no file name", path.display()))
+            })?;
+        if disks.iter().any(|d| d.name == name) {
+            return Err(Error::SourceUnavailable(format!(
+                "two disks share the file name '{name}'"
+            )));
+        }
+        let size = if block_device {
+            File::open(path)
+                .and_then(|mut f| f.seek(SeekFrom::End(0)))
+                .map_err(|e| Error::SourceUnavailable(format!("disk '{}': {e}", path.display())))?
+        } else {
+            m.len()
+        };
+        let mut meta = Metadata::default();
+        meta.size = size;
+        meta.mode = Some(go_mode_regular(m.mode()));
+        meta.uid = Some(m.uid());
+        meta.gid = Some(m.gid());
+        if block_device {
+            // A block device's timestamps do not move when its blocks change: make sure no
+            // parent snapshot ever matches, so every backup reads the device.
+            meta.mtime = Timestamp::try_from(SystemTime::now()).ok();
+        } else {
+            meta.mtime = mtime_of(&m);
+            meta.ctime = Timestamp::new(m.ctime(), m.ctime_nsec() as i32).ok();
+            meta.inode = m.ino();
+            meta.device_id = m.dev();
+        }
+        let node = Node::new_node(std::ffi::OsStr::new(&name), NodeType::File, meta);
+        shared.files_total.fetch_add(1, Ordering::Relaxed);
+        shared.bytes_total.fetch_add(size, Ordering::Relaxed);
+        disks.push(Disk {
+            path: path.clone(),
+            name,
+            node,
+            block_device,
+        });
+    }
+    disks.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(disks)
+}
+
+/// Runs `work` while a monitor thread forwards cancellation, progress (every 250 ms) and warnings
+/// between `shared` and `ctx`.
+pub(crate) fn monitored<T>(
+    shared: &Shared,
+    ctx: &dyn JobContext,
+    phase_override: Option<&(dyn Fn() -> Phase + Sync)>,
+    work: impl FnOnce() -> T + Send,
+) -> T
+where
+    T: Send,
+{
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let monitor = s.spawn(|| {
+            let mut forwarded = 0;
+            let mut last_progress = Instant::now() - Duration::from_secs(1);
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                if ctx.is_cancelled() {
+                    shared.cancelled.store(true, Ordering::SeqCst);
+                }
+                let new: Vec<Warning> = {
+                    let w = shared.warnings.lock().expect("warnings lock");
+                    w[forwarded..].to_vec()
+                };
+                forwarded += new.len();
+                for w in new {
+                    ctx.warn(w);
+                }
+                if finished || last_progress.elapsed() >= Duration::from_millis(250) {
+                    let mut p = shared.progress();
+                    if let Some(f) = phase_override {
+                        p.phase = f();
+                    }
+                    ctx.progress(&p);
+                    last_progress = Instant::now();
+                }
+                if finished {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let out = work();
+        done.store(true, Ordering::SeqCst);
+        monitor.join().expect("monitor thread");
+        out
+    })
+}
+
+/// Backs up `source` into the repository. See the crate docs for the layout of snapshot paths.
+pub fn backup(
+    repo: &RepoConfig,
+    source: &Source,
+    opts: &BackupOptions,
+    ctx: &dyn JobContext,
+) -> Result<BackupOutcome> {
+    let shared = Arc::new(Shared {
+        throttle: opts
+            .bytes_per_second
+            .filter(|r| *r > 0)
+            .map(|rate| Throttle {
+                rate,
+                state: Mutex::new((Instant::now(), 0)),
+            }),
+        ..Shared::default()
+    });
+    if ctx.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+
+    let r = open_with(
+        repo,
+        shared.cancelled.clone(),
+        Some(Arc::new(Bars(shared.clone()))),
+    )?;
+    let r = r.to_indexed_ids().map_err(map_err)?;
+
+    let mut rustic_opts = rustic_core::BackupOptions::default();
+    if let Some(parent) = &opts.parent {
+        match find_snapshot(&r, parent) {
+            Ok(snap) => rustic_opts.parent_opts.parents = vec![snap.id.to_hex().to_string()],
+            // The parent only saves reading; without it the backup is a full one.
+            Err(Error::SnapshotNotFound(_)) => rustic_opts.parent_opts.force = true,
+            Err(e) => return Err(e),
+        }
+    }
+
+    let mut sopts = SnapshotOptions::default();
+    sopts.host = opts.host.clone();
+    for tag in &opts.tags {
+        let mut l = StringList::default();
+        l.add(tag.clone());
+        sopts.tags.push(l);
+    }
+    let snap = rustic_core::repofile::SnapshotFile::from_options(&sopts).map_err(map_err)?;
+
+    let result = match source {
+        Source::Directory { path } => {
+            let root = fs::canonicalize(path).map_err(|e| {
+                Error::SourceUnavailable(format!("directory '{}': {e}", path.display()))
+            })?;
+            if !root.is_dir() {
+                return Err(Error::SourceUnavailable(format!(
+                    "'{}' is not a directory",
+                    path.display()
+                )));
+            }
+            let inner = LocalSource::new(
+                LocalSourceSaveOptions::default(),
+                &Excludes::default(),
+                &LocalSourceFilterOptions::default(),
+                &[&root],
+            )
+            .map_err(map_err)?;
+            let src = DirSource {
+                root: root.clone(),
+                inner,
+                shared: shared.clone(),
+            };
+            monitored(&shared, ctx, None, || {
+                r.archive(&rustic_opts, &src, snap, &[root.clone()])
+            })
+        }
+        Source::Disks { paths } => {
+            if paths.is_empty() {
+                return Err(Error::SourceUnavailable("no disks given".into()));
+            }
+            let disks = prepare_disks(paths, &shared)?;
+            let backup_paths: Vec<PathBuf> = disks.iter().map(|d| d.path.clone()).collect();
+            if backup_paths.is_empty() {
+                return Err(Error::SourceUnavailable(
+                    "none of the given disks is a regular file or block device".into(),
+                ));
+            }
+            let src = DiskSource {
+                disks,
+                shared: shared.clone(),
+            };
+            monitored(&shared, ctx, None, || {
+                r.archive(&rustic_opts, &src, snap, &backup_paths)
+            })
+        }
+    };
+
+    if shared.is_cancelled() && result.is_err() {
+        return Err(Error::Cancelled);
+    }
+    let snap = result.map_err(map_err)?;
+    let summary = snap.summary.clone().unwrap_or_default();
+    let warnings = shared.warnings.lock().expect("warnings lock").clone();
+    Ok(BackupOutcome {
+        snapshot_id: snap.id.to_hex().to_string(),
+        files: summary.total_files_processed,
+        bytes_total: summary.total_bytes_processed,
+        bytes_added: summary.data_added_packed,
+        warnings,
+    })
+}

@@ -1,0 +1,332 @@
+//! Opening and initialising repositories, the guarded backend, snapshot listing, forget, prune and
+//! key management. Everything that needs a `rustic_core::Repository` gets it from here.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rustic_backend::LocalBackend;
+use rustic_core::repofile::{KeyId, SnapshotFile};
+use rustic_core::{
+    BytesList, ConfigOptions, Credentials, ErrorKind, FileType, Id, KeyOptions, OpenStatus,
+    ProgressBars, PruneOptions, ReadBackend, Repository, RepositoryBackends, RepositoryOptions,
+    RusticError, RusticResult, WriteBackend,
+};
+
+use crate::{Error, RepoConfig, Result, SnapshotInfo};
+
+/// Turns a `rustic_core` error into the engine's error, keeping the message.
+pub(crate) fn map_err(err: Box<RusticError>) -> Error {
+    if err.is_incorrect_password() {
+        Error::WrongKey("the vault key does not open any key of this repository".into())
+    } else {
+        Error::Repository(err.to_string())
+    }
+}
+
+/// A local backend that (a) writes small repository files (snapshots, indexes, keys) through a
+/// temporary file and a rename, so a killed worker never leaves a truncated snapshot behind, and
+/// (b) refuses to write a snapshot once `veto` is set: a cancelled backup cannot commit its
+/// snapshot, whatever else it has already written (packs and indexes are harmless orphans at
+/// worst, and `prune` reclaims them).
+#[derive(Debug)]
+pub(crate) struct GuardedBackend {
+    inner: Arc<dyn WriteBackend>,
+    root: PathBuf,
+    veto: Arc<AtomicBool>,
+}
+
+impl ReadBackend for GuardedBackend {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn list_with_size(&self, tpe: FileType) -> RusticResult<Vec<(Id, u32)>> {
+        self.inner.list_with_size(tpe)
+    }
+    fn list(&self, tpe: FileType) -> RusticResult<Vec<Id>> {
+        self.inner.list(tpe)
+    }
+    fn read_full(&self, tpe: FileType, id: &Id) -> RusticResult<Bytes> {
+        self.inner.read_full(tpe, id)
+    }
+    fn read_partial(
+        &self,
+        tpe: FileType,
+        id: &Id,
+        cacheable: bool,
+        offset: u32,
+        length: u32,
+    ) -> RusticResult<Bytes> {
+        self.inner.read_partial(tpe, id, cacheable, offset, length)
+    }
+    fn warmup_path(&self, tpe: FileType, id: &Id) -> String {
+        self.inner.warmup_path(tpe, id)
+    }
+}
+
+impl WriteBackend for GuardedBackend {
+    fn create(&self) -> RusticResult<()> {
+        self.inner.create()
+    }
+
+    fn write_bytes(
+        &self,
+        tpe: FileType,
+        id: &Id,
+        cacheable: bool,
+        content: BytesList,
+    ) -> RusticResult<()> {
+        if tpe == FileType::Snapshot && self.veto.load(Ordering::SeqCst) {
+            return Err(RusticError::new(
+                ErrorKind::Other,
+                "the backup was cancelled; its snapshot is not written",
+            ));
+        }
+        match tpe {
+            FileType::Snapshot | FileType::Index | FileType::Key => {
+                let dir = self.root.join(tpe.dirname());
+                let name = id.to_hex().to_string();
+                atomic_write(&dir, &name, content).map_err(|err| {
+                    RusticError::with_source(
+                        ErrorKind::InputOutput,
+                        "Failed to write repository file `{path}`.",
+                        err,
+                    )
+                    .attach_context("path", dir.join(&name).display().to_string())
+                })
+            }
+            _ => self.inner.write_bytes(tpe, id, cacheable, content),
+        }
+    }
+
+    fn remove(&self, tpe: FileType, id: &Id, cacheable: bool) -> RusticResult<()> {
+        self.inner.remove(tpe, id, cacheable)
+    }
+}
+
+fn atomic_write(dir: &Path, name: &str, content: BytesList) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut file = fs::File::create(&tmp)?;
+        for part in content.into_vec() {
+            file.write_all(&part)?;
+        }
+        file.sync_all()?;
+        fs::rename(&tmp, dir.join(name))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn repo_path_str(cfg: &RepoConfig) -> Result<String> {
+    cfg.path
+        .to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Repository(format!("repository path {:?} is not UTF-8", cfg.path)))
+}
+
+fn new_repo(
+    cfg: &RepoConfig,
+    veto: Arc<AtomicBool>,
+    bars: Option<Arc<dyn ProgressBars>>,
+) -> Result<Repository<()>> {
+    let path = repo_path_str(cfg)?;
+    let local = LocalBackend::new(&path, Vec::<(String, String)>::new()).map_err(map_err)?;
+    let guarded = GuardedBackend {
+        inner: Arc::new(local),
+        root: cfg.path.clone(),
+        veto,
+    };
+    let backends = RepositoryBackends::new(Arc::new(guarded), None);
+    let mut opts = RepositoryOptions::default();
+    // A local repository gains nothing from rustic's cache, and the cache would write below the
+    // worker's $HOME.
+    opts.no_cache = true;
+    match bars {
+        Some(b) => Repository::new_with_progress(&opts, &backends, ArcBars(b)),
+        None => Repository::new(&opts, &backends),
+    }
+    .map_err(map_err)
+}
+
+#[derive(Debug)]
+struct ArcBars(Arc<dyn ProgressBars>);
+
+impl ProgressBars for ArcBars {
+    fn progress(
+        &self,
+        progress_type: rustic_core::ProgressType,
+        prefix: &str,
+    ) -> rustic_core::Progress {
+        self.0.progress(progress_type, prefix)
+    }
+}
+
+fn has_config(cfg: &RepoConfig) -> bool {
+    cfg.path.join("config").is_file()
+}
+
+/// Opens an existing repository. `veto` guards snapshot writes (see [`GuardedBackend`]).
+pub(crate) fn open_with(
+    cfg: &RepoConfig,
+    veto: Arc<AtomicBool>,
+    bars: Option<Arc<dyn ProgressBars>>,
+) -> Result<Repository<OpenStatus>> {
+    if !has_config(cfg) {
+        return Err(Error::Repository(format!(
+            "no repository at '{}'",
+            cfg.path.display()
+        )));
+    }
+    new_repo(cfg, veto, bars)?
+        .open(&Credentials::password(&cfg.password))
+        .map_err(map_err)
+}
+
+pub(crate) fn open(cfg: &RepoConfig) -> Result<Repository<OpenStatus>> {
+    open_with(cfg, Arc::new(AtomicBool::new(false)), None)
+}
+
+/// Creates a new repository (restic format v2, zstd compression at the default level) protected
+/// by `repo.password`. Fails if a repository already exists there (see [`open_or_init`]).
+pub fn init(repo: &RepoConfig) -> Result<()> {
+    if has_config(repo) {
+        return Err(Error::Repository(format!(
+            "a repository already exists at '{}'",
+            repo.path.display()
+        )));
+    }
+    fs::create_dir_all(&repo.path)
+        .map_err(|e| Error::Repository(format!("creating '{}': {e}", repo.path.display())))?;
+    let mut config = ConfigOptions::default();
+    config.set_version = Some(2);
+    new_repo(repo, Arc::new(AtomicBool::new(false)), None)?
+        .init(
+            &Credentials::password(&repo.password),
+            &KeyOptions::default(),
+            &config,
+        )
+        .map_err(map_err)?;
+    Ok(())
+}
+
+/// Idempotent: opens the repository (checking the key) if it exists, creates it otherwise.
+pub fn open_or_init(repo: &RepoConfig) -> Result<()> {
+    if has_config(repo) {
+        open(repo).map(|_| ())
+    } else {
+        init(repo)
+    }
+}
+
+pub(crate) fn snapshot_info(snap: &SnapshotFile) -> SnapshotInfo {
+    let ts = snap.time.timestamp();
+    let time =
+        chrono::DateTime::from_timestamp(ts.as_second(), ts.subsec_nanosecond().max(0) as u32)
+            .unwrap_or_default();
+    let (files, bytes_total) = snap.summary.as_ref().map_or((0, 0), |s| {
+        (s.total_files_processed, s.total_bytes_processed)
+    });
+    SnapshotInfo {
+        id: snap.id.to_hex().to_string(),
+        time,
+        tags: snap.tags.iter().cloned().collect(),
+        paths: snap.paths.iter().cloned().collect(),
+        files,
+        bytes_total,
+    }
+}
+
+/// All snapshots, oldest first.
+pub fn snapshots(repo: &RepoConfig) -> Result<Vec<SnapshotInfo>> {
+    let r = open(repo)?;
+    let mut snaps = r.get_all_snapshots().map_err(map_err)?;
+    snaps.sort_by(|a, b| a.time.cmp(&b.time));
+    Ok(snaps.iter().map(snapshot_info).collect())
+}
+
+pub(crate) fn find_snapshot(
+    r: &Repository<impl rustic_core::Open>,
+    id: &str,
+) -> Result<SnapshotFile> {
+    let snaps = r.get_all_snapshots().map_err(map_err)?;
+    let matches: Vec<_> = snaps
+        .into_iter()
+        .filter(|s| !id.is_empty() && s.id.to_hex().to_string().starts_with(id))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches.into_iter().next().expect("one match")),
+        _ => Err(Error::SnapshotNotFound(id.to_string())),
+    }
+}
+
+/// Removes the given snapshots (full ids or unique prefixes). Their data stays until [`prune`].
+pub fn forget(repo: &RepoConfig, ids: &[String]) -> Result<()> {
+    let r = open(repo)?;
+    let mut found = Vec::new();
+    for id in ids {
+        found.push(find_snapshot(&r, id)?.id);
+    }
+    r.delete_snapshots(&found).map_err(map_err)
+}
+
+/// Removes data no snapshot references (including orphan packs of killed or cancelled backups).
+/// Must not run concurrently with a backup into the same repository: the service serialises.
+pub fn prune(repo: &RepoConfig) -> Result<()> {
+    let r = open(repo)?;
+    let mut opts = PruneOptions::default();
+    // The service never runs prune next to a backup, so the two-phase delete buys nothing.
+    opts.instant_delete = true;
+    let plan = r.prune_plan(&opts).map_err(map_err)?;
+    r.prune(&opts, plan).map_err(map_err)
+}
+
+/// Adds `new_password` as a further key of the repository; returns the new key's id.
+/// Rotation is `add_key` with the new password followed by `remove_key` of the old key's id
+/// (opened with the new password).
+pub fn add_key(repo: &RepoConfig, new_password: &str) -> Result<String> {
+    let r = open(repo)?;
+    let id = r
+        .add_key(new_password, &KeyOptions::default())
+        .map_err(map_err)?;
+    Ok(id.to_hex().to_string())
+}
+
+/// The id of the key that `repo.password` opens.
+pub fn key_id(repo: &RepoConfig) -> Result<String> {
+    let r = open(repo)?;
+    r.key_id()
+        .map(|k| k.to_hex().to_string())
+        .ok_or_else(|| Error::Repository("repository opened without a key file".into()))
+}
+
+/// All key ids of the repository.
+pub fn list_keys(repo: &RepoConfig) -> Result<Vec<String>> {
+    let r = open(repo)?;
+    let keys: Vec<String> = r
+        .list::<KeyId>()
+        .map_err(map_err)?
+        .map(|k| k.to_hex().to_string())
+        .collect();
+    Ok(keys)
+}
+
+/// Removes a key (full id or unique prefix). The key `repo.password` opens cannot be removed.
+pub fn remove_key(repo: &RepoConfig, key_id: &str) -> Result<()> {
+    let r = open(repo)?;
+    let ids: Vec<KeyId> = r.list::<KeyId>().map_err(map_err)?.collect();
+    let matches: Vec<_> = ids
+        .into_iter()
+        .filter(|k| !key_id.is_empty() && k.to_hex().to_string().starts_with(key_id))
+        .collect();
+    if matches.len() != 1 {
+        return Err(Error::Repository(format!("key '{key_id}' not found")));
+    }
+    r.delete_key(&matches[0]).map_err(map_err)
+}
