@@ -107,7 +107,11 @@ pub struct ArmError {
 
 impl ArmError {
     pub fn new(code: ArmCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), target: None }
+        Self {
+            code,
+            message: message.into(),
+            target: None,
+        }
     }
     pub fn with_target(mut self, target: impl Into<String>) -> Self {
         self.target = Some(target.into());
@@ -228,8 +232,13 @@ pub fn origin(headers: &HeaderMap) -> String {
 pub fn check_name(kind: &str, name: &str) -> ArmResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 80
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -252,8 +261,18 @@ mod tests {
         assert!(check_api_version(Some("2019-05-13")).is_ok());
         assert!(check_api_version(Some("2026-10-01")).is_ok());
         assert!(check_api_version(Some("2026-03-31-preview")).is_ok());
-        assert_eq!(check_api_version(None).unwrap_err().code, ArmCode::MissingApiVersion);
-        for bad in ["", "2019-13-01", "latest", "2019-05-13-", "2019/05/13", "2019-05-13-pr view"] {
+        assert_eq!(
+            check_api_version(None).unwrap_err().code,
+            ArmCode::MissingApiVersion
+        );
+        for bad in [
+            "",
+            "2019-13-01",
+            "latest",
+            "2019-05-13-",
+            "2019/05/13",
+            "2019-05-13-pr view",
+        ] {
             assert_eq!(
                 check_api_version(Some(bad)).unwrap_err().code,
                 ArmCode::InvalidApiVersion,
@@ -265,7 +284,10 @@ mod tests {
     #[test]
     fn durations_are_iso8601() {
         assert_eq!(duration(chrono::Duration::milliseconds(12_420)), "PT12.42S");
-        assert_eq!(duration(chrono::Duration::milliseconds(3_723_000)), "PT1H2M3S");
+        assert_eq!(
+            duration(chrono::Duration::milliseconds(3_723_000)),
+            "PT1H2M3S"
+        );
         assert_eq!(duration(chrono::Duration::zero()), "PT0S");
     }
 }

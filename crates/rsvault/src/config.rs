@@ -33,7 +33,12 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { retry_after_seconds: 5, page_size: 200, max_body_bytes: 4 << 20, worker_memory_mib: 0 }
+        Self {
+            retry_after_seconds: 5,
+            page_size: 200,
+            max_body_bytes: 4 << 20,
+            worker_memory_mib: 0,
+        }
     }
 }
 
@@ -47,8 +52,17 @@ pub struct Limits {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceConfig {
-    Vm { resource_group: String, name: String, disks: Vec<PathBuf> },
-    Fileshare { resource_group: String, storage_account: String, share: String, path: PathBuf },
+    Vm {
+        resource_group: String,
+        name: String,
+        disks: Vec<PathBuf>,
+    },
+    Fileshare {
+        resource_group: String,
+        storage_account: String,
+        share: String,
+        path: PathBuf,
+    },
 }
 
 impl Config {
@@ -66,9 +80,16 @@ impl Config {
             (1..=200).contains(&self.server.page_size),
             "server.page_size must be between 1 and 200"
         );
-        anyhow::ensure!(self.server.retry_after_seconds > 0, "server.retry_after_seconds must be > 0");
+        anyhow::ensure!(
+            self.server.retry_after_seconds > 0,
+            "server.retry_after_seconds must be > 0"
+        );
         for root in &self.restore_roots {
-            anyhow::ensure!(root.is_absolute(), "restore root {} must be absolute", root.display());
+            anyhow::ensure!(
+                root.is_absolute(),
+                "restore root {} must be absolute",
+                root.display()
+            );
         }
         for s in &self.sources {
             match s {

@@ -8,8 +8,11 @@ use crate::arm::{ArmCode, ArmError, ArmResult};
 /// checked against `allowed` (lowercase).
 pub fn parse(filter: &str, allowed: &[&str]) -> ArmResult<Vec<(String, String)>> {
     let bad = |why: String| {
-        ArmError::new(ArmCode::InvalidFilter, format!("Invalid $filter '{filter}': {why}"))
-            .with_target("$filter")
+        ArmError::new(
+            ArmCode::InvalidFilter,
+            format!("Invalid $filter '{filter}': {why}"),
+        )
+        .with_target("$filter")
     };
     let mut out = Vec::new();
     let mut rest = filter.trim();
@@ -49,7 +52,10 @@ pub fn parse(filter: &str, allowed: &[&str]) -> ArmResult<Vec<(String, String)>>
         let end = end.ok_or_else(|| bad(format!("unterminated value for '{field}'")))?;
         let field_lc = field.to_ascii_lowercase();
         if !allowed.contains(&field_lc.as_str()) {
-            return Err(bad(format!("unknown field '{field}'; allowed: {}", allowed.join(", "))));
+            return Err(bad(format!(
+                "unknown field '{field}'; allowed: {}",
+                allowed.join(", ")
+            )));
         }
         if out.iter().any(|(f, _)| f == &field_lc) {
             return Err(bad(format!("field '{field}' appears twice")));
@@ -74,7 +80,11 @@ pub fn parse_time(field: &str, v: &str) -> ArmResult<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"] {
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
             return Ok(t.and_utc());
         }
@@ -85,7 +95,10 @@ pub fn parse_time(field: &str, v: &str) -> ArmResult<DateTime<Utc>> {
             "PM" => Some(true),
             _ => None,
         };
-        if let (Some(pm), Ok(t)) = (pm, NaiveDateTime::parse_from_str(clock, "%Y-%m-%d %H:%M:%S")) {
+        if let (Some(pm), Ok(t)) = (
+            pm,
+            NaiveDateTime::parse_from_str(clock, "%Y-%m-%d %H:%M:%S"),
+        ) {
             use chrono::Timelike;
             let h = t.hour();
             if h <= 12 {
@@ -118,7 +131,14 @@ pub fn parse_time(field: &str, v: &str) -> ArmResult<DateTime<Utc>> {
 mod tests {
     use super::*;
 
-    const JOB: &[&str] = &["status", "backupmanagementtype", "operation", "jobid", "starttime", "endtime"];
+    const JOB: &[&str] = &[
+        "status",
+        "backupmanagementtype",
+        "operation",
+        "jobid",
+        "starttime",
+        "endtime",
+    ];
 
     #[test]
     fn parses_azure_cli_filter() {
@@ -131,7 +151,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_filters() {
-        for f in ["status ne 'x'", "status eq x", "status eq 'x", "foo eq 'x'", "status eq 'a' or operation eq 'b'", "status eq 'a' and status eq 'b'"] {
+        for f in [
+            "status ne 'x'",
+            "status eq x",
+            "status eq 'x",
+            "foo eq 'x'",
+            "status eq 'a' or operation eq 'b'",
+            "status eq 'a' and status eq 'b'",
+        ] {
             assert!(parse(f, JOB).is_err(), "{f}");
         }
     }

@@ -30,7 +30,10 @@ impl JobStatus {
         }
     }
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::CompletedWithWarnings | Self::Failed | Self::Cancelled)
+        matches!(
+            self,
+            Self::Completed | Self::CompletedWithWarnings | Self::Failed | Self::Cancelled
+        )
     }
     pub const ALL: [JobStatus; 6] = [
         Self::InProgress,
@@ -141,7 +144,10 @@ impl Job {
                 }
             }
         }
-        if matches!(status, JobStatus::Completed | JobStatus::CompletedWithWarnings) {
+        if matches!(
+            status,
+            JobStatus::Completed | JobStatus::CompletedWithWarnings
+        ) {
             self.progress = Some(100.0);
         }
     }
@@ -164,7 +170,11 @@ impl Job {
     pub fn wire(&self) -> Value {
         let now = Utc::now();
         let duration = self.end.unwrap_or(now) - self.start;
-        let actions: Vec<&str> = if self.is_cancellable() { vec!["Cancellable"] } else { vec![] };
+        let actions: Vec<&str> = if self.is_cancellable() {
+            vec!["Cancellable"]
+        } else {
+            vec![]
+        };
         let mut p = json!({
             "jobType": self.workload.job_type(),
             "entityFriendlyName": self.entity_friendly_name,
@@ -225,7 +235,8 @@ impl Job {
                 ext["progressPercentage"] = json!(pc);
             }
             if let Some(eta) = self.eta_seconds {
-                ext["estimatedRemainingDuration"] = json!(arm::duration(chrono::Duration::seconds(eta)));
+                ext["estimatedRemainingDuration"] =
+                    json!(arm::duration(chrono::Duration::seconds(eta)));
             }
             p["virtualMachineVersion"] = json!("Compute");
             p["containerName"] = json!(self.container_short);
@@ -273,6 +284,12 @@ pub fn tasks_for(workload: Workload, operation: &str) -> Vec<Task> {
     };
     names
         .iter()
-        .map(|n| Task { name: n.to_string(), status: "NotStarted".into(), start: None, end: None, progress: None })
+        .map(|n| Task {
+            name: n.to_string(),
+            status: "NotStarted".into(),
+            start: None,
+            end: None,
+            progress: None,
+        })
         .collect()
 }

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "rsvault", version, about = "A self-hosted backup service that speaks the Azure Backup REST API")]
+#[command(
+    name = "rsvault",
+    version,
+    about = "A self-hosted backup service that speaks the Azure Backup REST API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,7 +39,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::EngineWorker => rsvault_engine::worker::serve_stdio(),
-        Command::Serve { data, listen, config } => {
+        Command::Serve {
+            data,
+            listen,
+            config,
+        } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -44,7 +52,9 @@ fn main() -> anyhow::Result<()> {
                 .with_writer(std::io::stderr)
                 .init();
             let exe = std::env::current_exe()?;
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
             rt.block_on(rsvault::server::serve(rsvault::server::ServeOptions {
                 data,
                 listen,

@@ -87,7 +87,9 @@ pub struct Policy {
 
 impl Policy {
     pub fn backup_management_type(&self) -> &str {
-        self.properties["backupManagementType"].as_str().unwrap_or("")
+        self.properties["backupManagementType"]
+            .as_str()
+            .unwrap_or("")
     }
     pub fn wire(&self, vault: &VaultRef, items: i64) -> Value {
         let mut props = self.properties.clone();
@@ -139,7 +141,11 @@ pub struct SourceInfo {
 impl SourceInfo {
     pub fn from_config(s: &SourceConfig) -> Self {
         match s {
-            SourceConfig::Vm { resource_group, name, disks } => Self {
+            SourceConfig::Vm {
+                resource_group,
+                name,
+                disks,
+            } => Self {
                 workload: Workload::Vm,
                 container: format!("IaasVMContainer;iaasvmcontainerv2;{resource_group};{name}"),
                 item: format!("VM;iaasvmcontainerv2;{resource_group};{name}"),
@@ -148,7 +154,12 @@ impl SourceInfo {
                 host_name: name.clone(),
                 paths: disks.clone(),
             },
-            SourceConfig::Fileshare { resource_group, storage_account, share, path } => Self {
+            SourceConfig::Fileshare {
+                resource_group,
+                storage_account,
+                share,
+                path,
+            } => Self {
                 workload: Workload::FileShare,
                 container: format!("StorageContainer;Storage;{resource_group};{storage_account}"),
                 item: format!("AzureFileShare;{share}"),
@@ -181,7 +192,10 @@ impl SourceInfo {
 
     /// `properties.containerName`: the container name without its first segment.
     pub fn short_container(&self) -> String {
-        self.container.split_once(';').map(|(_, r)| r.to_string()).unwrap_or_default()
+        self.container
+            .split_once(';')
+            .map(|(_, r)| r.to_string())
+            .unwrap_or_default()
     }
 }
 
@@ -395,7 +409,11 @@ impl Operation {
 
 /// A protectable item or container's `properties` for a config source.
 pub fn protectable_wire(vault: &VaultRef, s: &SourceInfo, protected: bool) -> Value {
-    let state = if protected { "Protected" } else { "NotProtected" };
+    let state = if protected {
+        "Protected"
+    } else {
+        "NotProtected"
+    };
     let (name, props) = match s.workload {
         Workload::Vm => (
             s.item.clone(),

@@ -10,13 +10,18 @@ fn bad(target: &str, msg: impl Into<String>) -> ArmError {
 }
 
 fn time_list(v: &Value, target: &str) -> ArmResult<()> {
-    let arr = v.as_array().ok_or_else(|| bad(target, format!("{target} must be an array of date-times.")))?;
+    let arr = v
+        .as_array()
+        .ok_or_else(|| bad(target, format!("{target} must be an array of date-times.")))?;
     for t in arr {
         let s = t.as_str().unwrap_or("");
         if chrono::DateTime::parse_from_rfc3339(s).is_err()
             && chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").is_err()
         {
-            return Err(bad(target, format!("{target} entry {t} is not a date-time such as '2026-01-24T02:00:00Z'.")));
+            return Err(bad(
+                target,
+                format!("{target} entry {t} is not a date-time such as '2026-01-24T02:00:00Z'."),
+            ));
         }
     }
     Ok(())
@@ -28,58 +33,127 @@ fn one_of(v: Option<&Value>, target: &str, allowed: &[&str]) -> ArmResult<String
         .iter()
         .find(|a| a.eq_ignore_ascii_case(s))
         .map(|a| a.to_string())
-        .ok_or_else(|| bad(target, format!("{target} '{s}' is invalid; allowed: {}.", allowed.join(", "))))
+        .ok_or_else(|| {
+            bad(
+                target,
+                format!(
+                    "{target} '{s}' is invalid; allowed: {}.",
+                    allowed.join(", ")
+                ),
+            )
+        })
 }
 
 fn duration(v: Option<&Value>, target: &str) -> ArmResult<()> {
     let v = v.ok_or_else(|| bad(target, format!("{target} is required.")))?;
     let count = v.get("count").and_then(Value::as_i64).unwrap_or(0);
     if !(1..=9999).contains(&count) {
-        return Err(bad(target, format!("{target}.count must be between 1 and 9999.")));
+        return Err(bad(
+            target,
+            format!("{target}.count must be between 1 and 9999."),
+        ));
     }
-    one_of(v.get("durationType"), &format!("{target}.durationType"), &["Days", "Weeks", "Months", "Years"])?;
+    one_of(
+        v.get("durationType"),
+        &format!("{target}.durationType"),
+        &["Days", "Weeks", "Months", "Years"],
+    )?;
     Ok(())
 }
 
 /// Validates policy `properties` and returns them normalised (discriminators spelled as Azure does).
 pub fn validate(props: Option<&Value>) -> ArmResult<Value> {
-    let p = props
-        .filter(|p| p.is_object())
-        .ok_or_else(|| ArmError::invalid("'properties' (an object) is required.").with_target("properties"))?;
+    let p = props.filter(|p| p.is_object()).ok_or_else(|| {
+        ArmError::invalid("'properties' (an object) is required.").with_target("properties")
+    })?;
     let mut out = p.clone();
-    let bmt = one_of(p.get("backupManagementType"), "backupManagementType", &["AzureIaasVM", "AzureStorage"])?;
+    let bmt = one_of(
+        p.get("backupManagementType"),
+        "backupManagementType",
+        &["AzureIaasVM", "AzureStorage"],
+    )?;
     out["backupManagementType"] = json!(bmt);
     if bmt == "AzureStorage" {
         out["workLoadType"] = json!("AzureFileShare");
     }
-    let sched = p.get("schedulePolicy").ok_or_else(|| bad("schedulePolicy", "schedulePolicy is required."))?;
-    let st = one_of(sched.get("schedulePolicyType"), "schedulePolicy.schedulePolicyType", &["SimpleSchedulePolicy", "SimpleSchedulePolicyV2"])?;
+    let sched = p
+        .get("schedulePolicy")
+        .ok_or_else(|| bad("schedulePolicy", "schedulePolicy is required."))?;
+    let st = one_of(
+        sched.get("schedulePolicyType"),
+        "schedulePolicy.schedulePolicyType",
+        &["SimpleSchedulePolicy", "SimpleSchedulePolicyV2"],
+    )?;
     out["schedulePolicy"]["schedulePolicyType"] = json!(st);
-    let freq = one_of(sched.get("scheduleRunFrequency"), "schedulePolicy.scheduleRunFrequency", &["Daily", "Weekly", "Hourly"])?;
+    let freq = one_of(
+        sched.get("scheduleRunFrequency"),
+        "schedulePolicy.scheduleRunFrequency",
+        &["Daily", "Weekly", "Hourly"],
+    )?;
     out["schedulePolicy"]["scheduleRunFrequency"] = json!(freq);
     if st == "SimpleSchedulePolicy" {
         if freq != "Hourly" {
-            time_list(sched.get("scheduleRunTimes").unwrap_or(&Value::Null), "schedulePolicy.scheduleRunTimes")?;
+            time_list(
+                sched.get("scheduleRunTimes").unwrap_or(&Value::Null),
+                "schedulePolicy.scheduleRunTimes",
+            )?;
         }
         if freq == "Weekly" {
-            let days = sched.get("scheduleRunDays").and_then(Value::as_array).filter(|d| !d.is_empty());
-            let days = days.ok_or_else(|| bad("schedulePolicy.scheduleRunDays", "A weekly schedule needs scheduleRunDays."))?;
+            let days = sched
+                .get("scheduleRunDays")
+                .and_then(Value::as_array)
+                .filter(|d| !d.is_empty());
+            let days = days.ok_or_else(|| {
+                bad(
+                    "schedulePolicy.scheduleRunDays",
+                    "A weekly schedule needs scheduleRunDays.",
+                )
+            })?;
             for d in days {
-                one_of(Some(d), "schedulePolicy.scheduleRunDays", &["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"])?;
+                one_of(
+                    Some(d),
+                    "schedulePolicy.scheduleRunDays",
+                    &[
+                        "Sunday",
+                        "Monday",
+                        "Tuesday",
+                        "Wednesday",
+                        "Thursday",
+                        "Friday",
+                        "Saturday",
+                    ],
+                )?;
             }
         }
     }
-    let ret = p.get("retentionPolicy").ok_or_else(|| bad("retentionPolicy", "retentionPolicy is required."))?;
-    let rt = one_of(ret.get("retentionPolicyType"), "retentionPolicy.retentionPolicyType", &["LongTermRetentionPolicy", "SimpleRetentionPolicy"])?;
+    let ret = p
+        .get("retentionPolicy")
+        .ok_or_else(|| bad("retentionPolicy", "retentionPolicy is required."))?;
+    let rt = one_of(
+        ret.get("retentionPolicyType"),
+        "retentionPolicy.retentionPolicyType",
+        &["LongTermRetentionPolicy", "SimpleRetentionPolicy"],
+    )?;
     out["retentionPolicy"]["retentionPolicyType"] = json!(rt);
     if rt == "SimpleRetentionPolicy" {
-        duration(ret.get("retentionDuration"), "retentionPolicy.retentionDuration")?;
+        duration(
+            ret.get("retentionDuration"),
+            "retentionPolicy.retentionDuration",
+        )?;
     } else {
         let mut any = false;
-        for k in ["dailySchedule", "weeklySchedule", "monthlySchedule", "yearlySchedule"] {
+        for k in [
+            "dailySchedule",
+            "weeklySchedule",
+            "monthlySchedule",
+            "yearlySchedule",
+        ] {
             if let Some(s) = ret.get(k).filter(|s| !s.is_null()) {
                 any = true;
-                duration(s.get("retentionDuration"), &format!("retentionPolicy.{k}.retentionDuration"))?;
+                duration(
+                    s.get("retentionDuration"),
+                    &format!("retentionPolicy.{k}.retentionDuration"),
+                )?;
                 if let Some(t) = s.get("retentionTimes") {
                     time_list(t, &format!("retentionPolicy.{k}.retentionTimes"))?;
                 }
@@ -91,7 +165,10 @@ pub fn validate(props: Option<&Value>) -> ArmResult<Value> {
     }
     if let Some(tz) = p.get("timeZone") {
         if !tz.is_string() {
-            return Err(bad("timeZone", "timeZone must be a string such as 'UTC' or 'Pacific Standard Time'."));
+            return Err(bad(
+                "timeZone",
+                "timeZone must be a string such as 'UTC' or 'Pacific Standard Time'.",
+            ));
         }
     }
     if let Some(obj) = out.as_object_mut() {

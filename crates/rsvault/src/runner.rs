@@ -56,7 +56,11 @@ pub struct Runner {
 
 impl Runner {
     pub fn new(worker: (PathBuf, Vec<String>)) -> Self {
-        Self { live: Mutex::new(HashMap::new()), locks: Locks::default(), worker }
+        Self {
+            live: Mutex::new(HashMap::new()),
+            locks: Locks::default(),
+            worker,
+        }
     }
 
     /// Signals a running job's engine work to stop. Returns whether the job was running here.
@@ -84,7 +88,9 @@ pub fn spawn(svc: Arc<Service>, job_id: String) {
                         code: codes::ENGINE,
                         title: "Internal error".into(),
                         message: format!("The job failed: {e}"),
-                        recommendations: vec!["Retry the operation; if it fails again, check the server log.".into()],
+                        recommendations: vec![
+                            "Retry the operation; if it fails again, check the server log.".into(),
+                        ],
                     });
                     j.finish(JobStatus::Failed);
                 }
@@ -94,10 +100,15 @@ pub fn spawn(svc: Arc<Service>, job_id: String) {
 }
 
 async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
-    let job = svc.get_job_any(job_id)?.ok_or_else(|| anyhow::anyhow!("job {job_id} vanished"))?;
+    let job = svc
+        .get_job_any(job_id)?
+        .ok_or_else(|| anyhow::anyhow!("job {job_id} vanished"))?;
     let vault_key = job.vault.key();
     let vault_lock = svc.runner.locks.vault(&vault_key);
-    let item_lock = svc.runner.locks.item(&format!("{vault_key}|{}", job.item_key));
+    let item_lock = svc
+        .runner
+        .locks
+        .item(&format!("{vault_key}|{}", job.item_key));
     let exclusive = matches!(job.work, Work::DeleteData);
 
     // Queue: one job per item at a time; delete-data excludes everything in the vault.
@@ -116,8 +127,16 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
         .live
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(job_id.to_string(), Live { cancel: cancel.clone() });
-    let _live_guard = LiveGuard { svc: svc.clone(), id: job_id.to_string() };
+        .insert(
+            job_id.to_string(),
+            Live {
+                cancel: cancel.clone(),
+            },
+        );
+    let _live_guard = LiveGuard {
+        svc: svc.clone(),
+        id: job_id.to_string(),
+    };
 
     // Cancelled while queued: nothing ran, nothing to undo.
     let mut job = svc.update_job(job_id, |j| {
@@ -148,8 +167,23 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
     let outcome = match job.work.clone() {
         Work::Instant => Ok(Outcome::Done { warnings: vec![] }),
         Work::Backup { expiry } => backup(&svc, &vault, &job, ctx.clone(), expiry).await,
-        Work::Restore { snapshot_id, paths, target, conflict, .. } => {
-            restore(&svc, &vault, ctx.clone(), snapshot_id, paths, target, conflict).await
+        Work::Restore {
+            snapshot_id,
+            paths,
+            target,
+            conflict,
+            ..
+        } => {
+            restore(
+                &svc,
+                &vault,
+                ctx.clone(),
+                snapshot_id,
+                paths,
+                target,
+                conflict,
+            )
+            .await
         }
         Work::DeleteData => delete_data(&svc, &vault, &job, ctx.clone()).await,
     };
@@ -161,16 +195,31 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
                     code: codes::WARNING_FILE,
                     title: "File skipped".into(),
                     message: format!("{}: {}", w.path, w.reason),
-                    recommendations: vec!["Check that the file is readable and not changing during backup.".into()],
+                    recommendations: vec![
+                        "Check that the file is readable and not changing during backup.".into(),
+                    ],
                 });
             }
-            j.finish(if warnings.is_empty() { JobStatus::Completed } else { JobStatus::CompletedWithWarnings });
+            j.finish(if warnings.is_empty() {
+                JobStatus::Completed
+            } else {
+                JobStatus::CompletedWithWarnings
+            });
         }
         Ok(Outcome::Cancelled) => j.finish(JobStatus::Cancelled),
         Err(e) => {
             let (code, title, rec) = classify(e);
-            j.errors.push(JobError { code, title: title.into(), message: e.to_string(), recommendations: vec![rec.into()] });
-            j.finish(if j.status == JobStatus::Cancelling { JobStatus::Cancelled } else { JobStatus::Failed });
+            j.errors.push(JobError {
+                code,
+                title: title.into(),
+                message: e.to_string(),
+                recommendations: vec![rec.into()],
+            });
+            j.finish(if j.status == JobStatus::Cancelling {
+                JobStatus::Cancelled
+            } else {
+                JobStatus::Failed
+            });
         }
     })?;
     svc.after_job(&job)?;
@@ -182,13 +231,41 @@ fn classify(e: &rsvault_engine::Error) -> (i32, &'static str, &'static str) {
     use rsvault_engine::Error as E;
     match e {
         E::Cancelled => (codes::ENGINE, "Cancelled", "No action needed."),
-        E::WrongKey(_) => (codes::REPOSITORY, "Vault key rejected", "Check the vault's repository key."),
-        E::SnapshotNotFound(_) => (codes::REPOSITORY, "Recovery point data missing", "Run verification on the vault."),
-        E::SourceUnavailable(_) => (codes::SOURCE, "Source unavailable", "Check that the source paths in the configuration exist and are readable."),
-        E::Conflict(_) => (codes::CONFLICT, "Restore target conflict", "Choose copyOptions Overwrite or Skip, or another target."),
-        E::DiskFull(_) => (codes::DISK_FULL, "Target disk full", "Free space on the restore target and retry."),
-        E::Repository(_) => (codes::REPOSITORY, "Repository error", "Run verification on the vault."),
-        E::Worker(_) => (codes::ENGINE, "Engine worker failed", "Retry; if it fails again, check the server log."),
+        E::WrongKey(_) => (
+            codes::REPOSITORY,
+            "Vault key rejected",
+            "Check the vault's repository key.",
+        ),
+        E::SnapshotNotFound(_) => (
+            codes::REPOSITORY,
+            "Recovery point data missing",
+            "Run verification on the vault.",
+        ),
+        E::SourceUnavailable(_) => (
+            codes::SOURCE,
+            "Source unavailable",
+            "Check that the source paths in the configuration exist and are readable.",
+        ),
+        E::Conflict(_) => (
+            codes::CONFLICT,
+            "Restore target conflict",
+            "Choose copyOptions Overwrite or Skip, or another target.",
+        ),
+        E::DiskFull(_) => (
+            codes::DISK_FULL,
+            "Target disk full",
+            "Free space on the restore target and retry.",
+        ),
+        E::Repository(_) => (
+            codes::REPOSITORY,
+            "Repository error",
+            "Run verification on the vault.",
+        ),
+        E::Worker(_) => (
+            codes::ENGINE,
+            "Engine worker failed",
+            "Retry; if it fails again, check the server log.",
+        ),
     }
 }
 
@@ -204,7 +281,12 @@ struct LiveGuard {
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {
-        self.svc.runner.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        self.svc
+            .runner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
 }
 
@@ -238,7 +320,10 @@ impl JobContext for Ctx {
         };
         let elapsed = self.started.elapsed().as_secs_f64();
         let eta = if p.bytes_done > 0 && p.bytes_total > p.bytes_done {
-            Some(((p.bytes_total - p.bytes_done) as f64 * elapsed / p.bytes_done as f64).ceil() as i64)
+            Some(
+                ((p.bytes_total - p.bytes_done) as f64 * elapsed / p.bytes_done as f64).ceil()
+                    as i64,
+            )
         } else {
             None
         };
@@ -250,8 +335,10 @@ impl JobContext for Ctx {
             j.progress = Some((pct * 100.0).round() / 100.0);
             j.eta_seconds = eta;
             j.property_bag.insert("Phase".into(), phase.clone());
-            j.property_bag.insert("Files Done".into(), p.files_done.to_string());
-            j.property_bag.insert("Bytes Done".into(), p.bytes_done.to_string());
+            j.property_bag
+                .insert("Files Done".into(), p.files_done.to_string());
+            j.property_bag
+                .insert("Bytes Done".into(), p.bytes_done.to_string());
             // "Take Snapshot" ends when the engine starts moving data.
             if j.operation == "Backup" && matches!(p.phase, rsvault_engine::Phase::Transferring) {
                 if j.tasks.first().is_some_and(|t| t.status == "InProgress") {
@@ -266,7 +353,10 @@ impl JobContext for Ctx {
     }
 
     fn warn(&self, warning: Warning) {
-        self.warnings.lock().unwrap_or_else(|e| e.into_inner()).push(warning);
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(warning);
     }
 }
 
@@ -274,7 +364,8 @@ fn engine_call(
     svc: &Service,
     ctx: &Arc<Ctx>,
     request: rsvault_engine::worker::Request,
-) -> impl std::future::Future<Output = Result<rsvault_engine::worker::Response, rsvault_engine::Error>> {
+) -> impl std::future::Future<Output = Result<rsvault_engine::worker::Response, rsvault_engine::Error>>
+{
     let (program, args) = svc.runner.worker.clone();
     let ctx = ctx.clone();
     async move {
@@ -287,7 +378,10 @@ fn engine_call(
 }
 
 fn repo_config(svc: &Service, vault: &Vault) -> rsvault_engine::RepoConfig {
-    rsvault_engine::RepoConfig { path: svc.repo_dir(vault), password: vault.password.clone() }
+    rsvault_engine::RepoConfig {
+        path: svc.repo_dir(vault),
+        password: vault.password.clone(),
+    }
 }
 
 async fn backup(
@@ -301,7 +395,9 @@ async fn backup(
     let item: Item = svc
         .get_item(vault, &job.item_key)
         .map_err(|e| rsvault_engine::Error::Repository(e.to_string()))?
-        .ok_or_else(|| rsvault_engine::Error::SourceUnavailable("the protected item no longer exists".into()))?;
+        .ok_or_else(|| {
+            rsvault_engine::Error::SourceUnavailable("the protected item no longer exists".into())
+        })?;
     let source: SourceInfo = svc.source_for(&item).ok_or_else(|| {
         rsvault_engine::Error::SourceUnavailable(format!(
             "the source of '{}' is no longer in the configuration",
@@ -309,22 +405,46 @@ async fn backup(
         ))
     })?;
     let engine_source = match source.workload {
-        Workload::Vm => rsvault_engine::Source::Disks { paths: source.paths.clone() },
-        Workload::FileShare => rsvault_engine::Source::Directory { path: source.paths[0].clone() },
+        Workload::Vm => rsvault_engine::Source::Disks {
+            paths: source.paths.clone(),
+        },
+        Workload::FileShare => rsvault_engine::Source::Directory {
+            path: source.paths[0].clone(),
+        },
     };
     let limit = svc.config.limits.backup_bytes_per_second;
     let opts = rsvault_engine::BackupOptions {
         parent: item.last_snapshot.clone(),
-        tags: vec![format!("rsvault-job={}", job.id), format!("rsvault-item={}", item.key())],
+        tags: vec![
+            format!("rsvault-job={}", job.id),
+            format!("rsvault-item={}", item.key()),
+        ],
         host: Some(source.host_name.clone()),
         bytes_per_second: (limit > 0).then_some(limit),
     };
     let repo = repo_config(svc, vault);
+    if !repo.path.join("config").exists() {
+        // First backup into this vault: create its repository (idempotent if another job raced us).
+        engine_call(svc, &ctx, Request::Init { repo: repo.clone() }).await?;
+    }
     let t0 = Instant::now();
-    let resp = engine_call(svc, &ctx, Request::Backup { repo, source: engine_source, options: opts }).await;
+    let resp = engine_call(
+        svc,
+        &ctx,
+        Request::Backup {
+            repo,
+            source: engine_source,
+            options: opts,
+        },
+    )
+    .await;
     let out = match resp {
         Ok(Response::Backup(out)) => out,
-        Ok(other) => return Err(rsvault_engine::Error::Worker(format!("unexpected worker answer {other:?}"))),
+        Ok(other) => {
+            return Err(rsvault_engine::Error::Worker(format!(
+                "unexpected worker answer {other:?}"
+            )))
+        }
         Err(rsvault_engine::Error::Cancelled) => return Ok(Outcome::Cancelled),
         Err(e) => return Err(e),
     };
@@ -334,7 +454,10 @@ async fn backup(
         let _ = engine_call(
             svc,
             &ctx,
-            Request::Forget { repo: repo_config(svc, vault), ids: vec![out.snapshot_id.clone()] },
+            Request::Forget {
+                repo: repo_config(svc, vault),
+                ids: vec![out.snapshot_id.clone()],
+            },
         )
         .await;
         return Ok(Outcome::Cancelled);
@@ -360,15 +483,34 @@ async fn backup(
             Workload::Vm => bag.insert("VM Name".into(), item.friendly_name.clone()),
             Workload::FileShare => bag.insert("File Share Name".into(), item.friendly_name.clone()),
         };
-        bag.insert("Backup Size".into(), format!("{} MB", out.bytes_total.div_ceil(1 << 20)));
-        bag.insert("Data Transferred".into(), format!("{} MB", out.bytes_added.div_ceil(1 << 20)));
+        bag.insert(
+            "Backup Size".into(),
+            format!("{} MB", out.bytes_total.div_ceil(1 << 20)),
+        );
+        bag.insert(
+            "Data Transferred".into(),
+            format!("{} MB", out.bytes_added.div_ceil(1 << 20)),
+        );
         bag.insert("Files".into(), out.files.to_string());
-        bag.insert("Throughput".into(), format!("{:.1} MB/s", out.bytes_total as f64 / elapsed / 1_048_576.0));
-        bag.insert("Recovery Point Expiry Time".into(), expiry.map(crate::arm::time).unwrap_or_else(|| "Retained per policy".into()));
+        bag.insert(
+            "Throughput".into(),
+            format!("{:.1} MB/s", out.bytes_total as f64 / elapsed / 1_048_576.0),
+        );
+        bag.insert(
+            "Recovery Point Expiry Time".into(),
+            expiry
+                .map(crate::arm::time)
+                .unwrap_or_else(|| "Retained per policy".into()),
+        );
     })
     .map_err(|e| rsvault_engine::Error::Repository(e.to_string()))?;
     let mut warnings = out.warnings;
-    for w in ctx.warnings.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+    for w in ctx
+        .warnings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+    {
         if !warnings.contains(&w) {
             warnings.push(w);
         }
@@ -386,23 +528,48 @@ async fn restore(
     conflict: rsvault_engine::Conflict,
 ) -> Result<Outcome, rsvault_engine::Error> {
     use rsvault_engine::worker::{Request, Response};
-    let spec = rsvault_engine::RestoreSpec { snapshot_id, paths, target, conflict };
-    let resp = engine_call(svc, &ctx, Request::Restore { repo: repo_config(svc, vault), spec }).await;
+    let spec = rsvault_engine::RestoreSpec {
+        snapshot_id,
+        paths,
+        target,
+        conflict,
+    };
+    let resp = engine_call(
+        svc,
+        &ctx,
+        Request::Restore {
+            repo: repo_config(svc, vault),
+            spec,
+        },
+    )
+    .await;
     match resp {
         Ok(Response::Restore(out)) => {
             let _ = svc.update_job(&ctx.job_id, |j| {
                 j.property_bag.remove("Phase");
                 j.property_bag.remove("Files Done");
                 j.property_bag.remove("Bytes Done");
-                j.property_bag.insert("Files Restored".into(), out.files.to_string());
-                j.property_bag.insert("Restored Size".into(), format!("{} MB", out.bytes.div_ceil(1 << 20)));
-                j.property_bag.insert("Files Skipped".into(), out.skipped.len().to_string());
+                j.property_bag
+                    .insert("Files Restored".into(), out.files.to_string());
+                j.property_bag.insert(
+                    "Restored Size".into(),
+                    format!("{} MB", out.bytes.div_ceil(1 << 20)),
+                );
+                j.property_bag
+                    .insert("Files Skipped".into(), out.skipped.len().to_string());
             });
             let mut warnings = out.warnings;
-            warnings.extend(ctx.warnings.lock().unwrap_or_else(|e| e.into_inner()).drain(..));
+            warnings.extend(
+                ctx.warnings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .drain(..),
+            );
             Ok(Outcome::Done { warnings })
         }
-        Ok(other) => Err(rsvault_engine::Error::Worker(format!("unexpected worker answer {other:?}"))),
+        Ok(other) => Err(rsvault_engine::Error::Worker(format!(
+            "unexpected worker answer {other:?}"
+        ))),
         Err(rsvault_engine::Error::Cancelled) => Ok(Outcome::Cancelled),
         Err(e) => Err(e),
     }
@@ -420,13 +587,29 @@ async fn delete_data(
         .map_err(|e| rsvault_engine::Error::Repository(e.to_string()))?;
     let ids: Vec<String> = points.iter().map(|p| p.snapshot_id.clone()).collect();
     if !ids.is_empty() {
-        engine_call(svc, &ctx, Request::Forget { repo: repo_config(svc, vault), ids }).await?;
-        engine_call(svc, &ctx, Request::Prune { repo: repo_config(svc, vault) }).await?;
+        engine_call(
+            svc,
+            &ctx,
+            Request::Forget {
+                repo: repo_config(svc, vault),
+                ids,
+            },
+        )
+        .await?;
+        engine_call(
+            svc,
+            &ctx,
+            Request::Prune {
+                repo: repo_config(svc, vault),
+            },
+        )
+        .await?;
     }
     svc.remove_item_data(vault, &job.item_key)
         .map_err(|e| rsvault_engine::Error::Repository(e.to_string()))?;
     let _ = svc.update_job(&job.id, |j| {
-        j.property_bag.insert("Recovery Points Deleted".into(), points.len().to_string());
+        j.property_bag
+            .insert("Recovery Points Deleted".into(), points.len().to_string());
     });
     Ok(Outcome::Done { warnings: vec![] })
 }

@@ -61,7 +61,8 @@ fn signing_key(data: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&opts.data).with_context(|| format!("creating data dir {}", opts.data.display()))?;
+    std::fs::create_dir_all(&opts.data)
+        .with_context(|| format!("creating data dir {}", opts.data.display()))?;
     let config = load_config(&opts.data, opts.config.as_deref())?;
     let store = Store::open(&opts.data.join("rsvault.db")).context("opening the metadata store")?;
     let (token, fresh) = admin_token(&opts.data)?;
@@ -74,9 +75,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         signing_key: signing_key(&opts.data)?,
         config,
     });
-    let (failed, requeued) = svc.recover_interrupted().context("resolving interrupted jobs")?;
+    let (failed, requeued) = svc
+        .recover_interrupted()
+        .context("resolving interrupted jobs")?;
     if failed + requeued > 0 {
-        tracing::warn!(failed, requeued, "resolved jobs left running by the previous process");
+        tracing::warn!(
+            failed,
+            requeued,
+            "resolved jobs left running by the previous process"
+        );
     }
 
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -84,7 +91,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
         .await
         .context("loading TLS certificate")?;
-    let app = api::router(AppState { svc: svc.clone(), token: Arc::new(token.clone()) });
+    let app = api::router(AppState {
+        svc: svc.clone(),
+        token: Arc::new(token.clone()),
+    });
     let handle = axum_server::Handle::new();
     let shutdown = handle.clone();
     tokio::spawn(async move {
@@ -94,11 +104,17 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     });
     let server = axum_server::bind_rustls(opts.listen, tls).handle(handle.clone());
     let task = tokio::spawn(server.serve(app.into_make_service()));
-    let addr = handle.listening().await.context("the listener did not start")?;
+    let addr = handle
+        .listening()
+        .await
+        .context("the listener did not start")?;
     println!("rsvault listening on https://{addr}");
     if fresh {
         println!("admin token: {token}");
-        println!("(stored in {}; it is not printed again)", opts.data.join("admin-token").display());
+        println!(
+            "(stored in {}; it is not printed again)",
+            opts.data.join("admin-token").display()
+        );
     }
     println!("TLS certificate: {}", cert.display());
     use std::io::Write;
@@ -111,13 +127,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use crate::arm::{ArmCode, ArmError, ArmResult};
 use crate::config::Config;
@@ -47,7 +47,11 @@ impl Service {
     pub fn repo_dir(&self, vault: &Vault) -> PathBuf {
         // One directory per vault, named from its creation stamp so case and odd characters in
         // names never matter on disk.
-        self.data_dir.join("repos").join(format!("{}-{}", vault.created.timestamp_micros(), &vault.etag))
+        self.data_dir.join("repos").join(format!(
+            "{}-{}",
+            vault.created.timestamp_micros(),
+            &vault.etag
+        ))
     }
 
     // ---- vaults ----
@@ -69,7 +73,9 @@ impl Service {
     }
 
     pub fn put_vault(&self, vault: &Vault) -> ArmResult<()> {
-        Ok(self.store.tx(|tx| tx.put(K_VAULT, &vault.vault.key(), "", "", vault))?)
+        Ok(self
+            .store
+            .tx(|tx| tx.put(K_VAULT, &vault.vault.key(), "", "", vault))?)
     }
 
     pub fn list_vaults(&self, sub: &str, rg: Option<&str>) -> ArmResult<Vec<Vault>> {
@@ -83,7 +89,9 @@ impl Service {
 
     pub fn delete_vault(&self, v: &VaultRef) -> ArmResult<bool> {
         let key = v.key();
-        let Some(vault) = self.get_vault_by_key(&key)? else { return Ok(false) };
+        let Some(vault) = self.get_vault_by_key(&key)? else {
+            return Ok(false);
+        };
         let deleted = self.store.tx(|tx| {
             if tx.count(K_ITEM, &key, None)? > 0 {
                 return Ok(None);
@@ -117,7 +125,9 @@ impl Service {
 
     pub fn source_by_container(&self, container: &str) -> Option<&SourceInfo> {
         let c = normalize_container(container);
-        self.sources.iter().find(|s| normalize_container(&s.container) == c)
+        self.sources
+            .iter()
+            .find(|s| normalize_container(&s.container) == c)
     }
 
     pub fn source_by_item(&self, container: &str, item: &str) -> Option<&SourceInfo> {
@@ -133,20 +143,31 @@ impl Service {
     }
 
     pub fn get_item(&self, vault: &Vault, item_key: &str) -> Result<Option<Item>, store::Error> {
-        self.store.tx(|tx| tx.get(K_ITEM, &vault.vault.key(), item_key))
+        self.store
+            .tx(|tx| tx.get(K_ITEM, &vault.vault.key(), item_key))
     }
 
     pub fn put_item(&self, vault: &Vault, item: &Item) -> ArmResult<()> {
         let parent = item.policy.clone().unwrap_or_default().to_ascii_lowercase();
-        Ok(self.store.tx(|tx| tx.put(K_ITEM, &vault.vault.key(), &item.key(), &parent, item))?)
+        Ok(self
+            .store
+            .tx(|tx| tx.put(K_ITEM, &vault.vault.key(), &item.key(), &parent, item))?)
     }
 
     pub fn list_items(&self, vault: &Vault) -> ArmResult<Vec<Item>> {
-        Ok(self.store.tx(|tx| tx.list(K_ITEM, &vault.vault.key(), None))?)
+        Ok(self
+            .store
+            .tx(|tx| tx.list(K_ITEM, &vault.vault.key(), None))?)
     }
 
-    pub fn recovery_points(&self, vault: &Vault, item_key: &str) -> Result<Vec<RecoveryPoint>, store::Error> {
-        let mut v: Vec<RecoveryPoint> = self.store.tx(|tx| tx.list(K_RP, &vault.vault.key(), Some(item_key)))?;
+    pub fn recovery_points(
+        &self,
+        vault: &Vault,
+        item_key: &str,
+    ) -> Result<Vec<RecoveryPoint>, store::Error> {
+        let mut v: Vec<RecoveryPoint> = self
+            .store
+            .tx(|tx| tx.list(K_RP, &vault.vault.key(), Some(item_key)))?;
         v.sort_by(|a, b| b.time.cmp(&a.time));
         Ok(v)
     }
@@ -176,6 +197,9 @@ impl Service {
             if let Some(mut it) = tx.get::<Item>(K_ITEM, &key, &item.key())? {
                 it.last_snapshot = Some(rp.snapshot_id.clone());
                 it.last_recovery_point = Some(rp.time);
+                if it.protection_state == "IRPending" {
+                    it.protection_state = "Protected".into();
+                }
                 let parent = it.policy.clone().unwrap_or_default().to_ascii_lowercase();
                 tx.put(K_ITEM, &key, &it.key(), &parent, &it)?;
             }
@@ -215,11 +239,16 @@ impl Service {
 
     pub fn get_job_any(&self, id: &str) -> Result<Option<Job>, store::Error> {
         let bodies = self.store.tx(|tx| tx.jobs_by_id(id))?;
-        bodies.map(|b| serde_json::from_str(&b)).transpose().map_err(Into::into)
+        bodies
+            .map(|b| serde_json::from_str(&b))
+            .transpose()
+            .map_err(Into::into)
     }
 
     pub fn get_job(&self, vault: &Vault, id: &str) -> ArmResult<Job> {
-        let body = self.store.tx(|tx| tx.get_job_body(&vault.vault.key(), &id.to_ascii_lowercase()))?;
+        let body = self
+            .store
+            .tx(|tx| tx.get_job_body(&vault.vault.key(), &id.to_ascii_lowercase()))?;
         match body {
             Some(b) => serde_json::from_str(&b).map_err(ArmError::internal),
             None => Err(ArmError::new(
@@ -232,7 +261,9 @@ impl Service {
     /// Applies `f` to a job in one transaction and returns the new state.
     pub fn update_job(&self, id: &str, f: impl FnOnce(&mut Job)) -> Result<Job, store::Error> {
         self.store.tx(|tx| {
-            let body = tx.jobs_by_id(id)?.ok_or(store::Error::Sql(rusqlite::Error::QueryReturnedNoRows))?;
+            let body = tx
+                .jobs_by_id(id)?
+                .ok_or(store::Error::Sql(rusqlite::Error::QueryReturnedNoRows))?;
             let mut job: Job = serde_json::from_str(&body)?;
             f(&mut job);
             tx.upsert_job(&job.row())?;
@@ -262,7 +293,11 @@ impl Service {
     pub fn request_cancel(&self, vault: &Vault, job_id: &str) -> ArmResult<Operation> {
         let job = self.get_job(vault, job_id)?;
         if job.status == JobStatus::Cancelling {
-            if let Some(op) = job.cancel_op.as_deref().and_then(|o| self.get_op(vault, o).ok()) {
+            if let Some(op) = job
+                .cancel_op
+                .as_deref()
+                .and_then(|o| self.get_op(vault, o).ok())
+            {
                 return Ok(op);
             }
         }
@@ -280,7 +315,9 @@ impl Service {
         let key = vault.vault.key();
         let op_id = op.id.clone();
         let moved = self.store.tx(|tx| {
-            let Some(body) = tx.get_job_body(&key, &job.id)? else { return Ok(false) };
+            let Some(body) = tx.get_job_body(&key, &job.id)? else {
+                return Ok(false);
+            };
             let mut j: Job = serde_json::from_str(&body)?;
             if j.status != JobStatus::InProgress {
                 return Ok(false);
@@ -310,7 +347,11 @@ impl Service {
                 if job.status != JobStatus::Cancelled {
                     op.error = Some((
                         "BMSUserErrorJobNotCancellable".into(),
-                        format!("Job '{}' ended {} before the cancellation took effect.", job.id, job.status.as_str()),
+                        format!(
+                            "Job '{}' ended {} before the cancellation took effect.",
+                            job.id,
+                            job.status.as_str()
+                        ),
                     ));
                 }
                 tx.put(K_OP, &key, op_id, "", &op)?;
@@ -325,21 +366,28 @@ impl Service {
     // ---- operations ----
 
     pub fn put_op(&self, vault: &Vault, op: &Operation) -> ArmResult<()> {
-        Ok(self.store.tx(|tx| tx.put(K_OP, &vault.vault.key(), &op.id, "", op))?)
+        Ok(self
+            .store
+            .tx(|tx| tx.put(K_OP, &vault.vault.key(), &op.id, "", op))?)
     }
 
     pub fn get_op(&self, vault: &Vault, id: &str) -> ArmResult<Operation> {
         self.store
             .tx(|tx| tx.get::<Operation>(K_OP, &vault.vault.key(), &id.to_ascii_lowercase()))?
             .ok_or_else(|| {
-                ArmError::new(ArmCode::OperationNotFound, format!("Operation '{id}' was not found."))
+                ArmError::new(
+                    ArmCode::OperationNotFound,
+                    format!("Operation '{id}' was not found."),
+                )
             })
     }
 
     /// Resolves jobs left running by a previous process: queued ones start again, started ones
     /// end `Failed` (or `Cancelled` if a cancel was pending) with an error that says why.
     pub fn recover_interrupted(self: &Arc<Self>) -> anyhow::Result<(usize, usize)> {
-        let bodies = self.store.tx(|tx| tx.jobs_with_status(&["InProgress", "Cancelling"]))?;
+        let bodies = self
+            .store
+            .tx(|tx| tx.jobs_with_status(&["InProgress", "Cancelling"]))?;
         let (mut failed, mut requeued) = (0, 0);
         for b in bodies {
             let job: Job = serde_json::from_str(&b)?;
@@ -369,11 +417,13 @@ impl Service {
     }
 
     pub fn protected_count(&self, vault: &Vault, policy: &str) -> ArmResult<i64> {
-        Ok(self.store.tx(|tx| tx.count(K_ITEM, &vault.vault.key(), Some(&policy.to_ascii_lowercase())))?)
-    }
-
-    pub fn expiry_from(&self, t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-        t
+        Ok(self.store.tx(|tx| {
+            tx.count(
+                K_ITEM,
+                &vault.vault.key(),
+                Some(&policy.to_ascii_lowercase()),
+            )
+        })?)
     }
 }
 

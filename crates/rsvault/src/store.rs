@@ -85,7 +85,9 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     /// Runs `f` in one immediate transaction: all of its writes land, or none.
@@ -101,7 +103,12 @@ impl Store {
 pub struct Tx<'a>(&'a rusqlite::Transaction<'a>);
 
 impl Tx<'_> {
-    pub fn get<T: DeserializeOwned>(&self, kind: &str, vault: &str, key: &str) -> Result<Option<T>> {
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        vault: &str,
+        key: &str,
+    ) -> Result<Option<T>> {
         let body: Option<String> = self
             .0
             .query_row(
@@ -110,10 +117,19 @@ impl Tx<'_> {
                 |r| r.get(0),
             )
             .optional()?;
-        body.map(|b| serde_json::from_str(&b)).transpose().map_err(Into::into)
+        body.map(|b| serde_json::from_str(&b))
+            .transpose()
+            .map_err(Into::into)
     }
 
-    pub fn put<T: Serialize>(&self, kind: &str, vault: &str, key: &str, parent: &str, doc: &T) -> Result<()> {
+    pub fn put<T: Serialize>(
+        &self,
+        kind: &str,
+        vault: &str,
+        key: &str,
+        parent: &str,
+        doc: &T,
+    ) -> Result<()> {
         let body = serde_json::to_string(doc)?;
         self.0.execute(
             "INSERT INTO docs(kind, vault, key, parent, body) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -132,7 +148,12 @@ impl Tx<'_> {
     }
 
     /// Documents of `kind` in `vault` (optionally under `parent`), ordered by key.
-    pub fn list<T: DeserializeOwned>(&self, kind: &str, vault: &str, parent: Option<&str>) -> Result<Vec<T>> {
+    pub fn list<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        vault: &str,
+        parent: Option<&str>,
+    ) -> Result<Vec<T>> {
         let mut stmt = self.0.prepare_cached(
             "SELECT body FROM docs WHERE kind = ?1 AND vault = ?2 AND (?3 IS NULL OR parent = ?3) ORDER BY key",
         )?;
@@ -173,7 +194,11 @@ impl Tx<'_> {
     }
 
     pub fn next_job_seq(&self) -> Result<i64> {
-        Ok(self.0.query_row("SELECT coalesce(max(seq), 0) + 1 FROM jobs", [], |r| r.get(0))?)
+        Ok(self
+            .0
+            .query_row("SELECT coalesce(max(seq), 0) + 1 FROM jobs", [], |r| {
+                r.get(0)
+            })?)
     }
 
     pub fn upsert_job(&self, j: &JobRow) -> Result<()> {
@@ -190,7 +215,9 @@ impl Tx<'_> {
     pub fn jobs_by_id(&self, id: &str) -> Result<Option<String>> {
         Ok(self
             .0
-            .query_row("SELECT body FROM jobs WHERE id = ?1", params![id], |r| r.get(0))
+            .query_row("SELECT body FROM jobs WHERE id = ?1", params![id], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 
@@ -206,7 +233,12 @@ impl Tx<'_> {
     }
 
     /// Job bodies matching `q`, newest first, at most `limit`, with each row's paging position.
-    pub fn list_jobs(&self, vault: &str, q: &JobQuery, limit: usize) -> Result<Vec<(String, String, i64)>> {
+    pub fn list_jobs(
+        &self,
+        vault: &str,
+        q: &JobQuery,
+        limit: usize,
+    ) -> Result<Vec<(String, String, i64)>> {
         let mut stmt = self.0.prepare_cached(
             "SELECT body, start_time, seq FROM jobs
              WHERE vault = ?1
@@ -245,7 +277,9 @@ impl Tx<'_> {
     /// Bodies of jobs in any of `statuses` (all vaults), oldest first.
     pub fn jobs_with_status(&self, statuses: &[&str]) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        let mut stmt = self.0.prepare_cached("SELECT body FROM jobs WHERE status = ?1 ORDER BY seq")?;
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT body FROM jobs WHERE status = ?1 ORDER BY seq")?;
         for s in statuses {
             let rows = stmt.query_map(params![s], |r| r.get::<_, String>(0))?;
             for r in rows {
@@ -256,7 +290,13 @@ impl Tx<'_> {
     }
 
     /// Whether `item` in `vault` has a job in one of `statuses` other than `except`.
-    pub fn item_has_job(&self, vault: &str, item: &str, statuses: &[&str], except: &str) -> Result<bool> {
+    pub fn item_has_job(
+        &self,
+        vault: &str,
+        item: &str,
+        statuses: &[&str],
+        except: &str,
+    ) -> Result<bool> {
         let mut stmt = self.0.prepare_cached(
             "SELECT count(*) FROM jobs WHERE vault = ?1 AND item = ?2 AND status = ?3 AND id <> ?4",
         )?;
@@ -270,6 +310,8 @@ impl Tx<'_> {
     }
 
     pub fn delete_jobs_of_vault(&self, vault: &str) -> Result<usize> {
-        Ok(self.0.execute("DELETE FROM jobs WHERE vault = ?1", params![vault])?)
+        Ok(self
+            .0
+            .execute("DELETE FROM jobs WHERE vault = ?1", params![vault])?)
     }
 }

@@ -12,7 +12,11 @@ pub fn ensure_self_signed(dir: &Path) -> anyhow::Result<(std::path::PathBuf, std
         return Ok((cert, key));
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     let generated = rcgen::generate_simple_self_signed(names).context("generating certificate")?;
     crate::fsutil::write_private(&key, generated.key_pair.serialize_pem().as_bytes())?;
     crate::fsutil::write_atomic(&cert, generated.cert.pem().as_bytes())?;

@@ -26,7 +26,11 @@ pub fn start(svc: &Arc<Service>, r: &Req, vault: &Vault) -> ArmResult<Response> 
     let q = super::handlers::job_query(r.q("$filter"))?;
     let op = Operation::new(OpKind::Export, None, None);
     svc.put_op(vault, &op)?;
-    let loc = r.url(&format!("{}/backupJobs/operationResults/{}", vault.vault.id(), op.id));
+    let loc = r.url(&format!(
+        "{}/backupJobs/operationResults/{}",
+        vault.vault.id(),
+        op.id
+    ));
     let (svc2, vault_key, op_id) = (svc.clone(), vault.vault.key(), op.id.clone());
     tokio::task::spawn_blocking(move || {
         let res = write_export(&svc2, &vault_key, &op_id, &q);
@@ -40,7 +44,10 @@ pub fn start(svc: &Arc<Service>, r: &Req, vault: &Vault) -> ArmResult<Response> 
                     Err(e) => {
                         tracing::error!("export {op_id} failed: {e:#}");
                         op.status = "Failed".into();
-                        op.error = Some(("BMSUserErrorExportFailed".into(), "Writing the job export failed; the server log has the details.".into()));
+                        op.error = Some((
+                            "BMSUserErrorExportFailed".into(),
+                            "Writing the job export failed; the server log has the details.".into(),
+                        ));
                     }
                 }
                 op.end = Some(Utc::now());
@@ -54,11 +61,19 @@ pub fn start(svc: &Arc<Service>, r: &Req, vault: &Vault) -> ArmResult<Response> 
     if let Ok(v) = HeaderValue::from_str(&loc) {
         h.insert("location", v);
     }
-    h.insert("retry-after", HeaderValue::from(svc.config.server.retry_after_seconds));
+    h.insert(
+        "retry-after",
+        HeaderValue::from(svc.config.server.retry_after_seconds),
+    );
     Ok(resp)
 }
 
-fn write_export(svc: &Service, vault_key: &str, op_id: &str, q: &crate::store::JobQuery) -> anyhow::Result<usize> {
+fn write_export(
+    svc: &Service,
+    vault_key: &str,
+    op_id: &str,
+    q: &crate::store::JobQuery,
+) -> anyhow::Result<usize> {
     let rows = svc.store.tx(|tx| tx.list_jobs(vault_key, q, MAX_EXPORT))?;
     let mut jobs = Vec::with_capacity(rows.len());
     let mut csv = String::from("JobId,Operation,Status,EntityFriendlyName,BackupManagementType,StartTime,EndTime,Duration\n");
@@ -90,7 +105,10 @@ fn write_export(svc: &Service, vault_key: &str, op_id: &str, q: &crate::store::J
     let n = jobs.len();
     let dir = svc.data_dir.join("exports");
     std::fs::create_dir_all(&dir)?;
-    crate::fsutil::write_private(&dir.join(format!("{op_id}.json")), serde_json::to_string_pretty(&json!({"value": jobs}))?.as_bytes())?;
+    crate::fsutil::write_private(
+        &dir.join(format!("{op_id}.json")),
+        serde_json::to_string_pretty(&json!({"value": jobs}))?.as_bytes(),
+    )?;
     crate::fsutil::write_private(&dir.join(format!("{op_id}.csv")), csv.as_bytes())?;
     Ok(n)
 }
@@ -98,9 +116,16 @@ fn write_export(svc: &Service, vault_key: &str, op_id: &str, q: &crate::store::J
 pub fn result(svc: &Service, r: &Req, vault: &Vault, op_id: &str) -> ArmResult<Response> {
     let op = svc.get_op(vault, op_id)?;
     if op.kind != OpKind::Export {
-        return Err(ArmError::new(ArmCode::OperationNotFound, format!("Operation '{op_id}' is not a job export.")));
+        return Err(ArmError::new(
+            ArmCode::OperationNotFound,
+            format!("Operation '{op_id}' is not a job export."),
+        ));
     }
-    let loc = r.url(&format!("{}/backupJobs/operationResults/{}", vault.vault.id(), op.id));
+    let loc = r.url(&format!(
+        "{}/backupJobs/operationResults/{}",
+        vault.vault.id(),
+        op.id
+    ));
     let retry = svc.config.server.retry_after_seconds;
     match op.status.as_str() {
         "InProgress" => {
@@ -134,38 +159,64 @@ pub fn result(svc: &Service, r: &Req, vault: &Vault, op_id: &str) -> ArmResult<R
             })))
         }
         _ => {
-            let (code, msg) = op.error.unwrap_or(("BMSUserErrorExportFailed".into(), "The export failed.".into()));
+            let (code, msg) = op.error.unwrap_or((
+                "BMSUserErrorExportFailed".into(),
+                "The export failed.".into(),
+            ));
             Err(ArmError::new(ArmCode::Conflict, format!("{code}: {msg}")))
         }
     }
 }
 
 fn sign(svc: &Service, name: &str, se: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(&svc.signing_key).expect("hmac takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&svc.signing_key).expect("hmac takes any key length");
     mac.update(name.as_bytes());
     mac.update(b"\n");
     mac.update(se.as_bytes());
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn link(svc: &Service, origin: &str, name: &str, expiry: DateTime<Utc>) -> (String, String) {
     let se = arm::time(expiry);
     let sig = sign(svc, name, &se);
-    let se_enc = percent_encoding::utf8_percent_encode(&se, percent_encoding::NON_ALPHANUMERIC).to_string();
-    (format!("{origin}/exports/{name}"), format!("?sv=2026-02-01&sr=b&sp=r&se={se_enc}&sig={sig}"))
+    let se_enc =
+        percent_encoding::utf8_percent_encode(&se, percent_encoding::NON_ALPHANUMERIC).to_string();
+    (
+        format!("{origin}/exports/{name}"),
+        format!("?sv=2026-02-01&sr=b&sp=r&se={se_enc}&sig={sig}"),
+    )
 }
 
 /// Serves an export file to a holder of a valid, unexpired signed link.
 pub fn download(svc: &Service, name: &str, query: &HashMap<String, String>) -> ArmResult<Response> {
-    let denied = |why: &str| ArmError::new(ArmCode::Unauthorized, format!("The export link is not valid: {why}."));
+    let denied = |why: &str| {
+        ArmError::new(
+            ArmCode::Unauthorized,
+            format!("The export link is not valid: {why}."),
+        )
+    };
     let valid_name = name.len() < 80
         && (name.ends_with(".json") || name.ends_with(".csv"))
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
     if !valid_name {
-        return Err(ArmError::new(ArmCode::PathNotFound, format!("Export '{name}' was not found.")));
+        return Err(ArmError::new(
+            ArmCode::PathNotFound,
+            format!("Export '{name}' was not found."),
+        ));
     }
-    let se = query.get("se").ok_or_else(|| denied("the 'se' (expiry) parameter is missing"))?;
-    let sig = query.get("sig").ok_or_else(|| denied("the 'sig' parameter is missing"))?;
+    let se = query
+        .get("se")
+        .ok_or_else(|| denied("the 'se' (expiry) parameter is missing"))?;
+    let sig = query
+        .get("sig")
+        .ok_or_else(|| denied("the 'sig' parameter is missing"))?;
     let expected = sign(svc, name, se);
     if !super::constant_time_eq(sig.as_bytes(), expected.as_bytes()) {
         return Err(denied("the signature does not match"));
@@ -175,10 +226,19 @@ pub fn download(svc: &Service, name: &str, query: &HashMap<String, String>) -> A
         return Err(denied("it has expired; request a new export"));
     }
     let path = svc.data_dir.join("exports").join(name);
-    let bytes = std::fs::read(&path)
-        .map_err(|_| ArmError::new(ArmCode::PathNotFound, format!("Export '{name}' was not found.")))?;
-    let ctype = if name.ends_with(".json") { "application/json" } else { "text/csv" };
+    let bytes = std::fs::read(&path).map_err(|_| {
+        ArmError::new(
+            ArmCode::PathNotFound,
+            format!("Export '{name}' was not found."),
+        )
+    })?;
+    let ctype = if name.ends_with(".json") {
+        "application/json"
+    } else {
+        "text/csv"
+    };
     let mut resp = (StatusCode::OK, bytes).into_response();
-    resp.headers_mut().insert("content-type", HeaderValue::from_static(ctype));
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static(ctype));
     Ok(resp)
 }

@@ -24,12 +24,18 @@ pub async fn route(svc: &Arc<Service>, r: &Req) -> ArmResult<Response> {
             only(m, &[Method::GET])?;
             list_vaults(svc, r, &s[1], None)
         }
-        ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.recoveryservices", "vaults"] => {
+        ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.recoveryservices", "vaults"] =>
+        {
             only(m, &[Method::GET])?;
             list_vaults(svc, r, &s[1], Some(&s[3]))
         }
-        ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.recoveryservices", "vaults", _, rest @ ..] => {
-            let v = VaultRef { sub: s[1].clone(), rg: s[3].clone(), name: s[7].clone() };
+        ["subscriptions", _, "resourcegroups", _, "providers", "microsoft.recoveryservices", "vaults", _, rest @ ..] =>
+        {
+            let v = VaultRef {
+                sub: s[1].clone(),
+                rg: s[3].clone(),
+                name: s[7].clone(),
+            };
             vault_routes(svc, r, v, rest, &s[8..]).await
         }
         _ => Err(not_found_path(r)),
@@ -54,7 +60,10 @@ fn only(m: &Method, allowed: &[Method]) -> ArmResult<()> {
         let names: Vec<&str> = allowed.iter().map(Method::as_str).collect();
         Err(ArmError::new(
             ArmCode::MethodNotAllowed,
-            format!("The method {m} is not allowed here; use {}.", names.join(" or ")),
+            format!(
+                "The method {m} is not allowed here; use {}.",
+                names.join(" or ")
+            ),
         ))
     }
 }
@@ -75,7 +84,11 @@ async fn vault_routes(
                 svc.delete_vault(&v)?;
                 Ok(no_content())
             }
-            _ => Err(only(m, &[Method::GET, Method::PUT, Method::PATCH, Method::DELETE]).unwrap_err()),
+            _ => Err(only(
+                m,
+                &[Method::GET, Method::PUT, Method::PATCH, Method::DELETE],
+            )
+            .unwrap_err()),
         };
     }
     let vault = svc.get_vault(&v)?;
@@ -97,7 +110,10 @@ async fn vault_routes(
             only(m, &[Method::POST])?;
             let op = svc.request_cancel(&vault, job)?;
             let jid = svc.get_job(&vault, job)?.id;
-            let loc = r.url(&format!("{vid}/backupJobs/{jid}/operationResults/{}", op.id));
+            let loc = r.url(&format!(
+                "{vid}/backupJobs/{jid}/operationResults/{}",
+                op.id
+            ));
             Ok(accepted(&loc, None, svc.config.server.retry_after_seconds))
         }
         ["backupjobs", _job, "operationresults", op] => {
@@ -149,7 +165,10 @@ async fn vault_routes(
             if *fabric != "azure" {
                 return Err(ArmError::new(
                     ArmCode::ResourceNotFound,
-                    format!("Fabric '{}' was not found; rsvault serves the 'Azure' fabric.", orig[1]),
+                    format!(
+                        "Fabric '{}' was not found; rsvault serves the 'Azure' fabric.",
+                        orig[1]
+                    ),
                 ));
             }
             fabric_routes(svc, r, &vault, tail, &orig[2..]).await
@@ -186,14 +205,20 @@ async fn fabric_routes(
             // Sources come from the configuration, so discovery is immediate.
             let op = Operation::new(OpKind::Refresh, None, None).succeeded();
             svc.put_op(vault, &op)?;
-            let loc = r.url(&format!("{vid}/backupFabrics/Azure/operationResults/{}", op.id));
+            let loc = r.url(&format!(
+                "{vid}/backupFabrics/Azure/operationResults/{}",
+                op.id
+            ));
             Ok(accepted(&loc, None, retry))
         }
         ["operationresults", op] => {
             only(m, &[Method::GET])?;
             let op = op_view(svc, vault, op)?;
             if op.status == "InProgress" {
-                let loc = r.url(&format!("{vid}/backupFabrics/Azure/operationResults/{}", op.id));
+                let loc = r.url(&format!(
+                    "{vid}/backupFabrics/Azure/operationResults/{}",
+                    op.id
+                ));
                 Ok(accepted(&loc, None, retry))
             } else {
                 Ok(no_content())
@@ -223,7 +248,8 @@ async fn fabric_routes(
             Ok(ok(json!({"value": values})))
         }
         ["protectioncontainers", _] => container(svc, r, vault, &orig[1]),
-        ["protectioncontainers", _, "operationresults", _] | ["protectioncontainers", _, "operationsstatus", _] => {
+        ["protectioncontainers", _, "operationresults", _]
+        | ["protectioncontainers", _, "operationsstatus", _] => {
             only(m, &[Method::GET])?;
             let op = op_view(svc, vault, rest[3])?;
             if rest[2] == "operationsstatus" {
@@ -233,9 +259,7 @@ async fn fabric_routes(
             let n = items_in_container(svc, vault, &src.container)?;
             Ok(ok(model::container_wire(&vault.vault, &src, true, n)))
         }
-        ["protectioncontainers", _, "protecteditems", _] => {
-            item(svc, r, vault, &orig[1], &orig[3])
-        }
+        ["protectioncontainers", _, "protecteditems", _] => item(svc, r, vault, &orig[1], &orig[3]),
         ["protectioncontainers", _, "protecteditems", _, "operationresults", op] => {
             only(m, &[Method::GET])?;
             let op = op_view(svc, vault, op)?;
@@ -287,27 +311,45 @@ fn put_vault(svc: &Service, r: &Req, v: VaultRef) -> ArmResult<Response> {
     }
     let location = match body.get("location") {
         Some(Value::String(l)) if !l.trim().is_empty() => l.to_ascii_lowercase().replace(' ', ""),
-        Some(_) => return Err(ArmError::invalid("'location' must be a non-empty string.").with_target("location")),
+        Some(_) => {
+            return Err(
+                ArmError::invalid("'location' must be a non-empty string.").with_target("location")
+            )
+        }
         None => match &existing {
             Some(e) => e.location.clone(),
-            None => return Err(ArmError::invalid("'location' is required.").with_target("location")),
+            None => {
+                return Err(ArmError::invalid("'location' is required.").with_target("location"))
+            }
         },
     };
     let sku = match body.get("sku") {
-        None => existing.as_ref().map(|e| e.sku.clone()).unwrap_or(json!({"name": "RS0", "tier": "Standard"})),
+        None => existing
+            .as_ref()
+            .map(|e| e.sku.clone())
+            .unwrap_or(json!({"name": "RS0", "tier": "Standard"})),
         Some(s) => match s.get("name").and_then(Value::as_str) {
             Some("Standard") | Some("RS0") => json!({"name": "RS0", "tier": "Standard"}),
             Some(other) => {
-                return Err(ArmError::invalid(format!("sku.name '{other}' is invalid; allowed: Standard, RS0."))
-                    .with_target("sku.name"))
+                return Err(ArmError::invalid(format!(
+                    "sku.name '{other}' is invalid; allowed: Standard, RS0."
+                ))
+                .with_target("sku.name"))
             }
             None => return Err(ArmError::invalid("sku.name is required.").with_target("sku.name")),
         },
     };
     let tags = match body.get("tags") {
-        None | Some(Value::Null) => existing.as_ref().map(|e| e.tags.clone()).unwrap_or(json!({})),
+        None | Some(Value::Null) => existing
+            .as_ref()
+            .map(|e| e.tags.clone())
+            .unwrap_or(json!({})),
         Some(t @ Value::Object(map)) if map.values().all(Value::is_string) => t.clone(),
-        Some(_) => return Err(ArmError::invalid("'tags' must be an object of strings.").with_target("tags")),
+        Some(_) => {
+            return Err(
+                ArmError::invalid("'tags' must be an object of strings.").with_target("tags")
+            )
+        }
     };
     let mut props = existing
         .as_ref()
@@ -322,7 +364,11 @@ fn put_vault(svc: &Service, r: &Req, v: VaultRef) -> ArmResult<Response> {
                 }
             }
         }
-        Some(_) => return Err(ArmError::invalid("'properties' must be an object.").with_target("properties")),
+        Some(_) => {
+            return Err(
+                ArmError::invalid("'properties' must be an object.").with_target("properties")
+            )
+        }
     }
     props["provisioningState"] = json!("Succeeded");
     let identity = match body.get("identity") {
@@ -349,22 +395,34 @@ fn put_vault(svc: &Service, r: &Req, v: VaultRef) -> ArmResult<Response> {
             .as_ref()
             .map(|e| e.etag.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
-        password: existing.as_ref().map(|e| e.password.clone()).unwrap_or_else(random_secret),
+        password: existing
+            .as_ref()
+            .map(|e| e.password.clone())
+            .unwrap_or_else(random_secret),
         created: existing.as_ref().map(|e| e.created).unwrap_or(now),
     };
     svc.put_vault(&vault)?;
-    let status = if existing.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if existing.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((status, axum::Json(vault.wire())).into_response())
 }
 
 fn check_scope_name(kind: &str, name: &str) -> ArmResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 90
-        && name.chars().all(|c| c.is_alphanumeric() || "-_.()".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "-_.()".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(ArmError::new(ArmCode::InvalidResourceName, format!("The {kind} name '{name}' is invalid.")))
+        Err(ArmError::new(
+            ArmCode::InvalidResourceName,
+            format!("The {kind} name '{name}' is invalid."),
+        ))
     }
 }
 
@@ -383,7 +441,10 @@ fn op_view(svc: &Service, vault: &Vault, id: &str) -> ArmResult<Operation> {
             if job.status.is_terminal() {
                 let ok = match op.kind {
                     OpKind::Cancel => job.status == JobStatus::Cancelled,
-                    _ => matches!(job.status, JobStatus::Completed | JobStatus::CompletedWithWarnings),
+                    _ => matches!(
+                        job.status,
+                        JobStatus::Completed | JobStatus::CompletedWithWarnings
+                    ),
                 };
                 op.status = if ok { "Succeeded" } else { "Failed" }.into();
                 op.end = job.end;
@@ -400,15 +461,27 @@ fn op_view(svc: &Service, vault: &Vault, id: &str) -> ArmResult<Operation> {
 }
 
 /// `operationResults`: 202 while running, then 200 with the resource (protected item PUT) or 204.
-fn op_result(svc: &Service, r: &Req, op: &Operation, item: Option<(&str, &str)>) -> ArmResult<Response> {
+fn op_result(
+    svc: &Service,
+    r: &Req,
+    op: &Operation,
+    item: Option<(&str, &str)>,
+) -> ArmResult<Response> {
     if op.status == "InProgress" {
         let loc = format!("{}{}", r.origin, current_path(r));
         return Ok(accepted(&loc, None, svc.config.server.retry_after_seconds));
     }
     if op.status == "Failed" {
-        let (code, msg) = op.error.clone().unwrap_or(("BMSUserErrorOperationFailed".into(), "The operation failed.".into()));
-        return Ok((StatusCode::OK, axum::Json(json!({"error": {"code": code, "message": msg}}))).into_response())
-            .map(|_: Response| ArmError::new(ArmCode::Conflict, msg).into_response());
+        let (code, msg) = op.error.clone().unwrap_or((
+            "BMSUserErrorOperationFailed".into(),
+            "The operation failed.".into(),
+        ));
+        return Ok((
+            StatusCode::OK,
+            axum::Json(json!({"error": {"code": code, "message": msg}})),
+        )
+            .into_response())
+        .map(|_: Response| ArmError::new(ArmCode::Conflict, msg).into_response());
     }
     if let (Some((c, i)), OpKind::ConfigureProtection | OpKind::StopProtection) = (item, op.kind) {
         let vault = svc.get_vault(&vault_of(r))?;
@@ -424,19 +497,46 @@ fn current_path(r: &Req) -> String {
 }
 
 fn vault_of(r: &Req) -> VaultRef {
-    VaultRef { sub: r.seg[1].clone(), rg: r.seg[3].clone(), name: r.seg[7].clone() }
+    VaultRef {
+        sub: r.seg[1].clone(),
+        rg: r.seg[3].clone(),
+        name: r.seg[7].clone(),
+    }
 }
 
 // ---------------------------------------------------------------- jobs
 
-const JOB_FIELDS: &[&str] = &["status", "backupmanagementtype", "operation", "jobid", "starttime", "endtime"];
+const JOB_FIELDS: &[&str] = &[
+    "status",
+    "backupmanagementtype",
+    "operation",
+    "jobid",
+    "starttime",
+    "endtime",
+];
 const JOB_OPERATIONS: &[&str] = &[
-    "Invalid", "Register", "UnRegister", "ConfigureBackup", "Backup", "Restore", "DisableBackup",
-    "DeleteBackupData", "CrossRegionRestore", "Undelete", "UpdateCustomerManagedKey",
+    "Invalid",
+    "Register",
+    "UnRegister",
+    "ConfigureBackup",
+    "Backup",
+    "Restore",
+    "DisableBackup",
+    "DeleteBackupData",
+    "CrossRegionRestore",
+    "Undelete",
+    "UpdateCustomerManagedKey",
 ];
 pub const BMTS: &[&str] = &[
-    "Invalid", "AzureIaasVM", "MAB", "DPM", "AzureBackupServer", "AzureSql", "AzureStorage",
-    "AzureWorkload", "DefaultBackup",
+    "Invalid",
+    "AzureIaasVM",
+    "MAB",
+    "DPM",
+    "AzureBackupServer",
+    "AzureSql",
+    "AzureStorage",
+    "AzureWorkload",
+    "DefaultBackup",
 ];
 
 fn one_of(field: &str, v: &str, allowed: &[&str]) -> ArmResult<String> {
@@ -447,7 +547,10 @@ fn one_of(field: &str, v: &str, allowed: &[&str]) -> ArmResult<String> {
         .ok_or_else(|| {
             ArmError::new(
                 ArmCode::InvalidFilter,
-                format!("Invalid {field} '{v}' in $filter; allowed: {}.", allowed.join(", ")),
+                format!(
+                    "Invalid {field} '{v}' in $filter; allowed: {}.",
+                    allowed.join(", ")
+                ),
             )
             .with_target("$filter")
         })
@@ -489,7 +592,9 @@ fn list_jobs(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> {
         q.after = Some(decode_skip_token(tok)?);
     }
     let page = svc.config.server.page_size;
-    let mut rows = svc.store.tx(|tx| tx.list_jobs(&vault.vault.key(), &q, page + 1))?;
+    let mut rows = svc
+        .store
+        .tx(|tx| tx.list_jobs(&vault.vault.key(), &q, page + 1))?;
     let more = rows.len() > page;
     rows.truncate(page);
     let mut values = Vec::with_capacity(rows.len());
@@ -531,7 +636,9 @@ fn decode_skip_token(tok: &str) -> ArmResult<(String, i64)> {
         ArmError::new(ArmCode::InvalidSkipToken, format!("The $skipToken '{tok}' is invalid; use the nextLink returned by the previous page."))
             .with_target("$skipToken")
     };
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(tok.trim()).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(tok.trim())
+        .map_err(|_| bad())?;
     let s = String::from_utf8(raw).map_err(|_| bad())?;
     let (t, seq) = s.split_once('|').ok_or_else(bad)?;
     DateTime::parse_from_rfc3339(t).map_err(|_| bad())?;
@@ -546,7 +653,10 @@ fn get_policy(svc: &Service, vault: &Vault, name: &str) -> ArmResult<Policy> {
         .ok_or_else(|| {
             ArmError::new(
                 ArmCode::PolicyNotFound,
-                format!("Backup policy '{name}' was not found in vault '{}'.", vault.vault.name),
+                format!(
+                    "Backup policy '{name}' was not found in vault '{}'.",
+                    vault.vault.name
+                ),
             )
         })
 }
@@ -560,10 +670,15 @@ fn list_policies(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> {
             }
         }
     }
-    let policies: Vec<Policy> = svc.store.tx(|tx| tx.list(K_POLICY, &vault.vault.key(), None))?;
+    let policies: Vec<Policy> = svc
+        .store
+        .tx(|tx| tx.list(K_POLICY, &vault.vault.key(), None))?;
     let mut values = Vec::new();
     for p in policies {
-        if bmt.as_deref().is_some_and(|b| !b.eq_ignore_ascii_case(p.backup_management_type())) {
+        if bmt
+            .as_deref()
+            .is_some_and(|b| !b.eq_ignore_ascii_case(p.backup_management_type()))
+        {
             continue;
         }
         let n = svc.protected_count(vault, &p.name)?;
@@ -584,9 +699,13 @@ fn policy(svc: &Service, r: &Req, vault: &Vault, name: &str) -> ArmResult<Respon
             let body = r.json()?;
             let props = crate::policy::validate(body.get("properties"))?;
             let key = name.to_ascii_lowercase();
-            let existing: Option<Policy> = svc.store.tx(|tx| tx.get(K_POLICY, &vault.vault.key(), &key))?;
+            let existing: Option<Policy> = svc
+                .store
+                .tx(|tx| tx.get(K_POLICY, &vault.vault.key(), &key))?;
             if let Some(e) = &existing {
-                if e.backup_management_type() != props["backupManagementType"].as_str().unwrap_or("") {
+                if e.backup_management_type()
+                    != props["backupManagementType"].as_str().unwrap_or("")
+                {
                     return Err(ArmError::invalid(format!(
                         "Policy '{name}' is a {} policy; its backupManagementType cannot change.",
                         e.backup_management_type()
@@ -594,11 +713,18 @@ fn policy(svc: &Service, r: &Req, vault: &Vault, name: &str) -> ArmResult<Respon
                 }
             }
             let p = Policy {
-                name: existing.as_ref().map(|e| e.name.clone()).unwrap_or_else(|| name.to_string()),
+                name: existing
+                    .as_ref()
+                    .map(|e| e.name.clone())
+                    .unwrap_or_else(|| name.to_string()),
                 properties: props,
-                created: existing.as_ref().map(|e| e.created).unwrap_or_else(Utc::now),
+                created: existing
+                    .as_ref()
+                    .map(|e| e.created)
+                    .unwrap_or_else(Utc::now),
             };
-            svc.store.tx(|tx| tx.put(K_POLICY, &vault.vault.key(), &key, "", &p))?;
+            svc.store
+                .tx(|tx| tx.put(K_POLICY, &vault.vault.key(), &key, "", &p))?;
             let n = svc.protected_count(vault, &p.name)?;
             Ok(ok(p.wire(&vault.vault, n)))
         }
@@ -611,7 +737,8 @@ fn policy(svc: &Service, r: &Req, vault: &Vault, name: &str) -> ArmResult<Respon
                     format!("Policy '{}' protects {n} item(s); move them to another policy or stop their protection first.", p.name),
                 ));
             }
-            svc.store.tx(|tx| tx.delete(K_POLICY, &vault.vault.key(), &p.name.to_ascii_lowercase()))?;
+            svc.store
+                .tx(|tx| tx.delete(K_POLICY, &vault.vault.key(), &p.name.to_ascii_lowercase()))?;
             Ok(ok(json!({})).into_response()).map(|_: Response| StatusCode::OK.into_response())
         }
         _ => Err(only(&r.method, &[Method::GET, Method::PUT, Method::DELETE]).unwrap_err()),
@@ -637,7 +764,16 @@ fn workload_of_bmt(v: &str) -> ArmResult<Option<Workload>> {
 
 fn list_protectable(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> {
     let mut want: Option<Option<Workload>> = None;
-    for (k, v) in bmt_filter(r, &["backupmanagementtype", "workloadtype", "protectableitemtype", "friendlyname", "status"])? {
+    for (k, v) in bmt_filter(
+        r,
+        &[
+            "backupmanagementtype",
+            "workloadtype",
+            "protectableitemtype",
+            "friendlyname",
+            "status",
+        ],
+    )? {
         if k == "backupmanagementtype" {
             want = Some(workload_of_bmt(&v)?);
         }
@@ -648,7 +784,9 @@ fn list_protectable(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response
         .iter()
         .filter(|s| want.is_none_or(|w| w == Some(s.workload)))
         .map(|s| {
-            let protected = items.iter().any(|i| i.key() == s.key() && i.protection_state == "Protected");
+            let protected = items
+                .iter()
+                .any(|i| i.key() == s.key() && i.protection_state == "Protected");
             model::protectable_wire(&vault.vault, s, protected)
         })
         .collect();
@@ -657,33 +795,58 @@ fn list_protectable(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response
 
 fn items_in_container(svc: &Service, vault: &Vault, container: &str) -> ArmResult<i64> {
     let c = container.to_ascii_lowercase();
-    Ok(svc.list_items(vault)?.iter().filter(|i| i.container.to_ascii_lowercase() == c).count() as i64)
+    Ok(svc
+        .list_items(vault)?
+        .iter()
+        .filter(|i| i.container.to_ascii_lowercase() == c)
+        .count() as i64)
 }
 
 fn list_containers(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> {
     let mut want = None;
-    for (k, v) in bmt_filter(r, &["backupmanagementtype", "containertype", "backupenginename", "fabricname", "status", "friendlyname"])? {
+    for (k, v) in bmt_filter(
+        r,
+        &[
+            "backupmanagementtype",
+            "containertype",
+            "backupenginename",
+            "fabricname",
+            "status",
+            "friendlyname",
+        ],
+    )? {
         if k == "backupmanagementtype" {
             want = Some(workload_of_bmt(&v)?);
         }
     }
     let items = svc.list_items(vault)?;
-    let registered: Vec<Value> = svc.store.tx(|tx| tx.list(K_CONTAINER, &vault.vault.key(), None))?;
+    let registered: Vec<Value> = svc
+        .store
+        .tx(|tx| tx.list(K_CONTAINER, &vault.vault.key(), None))?;
     let mut values = Vec::new();
     for s in &svc.sources {
         if want.is_some_and(|w| w != Some(s.workload)) {
             continue;
         }
-        let n = items.iter().filter(|i| i.container.eq_ignore_ascii_case(&s.container)).count() as i64;
-        let is_registered = registered
+        let n = items
             .iter()
-            .any(|c| c["name"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(&s.container)));
+            .filter(|i| i.container.eq_ignore_ascii_case(&s.container))
+            .count() as i64;
+        let is_registered = registered.iter().any(|c| {
+            c["name"]
+                .as_str()
+                .is_some_and(|x| x.eq_ignore_ascii_case(&s.container))
+        });
         // A VM container exists once the VM is protected; a storage container once registered.
         let listed = match s.workload {
             Workload::Vm => n > 0,
             Workload::FileShare => is_registered || n > 0,
         };
-        if listed && !values.iter().any(|v: &Value| v["name"] == json!(s.container)) {
+        if listed
+            && !values
+                .iter()
+                .any(|v: &Value| v["name"] == json!(s.container))
+        {
             values.push(model::container_wire(&vault.vault, s, true, n));
         }
     }
@@ -726,7 +889,8 @@ fn container(svc: &Service, r: &Req, vault: &Vault, name: &str) -> ArmResult<Res
                 }
             }
             let doc = json!({"name": src.container});
-            svc.store.tx(|tx| tx.put(K_CONTAINER, &vault.vault.key(), &key, "", &doc))?;
+            svc.store
+                .tx(|tx| tx.put(K_CONTAINER, &vault.vault.key(), &key, "", &doc))?;
             let n = items_in_container(svc, vault, &src.container)?;
             Ok(ok(model::container_wire(&vault.vault, &src, true, n)))
         }
@@ -736,7 +900,8 @@ fn container(svc: &Service, r: &Req, vault: &Vault, name: &str) -> ArmResult<Res
                     "Container '{name}' still has protected items; delete their backup data first."
                 )));
             }
-            svc.store.tx(|tx| tx.delete(K_CONTAINER, &vault.vault.key(), &key))?;
+            svc.store
+                .tx(|tx| tx.delete(K_CONTAINER, &vault.vault.key(), &key))?;
             Ok(no_content())
         }
         _ => Err(only(&r.method, &[Method::GET, Method::PUT, Method::DELETE]).unwrap_err()),
@@ -767,7 +932,13 @@ fn find_rp(svc: &Service, vault: &Vault, it: &Item, rp: &str) -> ArmResult<model
         })
 }
 
-fn item(svc: &Arc<Service>, r: &Req, vault: &Vault, container: &str, item_name: &str) -> ArmResult<Response> {
+fn item(
+    svc: &Arc<Service>,
+    r: &Req,
+    vault: &Vault,
+    container: &str,
+    item_name: &str,
+) -> ArmResult<Response> {
     match r.method {
         Method::GET => {
             let it = find_item(svc, vault, container, item_name)?;
@@ -810,7 +981,11 @@ fn item(svc: &Arc<Service>, r: &Req, vault: &Vault, container: &str, item_name: 
 }
 
 pub fn new_job(vault: &Vault, it: &Item, operation: &str, work: Work, user: bool) -> Job {
-    let short = it.container.split_once(';').map(|(_, r)| r.to_string()).unwrap_or_default();
+    let short = it
+        .container
+        .split_once(';')
+        .map(|(_, r)| r.to_string())
+        .unwrap_or_default();
     let host = it.container.rsplit(';').next().unwrap_or("").to_string();
     let instant = matches!(work, Work::Instant);
     let now = Utc::now();
@@ -845,21 +1020,35 @@ pub fn new_job(vault: &Vault, it: &Item, operation: &str, work: Work, user: bool
     job
 }
 
-fn protect(svc: &Arc<Service>, r: &Req, vault: &Vault, container: &str, item_name: &str) -> ArmResult<Response> {
+fn protect(
+    svc: &Arc<Service>,
+    r: &Req,
+    vault: &Vault,
+    container: &str,
+    item_name: &str,
+) -> ArmResult<Response> {
     let body = r.json()?;
     let props = body
         .get("properties")
         .filter(|p| p.is_object())
-        .ok_or_else(|| ArmError::invalid("'properties' (an object) is required.").with_target("properties"))?;
+        .ok_or_else(|| {
+            ArmError::invalid("'properties' (an object) is required.").with_target("properties")
+        })?;
     let src = svc.source_by_item(container, item_name).cloned().ok_or_else(|| {
         ArmError::new(
             ArmCode::ItemNotFound,
             format!("No source named '{item_name}' in container '{container}'. Declare it in the configuration and refresh containers."),
         )
     })?;
-    let item_type = props.get("protectedItemType").and_then(Value::as_str).unwrap_or("");
+    let item_type = props
+        .get("protectedItemType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let expected: &[&str] = match src.workload {
-        Workload::Vm => &["Microsoft.Compute/virtualMachines", "Microsoft.ClassicCompute/virtualMachines"],
+        Workload::Vm => &[
+            "Microsoft.Compute/virtualMachines",
+            "Microsoft.ClassicCompute/virtualMachines",
+        ],
         Workload::FileShare => &["AzureFileShareProtectedItem"],
     };
     if !expected.iter().any(|e| e.eq_ignore_ascii_case(item_type)) {
@@ -870,37 +1059,60 @@ fn protect(svc: &Arc<Service>, r: &Req, vault: &Vault, container: &str, item_nam
         .with_target("properties.protectedItemType"));
     }
     let state = props.get("protectionState").and_then(Value::as_str);
-    const STATES: &[&str] = &["Invalid", "IRPending", "Protected", "ProtectionError", "ProtectionStopped", "ProtectionPaused", "BackupsSuspended"];
+    const STATES: &[&str] = &[
+        "Invalid",
+        "IRPending",
+        "Protected",
+        "ProtectionError",
+        "ProtectionStopped",
+        "ProtectionPaused",
+        "BackupsSuspended",
+    ];
     if let Some(s) = state {
         one_of("protectionState", s, STATES).map_err(|_| {
-            ArmError::invalid(format!("protectionState '{s}' is invalid; allowed: {}.", STATES.join(", ")))
-                .with_target("properties.protectionState")
+            ArmError::invalid(format!(
+                "protectionState '{s}' is invalid; allowed: {}.",
+                STATES.join(", ")
+            ))
+            .with_target("properties.protectionState")
         })?;
     }
     let existing = svc.get_item(vault, &src.key())?;
     let stop = state.is_some_and(|s| s.eq_ignore_ascii_case("ProtectionStopped"));
-    let policy_id = props.get("policyId").and_then(Value::as_str).filter(|p| !p.is_empty());
+    let policy_id = props
+        .get("policyId")
+        .and_then(Value::as_str)
+        .filter(|p| !p.is_empty());
     let (operation, kind, item) = if stop {
         let mut it = existing.ok_or_else(|| {
-            ArmError::new(ArmCode::ItemNotFound, format!("Item '{item_name}' is not protected; there is nothing to stop."))
+            ArmError::new(
+                ArmCode::ItemNotFound,
+                format!("Item '{item_name}' is not protected; there is nothing to stop."),
+            )
         })?;
         it.protection_state = "ProtectionStopped".into();
         it.policy = None;
         ("DisableBackup", OpKind::StopProtection, it)
     } else {
         let pid = policy_id.ok_or_else(|| {
-            ArmError::invalid("'policyId' is required to configure protection.").with_target("properties.policyId")
+            ArmError::invalid("'policyId' is required to configure protection.")
+                .with_target("properties.policyId")
         })?;
         let pname = pid
             .rsplit_once('/')
             .filter(|(head, _)| head.to_ascii_lowercase().ends_with("/backuppolicies"))
             .map(|(_, n)| n)
             .ok_or_else(|| {
-                ArmError::invalid(format!("policyId '{pid}' is not a backup policy id of this vault."))
-                    .with_target("properties.policyId")
+                ArmError::invalid(format!(
+                    "policyId '{pid}' is not a backup policy id of this vault."
+                ))
+                .with_target("properties.policyId")
             })?;
         let pol = get_policy(svc, vault, pname)?;
-        if !pol.backup_management_type().eq_ignore_ascii_case(src.workload.bmt()) {
+        if !pol
+            .backup_management_type()
+            .eq_ignore_ascii_case(src.workload.bmt())
+        {
             return Err(ArmError::invalid(format!(
                 "Policy '{}' is for {} items; '{}' needs a {} policy.",
                 pol.name,
@@ -928,7 +1140,12 @@ fn protect(svc: &Arc<Service>, r: &Req, vault: &Vault, container: &str, item_nam
             created: Utc::now(),
         });
         it.policy = Some(pol.name.clone());
-        it.protection_state = if it.last_recovery_point.is_some() { "Protected" } else { "IRPending" }.into();
+        it.protection_state = if it.last_recovery_point.is_some() {
+            "Protected"
+        } else {
+            "IRPending"
+        }
+        .into();
         ("ConfigureBackup", OpKind::ConfigureProtection, it)
     };
     let job = new_job(vault, &item, operation, Work::Instant, true);
@@ -946,7 +1163,17 @@ fn protect(svc: &Arc<Service>, r: &Req, vault: &Vault, container: &str, item_nam
 fn list_protected(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> {
     let filters = bmt_filter(
         r,
-        &["backupmanagementtype", "itemtype", "policyname", "containername", "friendlyname", "healthstate", "fabricname", "backupenginename", "backupsetname"],
+        &[
+            "backupmanagementtype",
+            "itemtype",
+            "policyname",
+            "containername",
+            "friendlyname",
+            "healthstate",
+            "fabricname",
+            "backupenginename",
+            "backupsetname",
+        ],
     )?;
     let mut values = Vec::new();
     'items: for it in svc.list_items(vault)? {
@@ -963,10 +1190,16 @@ fn list_protected(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> 
                     };
                     v.eq_ignore_ascii_case(t)
                 }
-                "policyname" => it.policy.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(v)),
+                "policyname" => it
+                    .policy
+                    .as_deref()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(v)),
                 "containername" => {
                     it.container.eq_ignore_ascii_case(v)
-                        || it.container.split_once(';').is_some_and(|(_, s)| s.eq_ignore_ascii_case(v))
+                        || it
+                            .container
+                            .split_once(';')
+                            .is_some_and(|(_, s)| s.eq_ignore_ascii_case(v))
                 }
                 "friendlyname" => it.friendly_name.eq_ignore_ascii_case(v),
                 "healthstate" => it.health_status.eq_ignore_ascii_case(v),
@@ -984,7 +1217,13 @@ fn list_protected(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> 
 
 // ---------------------------------------------------------------- backup
 
-fn trigger_backup(svc: &Arc<Service>, r: &Req, vault: &Vault, container: &str, item_name: &str) -> ArmResult<Response> {
+fn trigger_backup(
+    svc: &Arc<Service>,
+    r: &Req,
+    vault: &Vault,
+    container: &str,
+    item_name: &str,
+) -> ArmResult<Response> {
     let it = find_item(svc, vault, container, item_name)?;
     let body = r.json_or_empty()?;
     let props = body.get("properties").cloned().unwrap_or(json!({}));
@@ -1003,15 +1242,24 @@ fn trigger_backup(svc: &Arc<Service>, r: &Req, vault: &Vault, container: &str, i
     let expiry = match props.get("recoveryPointExpiryTimeInUTC") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
-            let t = filter::parse_time("recoveryPointExpiryTimeInUTC", s)
-                .map_err(|_| ArmError::invalid(format!("recoveryPointExpiryTimeInUTC '{s}' is not a valid date-time.")))?;
+            let t = filter::parse_time("recoveryPointExpiryTimeInUTC", s).map_err(|_| {
+                ArmError::invalid(format!(
+                    "recoveryPointExpiryTimeInUTC '{s}' is not a valid date-time."
+                ))
+            })?;
             if t <= Utc::now() {
-                return Err(ArmError::invalid(format!("recoveryPointExpiryTimeInUTC '{s}' is in the past."))
-                    .with_target("properties.recoveryPointExpiryTimeInUTC"));
+                return Err(ArmError::invalid(format!(
+                    "recoveryPointExpiryTimeInUTC '{s}' is in the past."
+                ))
+                .with_target("properties.recoveryPointExpiryTimeInUTC"));
             }
             Some(t)
         }
-        Some(_) => return Err(ArmError::invalid("recoveryPointExpiryTimeInUTC must be a string.")),
+        Some(_) => {
+            return Err(ArmError::invalid(
+                "recoveryPointExpiryTimeInUTC must be a string.",
+            ))
+        }
     };
     if it.protection_state == "ProtectionStopped" || it.policy.is_none() {
         return Err(ArmError::new(
@@ -1030,11 +1278,27 @@ fn trigger_backup(svc: &Arc<Service>, r: &Req, vault: &Vault, container: &str, i
     ))
 }
 
-fn list_recovery_points(svc: &Service, r: &Req, vault: &Vault, container: &str, item_name: &str) -> ArmResult<Response> {
+fn list_recovery_points(
+    svc: &Service,
+    r: &Req,
+    vault: &Vault,
+    container: &str,
+    item_name: &str,
+) -> ArmResult<Response> {
     let it = find_item(svc, vault, container, item_name)?;
     let (mut from, mut to) = (None, None);
     if let Some(f) = r.q("$filter") {
-        for (k, v) in filter::parse(f, &["startdate", "enddate", "restorepointquerytype", "extendedinfo", "movereadyrpOnly", "moverreadyrponly"])? {
+        for (k, v) in filter::parse(
+            f,
+            &[
+                "startdate",
+                "enddate",
+                "restorepointquerytype",
+                "extendedinfo",
+                "movereadyrpOnly",
+                "moverreadyrponly",
+            ],
+        )? {
             match k.as_str() {
                 "startdate" => from = Some(filter::parse_time("startDate", &v)?),
                 "enddate" => to = Some(filter::parse_time("endDate", &v)?),
@@ -1059,22 +1323,46 @@ pub mod restore {
 
     use super::*;
 
-    pub fn trigger(svc: &Arc<Service>, r: &Req, vault: &Vault, container: &str, item_name: &str, rp_id: &str) -> ArmResult<Response> {
+    pub fn trigger(
+        svc: &Arc<Service>,
+        r: &Req,
+        vault: &Vault,
+        container: &str,
+        item_name: &str,
+        rp_id: &str,
+    ) -> ArmResult<Response> {
         let it = find_item(svc, vault, container, item_name)?;
         let rp = find_rp(svc, vault, &it, rp_id)?;
         let body = r.json()?;
         let props = body
             .get("properties")
             .filter(|p| p.is_object())
-            .ok_or_else(|| ArmError::invalid("'properties' (an object) is required.").with_target("properties"))?;
+            .ok_or_else(|| {
+                ArmError::invalid("'properties' (an object) is required.").with_target("properties")
+            })?;
         let src = svc.source_for(&it).ok_or_else(|| {
-            ArmError::invalid(format!("The source of '{}' is no longer in the configuration.", it.friendly_name))
+            ArmError::invalid(format!(
+                "The source of '{}' is no longer in the configuration.",
+                it.friendly_name
+            ))
         })?;
-        let object_type = props.get("objectType").and_then(Value::as_str).unwrap_or("");
-        let recovery_type = props.get("recoveryType").and_then(Value::as_str).unwrap_or("");
+        let object_type = props
+            .get("objectType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let recovery_type = props
+            .get("recoveryType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let plan = match it.workload {
             Workload::Vm => {
-                expect_type(object_type, &["IaasVMRestoreRequest", "IaasVMRestoreWithRehydrationRequest"])?;
+                expect_type(
+                    object_type,
+                    &[
+                        "IaasVMRestoreRequest",
+                        "IaasVMRestoreWithRehydrationRequest",
+                    ],
+                )?;
                 vm_plan(svc, props, recovery_type, &src, &rp)?
             }
             Workload::FileShare => {
@@ -1097,10 +1385,13 @@ pub mod restore {
             },
             true,
         );
-        job.property_bag.insert("Target Path".into(), target.display().to_string());
+        job.property_bag
+            .insert("Target Path".into(), target.display().to_string());
         job.property_bag.insert("Recovery Type".into(), rtype);
-        job.property_bag.insert("Recovery Point Time".into(), arm::time(rp.time));
-        job.property_bag.insert("Recovery Point Id".into(), rp.id.clone());
+        job.property_bag
+            .insert("Recovery Point Time".into(), arm::time(rp.time));
+        job.property_bag
+            .insert("Recovery Point Id".into(), rp.id.clone());
         let op = Operation::new(OpKind::Restore, Some(job.id.clone()), Some(it.key())).succeeded();
         svc.create_job(job, Some(&op))?;
         let base = it.id(&vault.vault);
@@ -1117,16 +1408,29 @@ pub mod restore {
         if allowed.iter().any(|a| a.eq_ignore_ascii_case(t)) {
             Ok(())
         } else {
-            Err(ArmError::invalid(format!("objectType '{t}' is invalid here; expected '{}'.", allowed[0]))
-                .with_target("properties.objectType"))
+            Err(ArmError::invalid(format!(
+                "objectType '{t}' is invalid here; expected '{}'.",
+                allowed[0]
+            ))
+            .with_target("properties.objectType"))
         }
     }
 
-    fn vm_plan(svc: &Service, p: &Value, rt: &str, src: &SourceInfo, rp: &model::RecoveryPoint) -> ArmResult<Plan> {
+    fn vm_plan(
+        svc: &Service,
+        p: &Value,
+        rt: &str,
+        src: &SourceInfo,
+        rp: &model::RecoveryPoint,
+    ) -> ArmResult<Plan> {
         let names: Vec<String> = src
             .paths
             .iter()
-            .map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+            .map(|d| {
+                d.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
             .collect();
         let disks: Vec<String> = match p.get("restoreDiskLunList") {
             None | Some(Value::Null) => names.clone(),
@@ -1142,7 +1446,11 @@ pub mod restore {
                 out
             }
             Some(Value::Array(_)) => names.clone(),
-            Some(_) => return Err(ArmError::invalid("restoreDiskLunList must be an array of integers.")),
+            Some(_) => {
+                return Err(ArmError::invalid(
+                    "restoreDiskLunList must be an array of integers.",
+                ))
+            }
         };
         match rt.to_ascii_lowercase().as_str() {
             "originallocation" => {
@@ -1175,7 +1483,10 @@ pub mod restore {
     }
 
     fn share_plan(svc: &Service, p: &Value, rt: &str, src: &SourceInfo) -> ArmResult<Plan> {
-        let copy = p.get("copyOptions").and_then(Value::as_str).unwrap_or("Overwrite");
+        let copy = p
+            .get("copyOptions")
+            .and_then(Value::as_str)
+            .unwrap_or("Overwrite");
         let conflict = match copy.to_ascii_lowercase().as_str() {
             "overwrite" => rsvault_engine::Conflict::Overwrite,
             "skip" => rsvault_engine::Conflict::Skip,
@@ -1187,8 +1498,15 @@ pub mod restore {
                 .with_target("properties.copyOptions"))
             }
         };
-        let req_type = p.get("restoreRequestType").and_then(Value::as_str).unwrap_or("FullShareRestore");
-        let specs = p.get("restoreFileSpecs").and_then(Value::as_array).cloned().unwrap_or_default();
+        let req_type = p
+            .get("restoreRequestType")
+            .and_then(Value::as_str)
+            .unwrap_or("FullShareRestore");
+        let specs = p
+            .get("restoreFileSpecs")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let mut paths = Vec::new();
         let mut folder: Option<String> = None;
         match req_type.to_ascii_lowercase().as_str() {
@@ -1252,7 +1570,9 @@ pub mod restore {
     fn relative_clean(p: &str, field: &str) -> ArmResult<String> {
         let trimmed = p.trim_start_matches(['/', '\\']).replace('\\', "/");
         let path = Path::new(&trimmed);
-        let ok = path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        let ok = path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
         if !ok || p.contains('\0') {
             return Err(ArmError::new(
                 ArmCode::RestoreTargetInvalid,
@@ -1274,15 +1594,21 @@ pub mod restore {
             ));
         }
         let bad = |why: &str| {
-            ArmError::new(ArmCode::RestoreTargetInvalid, format!("Restore target '{rel}' is invalid: {why}."))
-                .with_target("properties.targetDetails")
+            ArmError::new(
+                ArmCode::RestoreTargetInvalid,
+                format!("Restore target '{rel}' is invalid: {why}."),
+            )
+            .with_target("properties.targetDetails")
         };
         let p = Path::new(rel);
         if p.components().any(|c| matches!(c, Component::ParentDir)) || rel.contains('\0') {
             return Err(bad("'..' is not allowed"));
         }
         let (root, target) = if p.is_absolute() {
-            let root = roots.iter().find(|r| p.starts_with(r)).ok_or_else(|| bad("it is outside the configured restore roots"))?;
+            let root = roots
+                .iter()
+                .find(|r| p.starts_with(r))
+                .ok_or_else(|| bad("it is outside the configured restore roots"))?;
             (root.clone(), p.to_path_buf())
         } else {
             (roots[0].clone(), roots[0].join(p))

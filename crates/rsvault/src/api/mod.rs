@@ -2,8 +2,8 @@
 //! and percent-decoded paths, body limits, request ids, ARM error bodies) and routes to thin
 //! handlers in the submodules.
 
-pub mod handlers;
 pub mod export;
+pub mod handlers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,13 +53,22 @@ impl Req {
     /// The body as a JSON object; an empty body is an error.
     pub fn json(&self) -> ArmResult<Value> {
         if self.body.is_empty() {
-            return Err(ArmError::new(ArmCode::InvalidJson, "The request body is empty; a JSON object is required."));
+            return Err(ArmError::new(
+                ArmCode::InvalidJson,
+                "The request body is empty; a JSON object is required.",
+            ));
         }
         let v: Value = serde_json::from_slice(&self.body).map_err(|e| {
-            ArmError::new(ArmCode::InvalidJson, format!("The request body is not valid JSON: {e}."))
+            ArmError::new(
+                ArmCode::InvalidJson,
+                format!("The request body is not valid JSON: {e}."),
+            )
         })?;
         if !v.is_object() {
-            return Err(ArmError::new(ArmCode::InvalidJson, "The request body must be a JSON object."));
+            return Err(ArmError::new(
+                ArmCode::InvalidJson,
+                "The request body must be a JSON object.",
+            ));
         }
         Ok(v)
     }
@@ -89,7 +98,8 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            ArmError::internal(format!("handler panicked on {method} {path}: {msg}")).into_response()
+            ArmError::internal(format!("handler panicked on {method} {path}: {msg}"))
+                .into_response()
         }
     };
     tracing::info!(%method, %path, status = resp.status().as_u16(), request_id = %request_id);
@@ -112,7 +122,11 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
         .path()
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .collect();
     let query = parse_query(parts.uri.query().unwrap_or(""));
 
@@ -144,7 +158,10 @@ fn check_auth(headers: &HeaderMap, token: &str) -> ArmResult<()> {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     match given {
         Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => Ok(()),
@@ -165,7 +182,9 @@ pub fn parse_query(q: &str) -> HashMap<String, String> {
     for pair in q.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let dec = |s: &str| {
-            percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned()
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
         };
         out.insert(dec(k).to_ascii_lowercase(), dec(v));
     }

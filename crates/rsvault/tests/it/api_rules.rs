@@ -5,9 +5,17 @@ use crate::harness::*;
 fn error_code(r: reqwest::blocking::Response, status: u16) -> String {
     assert_eq!(r.status().as_u16(), status);
     assert!(r.headers().contains_key("x-ms-request-id"));
-    assert!(!r.headers().contains_key("retry-after"), "no Retry-After on a final 4xx");
+    assert!(
+        !r.headers().contains_key("retry-after"),
+        "no Retry-After on a final 4xx"
+    );
     let v: Value = r.json().expect("ARM error body is JSON");
-    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
     v["error"]["code"].as_str().unwrap().to_string()
 }
 
@@ -22,12 +30,28 @@ fn requests_are_authenticated_and_versioned() {
     let r = s.client.get(s.url(&v)).bearer_auth("wrong").send().unwrap();
     assert_eq!(error_code(r, 401), "AuthenticationFailed");
 
-    let r = s.client.get(format!("{}{v}", s.base)).bearer_auth(&s.token).send().unwrap();
+    let r = s
+        .client
+        .get(format!("{}{v}", s.base))
+        .bearer_auth(&s.token)
+        .send()
+        .unwrap();
     assert_eq!(error_code(r, 400), "MissingApiVersionParameter");
-    let r = s.client.get(format!("{}{v}?api-version=banana", s.base)).bearer_auth(&s.token).send().unwrap();
+    let r = s
+        .client
+        .get(format!("{}{v}?api-version=banana", s.base))
+        .bearer_auth(&s.token)
+        .send()
+        .unwrap();
     assert_eq!(error_code(r, 400), "InvalidApiVersionParameter");
 
-    let r = s.client.get(s.url(&v)).bearer_auth(&s.token).header("x-ms-client-request-id", "abc-123").send().unwrap();
+    let r = s
+        .client
+        .get(s.url(&v))
+        .bearer_auth(&s.token)
+        .header("x-ms-client-request-id", "abc-123")
+        .send()
+        .unwrap();
     assert_eq!(r.headers()["x-ms-client-request-id"], "abc-123");
     assert_eq!(error_code(r, 404), "ResourceNotFound");
 }
@@ -39,42 +63,106 @@ fn bad_input_gets_a_clear_error_and_writes_nothing() {
     let v = s.setup_vault("v1");
 
     // Malformed JSON, wrong types, bad names.
-    let r = s.client.put(s.url(&s.vault("v2"))).bearer_auth(&s.token).body("{not json").send().unwrap();
+    let r = s
+        .client
+        .put(s.url(&s.vault("v2")))
+        .bearer_auth(&s.token)
+        .body("{not json")
+        .send()
+        .unwrap();
     assert_eq!(error_code(r, 400), "InvalidRequestContent");
-    assert_eq!(s.req("GET", &s.vault("v2"), None).status(), 404, "nothing was written");
-    let r = s.req("PUT", &s.vault("bad%20name!"), Some(json!({"location": "westus"})));
+    assert_eq!(
+        s.req("GET", &s.vault("v2"), None).status(),
+        404,
+        "nothing was written"
+    );
+    let r = s.req(
+        "PUT",
+        &s.vault("bad%20name!"),
+        Some(json!({"location": "westus"})),
+    );
     assert_eq!(error_code(r, 400), "InvalidResourceName");
     let r = s.req("PUT", &format!("{v}/backupPolicies/p1"), Some(json!({"properties": {"backupManagementType": "AzureIaasVM", "schedulePolicy": {"schedulePolicyType": "SimpleSchedulePolicy", "scheduleRunFrequency": "Sometimes"}}})));
     assert_eq!(error_code(r, 400), "BMSUserErrorInvalidInput");
-    assert_eq!(s.req("GET", &format!("{v}/backupPolicies/p1"), None).status(), 404);
+    assert_eq!(
+        s.req("GET", &format!("{v}/backupPolicies/p1"), None)
+            .status(),
+        404
+    );
 
     // Unknown things are 404 with an ARM code.
-    assert_eq!(error_code(s.req("GET", &format!("{v}/backupJobs/00000000-0000-0000-0000-000000000000"), None), 404), "BMSUserErrorJobNotFound");
-    assert_eq!(error_code(s.req("GET", &s.share_item(&v), None), 404), "BMSUserErrorDataSourceObjectNotFound");
-    assert_eq!(error_code(s.req("GET", &format!("{v}/backupWidgets"), None), 404), "InvalidResourceType");
+    assert_eq!(
+        error_code(
+            s.req(
+                "GET",
+                &format!("{v}/backupJobs/00000000-0000-0000-0000-000000000000"),
+                None
+            ),
+            404
+        ),
+        "BMSUserErrorJobNotFound"
+    );
+    assert_eq!(
+        error_code(s.req("GET", &s.share_item(&v), None), 404),
+        "BMSUserErrorDataSourceObjectNotFound"
+    );
+    assert_eq!(
+        error_code(s.req("GET", &format!("{v}/backupWidgets"), None), 404),
+        "InvalidResourceType"
+    );
 
     // Bad filters and skip tokens.
-    let r = s.req("GET", &format!("{v}/backupJobs?$filter=status%20eq%20'Sleeping'"), None);
+    let r = s.req(
+        "GET",
+        &format!("{v}/backupJobs?$filter=status%20eq%20'Sleeping'"),
+        None,
+    );
     assert_eq!(error_code(r, 400), "BMSUserErrorInvalidFilter");
-    let r = s.req("GET", &format!("{v}/backupJobs?$filter=status%20ne%20'Completed'"), None);
+    let r = s.req(
+        "GET",
+        &format!("{v}/backupJobs?$filter=status%20ne%20'Completed'"),
+        None,
+    );
     assert_eq!(error_code(r, 400), "BMSUserErrorInvalidFilter");
-    let r = s.req("GET", &format!("{v}/backupJobs?$skipToken=%%%garbage"), None);
+    let r = s.req(
+        "GET",
+        &format!("{v}/backupJobs?$skipToken=%%%garbage"),
+        None,
+    );
     assert_eq!(error_code(r, 400), "BMSUserErrorInvalidSkipToken");
 
     // Backup of an item that is not protected.
-    let r = s.req("POST", &format!("{}/backup", s.share_item(&v)), Some(json!({"properties": {"objectType": "AzureFileShareBackupRequest"}})));
+    let r = s.req(
+        "POST",
+        &format!("{}/backup", s.share_item(&v)),
+        Some(json!({"properties": {"objectType": "AzureFileShareBackupRequest"}})),
+    );
     assert_eq!(error_code(r, 404), "BMSUserErrorDataSourceObjectNotFound");
     s.protect(&v, &s.share_item(&v));
     let r = s.req("PUT", &s.share_item(&v), Some(json!({"properties": {"protectedItemType": "AzureFileShareProtectedItem", "protectionState": "ProtectionStopped"}})));
     assert_eq!(r.status(), 202);
-    let r = s.req("POST", &format!("{}/backup", s.share_item(&v)), Some(json!({"properties": {"objectType": "AzureFileShareBackupRequest"}})));
+    let r = s.req(
+        "POST",
+        &format!("{}/backup", s.share_item(&v)),
+        Some(json!({"properties": {"objectType": "AzureFileShareBackupRequest"}})),
+    );
     assert_eq!(error_code(r, 400), "BMSUserErrorItemNotProtected");
-    let r = s.req("POST", &format!("{}/backup", s.share_item(&v)), Some(json!({"properties": {"objectType": "IaasVMBackupRequest"}})));
+    let r = s.req(
+        "POST",
+        &format!("{}/backup", s.share_item(&v)),
+        Some(json!({"properties": {"objectType": "IaasVMBackupRequest"}})),
+    );
     assert_eq!(error_code(r, 400), "BMSUserErrorInvalidInput");
 
     // Oversized body.
     let big = "x".repeat(5 << 20);
-    let r = s.client.put(s.url(&s.vault("v3"))).bearer_auth(&s.token).body(big).send().unwrap();
+    let r = s
+        .client
+        .put(s.url(&s.vault("v3")))
+        .bearer_auth(&s.token)
+        .body(big)
+        .send()
+        .unwrap();
     assert_eq!(error_code(r, 413), "RequestEntityTooLarge");
 
     // A vault with protected items cannot be deleted.
@@ -88,11 +176,18 @@ fn paths_are_case_insensitive_and_percent_decoded() {
     let env = Env::new();
     let s = Server::start(&env, "");
     let v = s.setup_vault("CaseVault");
-    let lower = v.to_ascii_lowercase().replace("/subscriptions/", "/Subscriptions/");
+    let lower = v
+        .to_ascii_lowercase()
+        .replace("/subscriptions/", "/Subscriptions/");
     let got = s.get(&lower);
     assert_eq!(got["name"], "CaseVault");
     s.protect(&v, &s.vm_item(&v));
-    let encoded = s.vm_item(&v).replace(';', "%3B").to_ascii_uppercase().replace("/SUBSCRIPTIONS/", "/subscriptions/").replace("API-VERSION", "api-version");
+    let encoded = s
+        .vm_item(&v)
+        .replace(';', "%3B")
+        .to_ascii_uppercase()
+        .replace("/SUBSCRIPTIONS/", "/subscriptions/")
+        .replace("API-VERSION", "api-version");
     let item = s.get(&encoded);
     assert_eq!(item["properties"]["protectionState"], "IRPending");
     assert_eq!(item["properties"]["friendlyName"], "vm1");
@@ -104,11 +199,17 @@ fn vaults_list_by_group_and_subscription() {
     let s = Server::start(&env, "");
     s.setup_vault("a1");
     s.setup_vault("a2");
-    let by_sub = s.get(&format!("/subscriptions/{SUB}/providers/Microsoft.RecoveryServices/vaults"));
+    let by_sub = s.get(&format!(
+        "/subscriptions/{SUB}/providers/Microsoft.RecoveryServices/vaults"
+    ));
     assert_eq!(by_sub["value"].as_array().unwrap().len(), 2);
-    let by_rg = s.get(&format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.RecoveryServices/vaults"));
+    let by_rg = s.get(&format!(
+        "/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.RecoveryServices/vaults"
+    ));
     assert_eq!(by_rg["value"].as_array().unwrap().len(), 2);
-    let other = s.get(&format!("/subscriptions/{SUB}/resourceGroups/other/providers/Microsoft.RecoveryServices/vaults"));
+    let other = s.get(&format!(
+        "/subscriptions/{SUB}/resourceGroups/other/providers/Microsoft.RecoveryServices/vaults"
+    ));
     assert_eq!(other["value"].as_array().unwrap().len(), 0);
     let v = s.get(&s.vault("a1"));
     assert_eq!(v["sku"]["name"], "RS0");

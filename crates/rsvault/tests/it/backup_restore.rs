@@ -3,9 +3,16 @@ use serde_json::{json, Value};
 use crate::harness::*;
 
 fn restore(s: &Server, item: &str, rp: &str, props: Value) -> String {
-    let r = s.req("POST", &format!("{item}/recoveryPoints/{rp}/restore"), Some(json!({"properties": props})));
+    let r = s.req(
+        "POST",
+        &format!("{item}/recoveryPoints/{rp}/restore"),
+        Some(json!({"properties": props})),
+    );
     assert_eq!(r.status(), 202, "{}", r.text().unwrap());
-    let op = r.headers()["azure-asyncoperation"].to_str().unwrap().to_string();
+    let op = r.headers()["azure-asyncoperation"]
+        .to_str()
+        .unwrap()
+        .to_string();
     s.job_of_operation(&op)
 }
 
@@ -26,9 +33,15 @@ fn file_share_backup_and_restores_are_identical() {
     assert_eq!(p["entityFriendlyName"], "share1");
     assert!(p["endTime"].is_string() && p["duration"].as_str().unwrap().starts_with("PT"));
     assert_eq!(p["actionsInfo"], json!([]));
-    assert_eq!(p["extendedInfo"]["propertyBag"]["File Share Name"], "share1");
+    assert_eq!(
+        p["extendedInfo"]["propertyBag"]["File Share Name"],
+        "share1"
+    );
     let tasks = p["extendedInfo"]["tasksList"].as_array().unwrap();
-    assert!(tasks.iter().all(|t| t["status"] == "Completed"), "{tasks:?}");
+    assert!(
+        tasks.iter().all(|t| t["status"] == "Completed"),
+        "{tasks:?}"
+    );
 
     let it = s.get(&format!("{item}?$filter=expand%20eq%20'extendedinfo'"));
     assert_eq!(it["properties"]["lastBackupStatus"], "Completed");
@@ -39,46 +52,78 @@ fn file_share_backup_and_restores_are_identical() {
     assert_eq!(rps.len(), 1);
     let rp = rps[0]["name"].as_str().unwrap().to_string();
     assert!(rp.chars().all(|c| c.is_ascii_digit()), "decimal id: {rp}");
-    assert_eq!(s.get(&format!("{item}/recoveryPoints/{rp}"))["properties"]["objectType"], "AzureFileShareRecoveryPoint");
+    assert_eq!(
+        s.get(&format!("{item}/recoveryPoints/{rp}"))["properties"]["objectType"],
+        "AzureFileShareRecoveryPoint"
+    );
 
     // Full share to an alternate folder below the restore root.
-    let j = restore(&s, &item, &rp, json!({
+    let j = restore(
+        &s,
+        &item,
+        &rp,
+        json!({
         "objectType": "AzureFileShareRestoreRequest", "recoveryType": "AlternateLocation",
         "copyOptions": "Overwrite", "restoreRequestType": "FullShareRestore",
-        "sourceResourceId": "x", "targetDetails": {"name": "full", "targetResourceId": "x"}}));
+        "sourceResourceId": "x", "targetDetails": {"name": "full", "targetResourceId": "x"}}),
+    );
     let done = s.wait_job(&v, &j);
     assert_eq!(done["properties"]["status"], "Completed", "{done}");
     assert_eq!(done["properties"]["operation"], "Restore");
     assert_same_tree(&env.path("share"), &env.path("restore/full"));
 
     // Item level: one file, into a sub folder.
-    let j = restore(&s, &item, &rp, json!({
+    let j = restore(
+        &s,
+        &item,
+        &rp,
+        json!({
         "objectType": "AzureFileShareRestoreRequest", "recoveryType": "AlternateLocation",
         "copyOptions": "FailOnConflict", "restoreRequestType": "ItemLevelRestore",
         "restoreFileSpecs": [{"path": "sub/deeper/note.md", "fileSpecType": "File", "targetFolderPath": "picked"}],
-        "targetDetails": {"name": "ilr"}}));
+        "targetDetails": {"name": "ilr"}}),
+    );
     assert_eq!(s.wait_job(&v, &j)["properties"]["status"], "Completed");
     let got = std::fs::read(env.path("restore/ilr/picked/sub/deeper/note.md")).unwrap();
     assert_eq!(got, b"# note\n");
     assert!(!env.path("restore/ilr/picked/a.txt").exists());
 
     // FailOnConflict against what is now there fails the job, truthfully.
-    let j = restore(&s, &item, &rp, json!({
+    let j = restore(
+        &s,
+        &item,
+        &rp,
+        json!({
         "objectType": "AzureFileShareRestoreRequest", "recoveryType": "AlternateLocation",
         "copyOptions": "FailOnConflict", "restoreRequestType": "FullShareRestore",
-        "targetDetails": {"name": "full"}}));
+        "targetDetails": {"name": "full"}}),
+    );
     let failed = s.wait_job(&v, &j);
     assert_eq!(failed["properties"]["status"], "Failed", "{failed}");
-    assert!(failed["properties"]["errorDetails"][0]["errorString"].as_str().unwrap().contains("exists"), "{failed}");
+    assert!(
+        failed["properties"]["errorDetails"][0]["errorString"]
+            .as_str()
+            .unwrap()
+            .contains("exists"),
+        "{failed}"
+    );
 
     // Original location with Overwrite puts back a changed file.
     std::fs::write(env.path("share/a.txt"), b"changed").unwrap();
-    let j = restore(&s, &item, &rp, json!({
+    let j = restore(
+        &s,
+        &item,
+        &rp,
+        json!({
         "objectType": "AzureFileShareRestoreRequest", "recoveryType": "OriginalLocation",
         "copyOptions": "Overwrite", "restoreRequestType": "ItemLevelRestore",
-        "restoreFileSpecs": [{"path": "a.txt", "fileSpecType": "File"}]}));
+        "restoreFileSpecs": [{"path": "a.txt", "fileSpecType": "File"}]}),
+    );
     assert_eq!(s.wait_job(&v, &j)["properties"]["status"], "Completed");
-    assert_eq!(std::fs::read(env.path("share/a.txt")).unwrap(), b"hello rsvault\n");
+    assert_eq!(
+        std::fs::read(env.path("share/a.txt")).unwrap(),
+        b"hello rsvault\n"
+    );
 
     // Targets that escape the restore roots are refused before anything runs.
     for name in ["../escape", "/etc", "a/../../b"] {
@@ -87,7 +132,10 @@ fn file_share_backup_and_restores_are_identical() {
             "copyOptions": "Overwrite", "restoreRequestType": "FullShareRestore", "targetDetails": {"name": name}}})));
         assert_eq!(r.status(), 400, "{name}");
         let body: Value = r.json().unwrap();
-        assert_eq!(body["error"]["code"], "BMSUserErrorInvalidRestoreTarget", "{name}: {body}");
+        assert_eq!(
+            body["error"]["code"], "BMSUserErrorInvalidRestoreTarget",
+            "{name}: {body}"
+        );
     }
     std::os::unix::fs::symlink("/tmp", env.path("restore/sneaky")).unwrap();
     let r = s.req("POST", &format!("{item}/recoveryPoints/{rp}/restore"), Some(json!({"properties": {
@@ -109,24 +157,47 @@ fn vm_disk_images_restore_byte_identical_and_cheap_zeros() {
     assert_eq!(p["jobType"], "AzureIaaSVMJob");
     assert_eq!(p["extendedInfo"]["propertyBag"]["VM Name"], "vm1");
     assert_eq!(p["extendedInfo"]["progressPercentage"], 100.0);
-    let names: Vec<&str> = p["extendedInfo"]["tasksList"].as_array().unwrap().iter().map(|t| t["taskId"].as_str().unwrap()).collect();
+    let names: Vec<&str> = p["extendedInfo"]["tasksList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["taskId"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["Take Snapshot", "Transfer data to vault"]);
 
     // 16 MiB image with ~1.5 MiB of data: the repository must not hold the zeros.
     let repo_bytes: u64 = walk_size(&s.data.join("repos"));
-    assert!(repo_bytes < 6 << 20, "repository holds {repo_bytes} bytes for a mostly-zero image");
+    assert!(
+        repo_bytes < 6 << 20,
+        "repository holds {repo_bytes} bytes for a mostly-zero image"
+    );
 
-    let rp = s.recovery_points(&item)[0]["name"].as_str().unwrap().to_string();
-    let r = s.req("POST", &format!("{item}/recoveryPoints/{rp}/restore"), Some(json!({"properties": {
+    let rp = s.recovery_points(&item)[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s.req(
+        "POST",
+        &format!("{item}/recoveryPoints/{rp}/restore"),
+        Some(json!({"properties": {
         "objectType": "IaasVMRestoreRequest", "recoveryType": "RestoreDisks", "recoveryPointId": rp,
-        "sourceResourceId": "x", "storageAccountId": "y", "region": "westus"}})));
+        "sourceResourceId": "x", "storageAccountId": "y", "region": "westus"}})),
+    );
     assert_eq!(r.status(), 202, "{}", r.text().unwrap());
-    let op = r.headers()["azure-asyncoperation"].to_str().unwrap().to_string();
+    let op = r.headers()["azure-asyncoperation"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let job = s.wait_job(&v, &s.job_of_operation(&op));
     assert_eq!(job["properties"]["status"], "Completed", "{job}");
-    let target = job["properties"]["extendedInfo"]["propertyBag"]["Target Path"].as_str().unwrap();
+    let target = job["properties"]["extendedInfo"]["propertyBag"]["Target Path"]
+        .as_str()
+        .unwrap();
     let restored = std::path::Path::new(target).join("disk0.img");
-    assert!(std::fs::read(&restored).unwrap() == std::fs::read(env.path("vms/disk0.img")).unwrap(), "disk bytes differ");
+    assert!(
+        std::fs::read(&restored).unwrap() == std::fs::read(env.path("vms/disk0.img")).unwrap(),
+        "disk bytes differ"
+    );
 }
 
 fn walk_size(p: &std::path::Path) -> u64 {
@@ -134,7 +205,11 @@ fn walk_size(p: &std::path::Path) -> u64 {
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
             let m = e.metadata().unwrap();
-            total += if m.is_dir() { walk_size(&e.path()) } else { m.len() };
+            total += if m.is_dir() {
+                walk_size(&e.path())
+            } else {
+                m.len()
+            };
         }
     }
     total
@@ -147,10 +222,16 @@ fn delete_backup_data_removes_points_and_item() {
     let v = s.setup_vault("v1");
     let item = s.share_item(&v);
     s.protect(&v, &item);
-    assert_eq!(s.wait_job(&v, &s.backup(&item))["properties"]["status"], "Completed");
+    assert_eq!(
+        s.wait_job(&v, &s.backup(&item))["properties"]["status"],
+        "Completed"
+    );
     let r = s.req("DELETE", &item, None);
     assert_eq!(r.status(), 202);
-    let op = r.headers()["azure-asyncoperation"].to_str().unwrap().to_string();
+    let op = r.headers()["azure-asyncoperation"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(op.contains("/backupOperations/"));
     let job_id = s.job_of_operation(&op);
     let job = s.wait_job(&v, &job_id);

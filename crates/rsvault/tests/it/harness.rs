@@ -24,10 +24,16 @@ impl Env {
         std::fs::create_dir_all(share.join("sub/deeper")).unwrap();
         std::fs::write(share.join("a.txt"), b"hello rsvault\n").unwrap();
         std::fs::write(share.join("empty"), b"").unwrap();
-        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let big: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         std::fs::write(share.join("sub/big.bin"), &big).unwrap();
         std::fs::write(share.join("sub/deeper/note.md"), b"# note\n").unwrap();
-        std::fs::set_permissions(share.join("sub/deeper/note.md"), std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::set_permissions(
+            share.join("sub/deeper/note.md"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
         std::os::unix::fs::symlink("a.txt", share.join("link")).unwrap();
         let vm = dir.path().join("vms");
         std::fs::create_dir_all(&vm).unwrap();
@@ -71,7 +77,9 @@ pub fn make_disk(path: &Path, size: u64) {
     use std::io::{Seek, SeekFrom, Write};
     let mut f = std::fs::File::create(path).unwrap();
     f.set_len(size).unwrap();
-    let data: Vec<u8> = (0..1_048_576u32).map(|i| (i.wrapping_mul(40503) >> 7) as u8).collect();
+    let data: Vec<u8> = (0..1_048_576u32)
+        .map(|i| (i.wrapping_mul(40503) >> 7) as u8)
+        .collect();
     f.write_all(&data).unwrap();
     f.seek(SeekFrom::Start(size / 2)).unwrap();
     f.write_all(&data[..512 * 1024]).unwrap();
@@ -121,14 +129,24 @@ impl Server {
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let base = base.expect("server printed its address");
-        let token = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_string();
+        let token = std::fs::read_to_string(data.join("admin-token"))
+            .unwrap()
+            .trim()
+            .to_string();
         let cert = std::fs::read(data.join("tls/cert.pem")).unwrap();
         let client = Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap();
-        Self { child, base, token, client, data: data.to_path_buf(), config: config.to_path_buf() }
+        Self {
+            child,
+            base,
+            token,
+            client,
+            data: data.to_path_buf(),
+            config: config.to_path_buf(),
+        }
     }
 
     pub fn kill9(&mut self) {
@@ -146,7 +164,11 @@ impl Server {
     }
 
     pub fn req(&self, method: &str, path: &str, body: Option<Value>) -> Response {
-        let url = if path.starts_with("https://") { path.to_string() } else { self.url(path) };
+        let url = if path.starts_with("https://") {
+            path.to_string()
+        } else {
+            self.url(path)
+        };
         let mut rb = self
             .client
             .request(method.parse().unwrap(), url)
@@ -168,8 +190,16 @@ impl Server {
     /// Creates vault `name`, a VM policy `vmpol` and a share policy `fspol`.
     pub fn setup_vault(&self, name: &str) -> String {
         let v = self.vault(name);
-        let r = self.req("PUT", &v, Some(json!({"location": "westus", "sku": {"name": "Standard"}})));
-        assert!(r.status() == 201 || r.status() == 200, "{}", r.text().unwrap());
+        let r = self.req(
+            "PUT",
+            &v,
+            Some(json!({"location": "westus", "sku": {"name": "Standard"}})),
+        );
+        assert!(
+            r.status() == 201 || r.status() == 200,
+            "{}",
+            r.text().unwrap()
+        );
         for (pol, bmt) in [("vmpol", "AzureIaasVM"), ("fspol", "AzureStorage")] {
             let body = json!({"properties": {
                 "backupManagementType": bmt,
@@ -209,9 +239,19 @@ impl Server {
     pub fn backup(&self, item: &str) -> String {
         let r = self.req("POST", &format!("{item}/backup"), Some(json!({"properties": {"objectType": if item.contains("AzureFileShare") {"AzureFileShareBackupRequest"} else {"IaasVMBackupRequest"}}})));
         assert_eq!(r.status(), 202, "{}", r.text().unwrap());
-        let op_url = r.headers()["azure-asyncoperation"].to_str().unwrap().to_string();
+        let op_url = r.headers()["azure-asyncoperation"]
+            .to_str()
+            .unwrap()
+            .to_string();
         assert!(r.headers().contains_key("location"));
-        assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 0);
+        assert!(
+            r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > 0
+        );
         self.job_of_operation(&op_url)
     }
 
@@ -243,7 +283,10 @@ impl Server {
     }
 
     pub fn recovery_points(&self, item: &str) -> Vec<Value> {
-        self.get(&format!("{item}/recoveryPoints"))["value"].as_array().unwrap().clone()
+        self.get(&format!("{item}/recoveryPoints"))["value"]
+            .as_array()
+            .unwrap()
+            .clone()
     }
 }
 
@@ -259,23 +302,49 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let (pa, pb) = (a.join(&rel), b.join(&rel));
-        let (ma, mb) = (std::fs::symlink_metadata(&pa).unwrap(), std::fs::symlink_metadata(&pb).unwrap_or_else(|e| panic!("{}: {e}", pb.display())));
-        assert_eq!(ma.file_type().is_symlink(), mb.file_type().is_symlink(), "{}", rel.display());
+        let (ma, mb) = (
+            std::fs::symlink_metadata(&pa).unwrap(),
+            std::fs::symlink_metadata(&pb).unwrap_or_else(|e| panic!("{}: {e}", pb.display())),
+        );
+        assert_eq!(
+            ma.file_type().is_symlink(),
+            mb.file_type().is_symlink(),
+            "{}",
+            rel.display()
+        );
         if ma.file_type().is_symlink() {
-            assert_eq!(std::fs::read_link(&pa).unwrap(), std::fs::read_link(&pb).unwrap());
+            assert_eq!(
+                std::fs::read_link(&pa).unwrap(),
+                std::fs::read_link(&pb).unwrap()
+            );
             continue;
         }
-        assert_eq!(ma.mode() & 0o7777, mb.mode() & 0o7777, "mode of {}", rel.display());
+        assert_eq!(
+            ma.mode() & 0o7777,
+            mb.mode() & 0o7777,
+            "mode of {}",
+            rel.display()
+        );
         if ma.is_dir() {
-            let mut names: Vec<_> = std::fs::read_dir(&pa).unwrap().map(|e| e.unwrap().file_name()).collect();
-            let mut names_b: Vec<_> = std::fs::read_dir(&pb).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let mut names: Vec<_> = std::fs::read_dir(&pa)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            let mut names_b: Vec<_> = std::fs::read_dir(&pb)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
             names.sort();
             names_b.sort();
             assert_eq!(names, names_b, "entries of {}", rel.display());
             stack.extend(names.into_iter().map(|n| rel.join(n)));
         } else {
             assert_eq!(ma.mtime(), mb.mtime(), "mtime of {}", rel.display());
-            assert!(std::fs::read(&pa).unwrap() == std::fs::read(&pb).unwrap(), "bytes of {}", rel.display());
+            assert!(
+                std::fs::read(&pa).unwrap() == std::fs::read(&pb).unwrap(),
+                "bytes of {}",
+                rel.display()
+            );
         }
     }
 }

@@ -27,20 +27,30 @@ fn job_list_filters_and_pages_newest_first() {
         all.extend(vals.iter().cloned());
         match page.get("nextLink").and_then(Value::as_str) {
             Some(next) => {
-                assert!(next.starts_with("https://") && next.contains("api-version=") && next.contains("skipToken="), "{next}");
+                assert!(
+                    next.starts_with("https://")
+                        && next.contains("api-version=")
+                        && next.contains("skipToken="),
+                    "{next}"
+                );
                 page = s.get(next);
             }
             None => break,
         }
     }
     assert_eq!(all.len(), 4);
-    let starts: Vec<&str> = all.iter().map(|j| j["properties"]["startTime"].as_str().unwrap()).collect();
+    let starts: Vec<&str> = all
+        .iter()
+        .map(|j| j["properties"]["startTime"].as_str().unwrap())
+        .collect();
     let mut sorted = starts.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(starts, sorted, "newest first");
     assert_eq!(all[0]["name"], b2.as_str());
 
-    let only_backups = s.get(&format!("{v}/backupJobs?$filter=operation%20eq%20'Backup'%20and%20status%20eq%20'Completed'"));
+    let only_backups = s.get(&format!(
+        "{v}/backupJobs?$filter=operation%20eq%20'Backup'%20and%20status%20eq%20'Completed'"
+    ));
     let mut n = only_backups["value"].as_array().unwrap().len();
     if let Some(next) = only_backups.get("nextLink").and_then(Value::as_str) {
         assert!(next.contains("filter="), "{next}");
@@ -49,23 +59,46 @@ fn job_list_filters_and_pages_newest_first() {
     assert_eq!(n, 2);
     let vm_only = s.get(&format!("{v}/backupJobs?$filter=backupManagementType%20eq%20'AzureIaasVM'%20and%20operation%20eq%20'Backup'"));
     assert_eq!(vm_only["value"].as_array().unwrap().len(), 1);
-    assert_eq!(vm_only["value"][0]["properties"]["jobType"], "AzureIaaSVMJob");
+    assert_eq!(
+        vm_only["value"][0]["properties"]["jobType"],
+        "AzureIaaSVMJob"
+    );
 
     // The Azure CLI's time spelling, as a window on start time.
     let now = chrono::Utc::now();
     let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %I:%M:%S %p").to_string();
-    let f = format!("startTime eq '{}' and endTime eq '{}'", fmt(now - chrono::Duration::hours(1)), fmt(now + chrono::Duration::hours(1)));
+    let f = format!(
+        "startTime eq '{}' and endTime eq '{}'",
+        fmt(now - chrono::Duration::hours(1)),
+        fmt(now + chrono::Duration::hours(1))
+    );
     let url = format!("{v}/backupJobs?$filter={}", urlencode(&f));
     assert_eq!(s.get(&url)["value"].as_array().unwrap().len(), 2);
-    let f = format!("startTime eq '{}' and endTime eq '{}'", fmt(now - chrono::Duration::days(3)), fmt(now - chrono::Duration::days(2)));
-    assert_eq!(s.get(&format!("{v}/backupJobs?$filter={}", urlencode(&f)))["value"].as_array().unwrap().len(), 0);
+    let f = format!(
+        "startTime eq '{}' and endTime eq '{}'",
+        fmt(now - chrono::Duration::days(3)),
+        fmt(now - chrono::Duration::days(2))
+    );
+    assert_eq!(
+        s.get(&format!("{v}/backupJobs?$filter={}", urlencode(&f)))["value"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     let by_id = s.get(&format!("{v}/backupJobs?$filter=jobId%20eq%20'{b1}'"));
     assert_eq!(by_id["value"][0]["name"], b1.as_str());
 }
 
 pub fn urlencode(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -73,7 +106,9 @@ pub fn urlencode(s: &str) -> String {
 fn cancel_stops_a_running_backup_without_a_recovery_point() {
     let env = Env::new();
     // 64 MiB of incompressible data read at 4 MiB/s: the backup runs long enough to cancel.
-    let big: Vec<u8> = (0..64u32 << 20).map(|i| (i.wrapping_mul(2246822519).rotate_left(13) >> 5) as u8).collect();
+    let big: Vec<u8> = (0..64u32 << 20)
+        .map(|i| (i.wrapping_mul(2246822519).rotate_left(13) >> 5) as u8)
+        .collect();
     std::fs::write(env.path("share/huge.bin"), &big).unwrap();
     let s = Server::start(&env, "[limits]\nbackup_bytes_per_second = 4194304");
     let v = s.setup_vault("v1");
@@ -87,7 +122,10 @@ fn cancel_stops_a_running_backup_without_a_recovery_point() {
         let j = s.get(&format!("{v}/backupJobs/{job}"));
         assert_eq!(j["properties"]["status"], "InProgress", "{j}");
         assert_eq!(j["properties"]["actionsInfo"], json!(["Cancellable"]));
-        if j["properties"]["extendedInfo"]["propertyBag"].get("Bytes Done").is_some() {
+        if j["properties"]["extendedInfo"]["propertyBag"]
+            .get("Bytes Done")
+            .is_some()
+        {
             break;
         }
         assert!(Instant::now() < deadline, "no progress reported: {j}");
@@ -96,21 +134,41 @@ fn cancel_stops_a_running_backup_without_a_recovery_point() {
     let r = s.req("POST", &format!("{v}/backupJobs/{job}/cancel"), None);
     assert_eq!(r.status(), 202);
     let loc = r.headers()["location"].to_str().unwrap().to_string();
-    assert!(loc.contains(&format!("/backupJobs/{job}/operationResults/")), "{loc}");
+    assert!(
+        loc.contains(&format!("/backupJobs/{job}/operationResults/")),
+        "{loc}"
+    );
     let t0 = Instant::now();
     let done = s.wait_job(&v, &job);
     assert_eq!(done["properties"]["status"], "Cancelled", "{done}");
-    assert!(t0.elapsed() < Duration::from_secs(10), "cancel took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "cancel took {:?}",
+        t0.elapsed()
+    );
     assert_eq!(done["properties"]["actionsInfo"], json!([]));
     let res = s.req("GET", &loc, None);
-    assert!(res.status() == 204 || res.status() == 200, "{}", res.status());
-    assert!(s.recovery_points(&item).is_empty(), "a cancelled backup left a recovery point");
+    assert!(
+        res.status() == 204 || res.status() == 200,
+        "{}",
+        res.status()
+    );
+    assert!(
+        s.recovery_points(&item).is_empty(),
+        "a cancelled backup left a recovery point"
+    );
 
     // Cancelling a finished job is a client error that says why.
     let r = s.req("POST", &format!("{v}/backupJobs/{job}/cancel"), None);
     assert_eq!(r.status(), 400);
     let body: Value = r.json().unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("Cancelled"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Cancelled"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -119,7 +177,11 @@ fn export_writes_a_signed_json_listing() {
     let s = Server::start(&env, "");
     let v = s.setup_vault("v1");
     s.protect(&v, &s.share_item(&v));
-    let r = s.req("POST", &format!("{v}/backupJobsExport?$filter=operation%20eq%20'ConfigureBackup'"), None);
+    let r = s.req(
+        "POST",
+        &format!("{v}/backupJobsExport?$filter=operation%20eq%20'ConfigureBackup'"),
+        None,
+    );
     assert_eq!(r.status(), 202);
     let loc = r.headers()["location"].to_str().unwrap().to_string();
     assert!(loc.contains("/backupJobs/operationResults/"));
@@ -128,7 +190,10 @@ fn export_writes_a_signed_json_listing() {
         let r = s.req("GET", &loc, None);
         let code = r.status().as_u16();
         let body: Value = r.json().unwrap();
-        assert_eq!(body["operation"]["objectType"], "ExportJobsOperationResultInfo");
+        assert_eq!(
+            body["operation"]["objectType"],
+            "ExportJobsOperationResultInfo"
+        );
         if code == 200 {
             break body;
         }
@@ -136,7 +201,11 @@ fn export_writes_a_signed_json_listing() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(100));
     };
-    let url = format!("{}{}", result["operation"]["blobUrl"].as_str().unwrap(), result["operation"]["blobSasKey"].as_str().unwrap());
+    let url = format!(
+        "{}{}",
+        result["operation"]["blobUrl"].as_str().unwrap(),
+        result["operation"]["blobSasKey"].as_str().unwrap()
+    );
     let exported: Value = s.client.get(&url).send().unwrap().json().unwrap();
     let jobs = exported["value"].as_array().unwrap();
     assert_eq!(jobs.len(), 1);

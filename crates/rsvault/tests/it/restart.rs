@@ -11,16 +11,24 @@ fn kill_9_mid_backup_fails_the_job_truthfully_and_keeps_earlier_points() {
     s1.protect(&v, &item);
     let first = s1.backup(&item);
     assert_eq!(s1.wait_job(&v, &first)["properties"]["status"], "Completed");
-    let rp = s1.recovery_points(&item)[0]["name"].as_str().unwrap().to_string();
+    let rp = s1.recovery_points(&item)[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // A second backup with much more data, killed mid-flight.
-    let big: Vec<u8> = (0..48u32 << 20).map(|i| (i.wrapping_mul(2654435761).rotate_left(7) >> 3) as u8).collect();
+    let big: Vec<u8> = (0..48u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761).rotate_left(7) >> 3) as u8)
+        .collect();
     std::fs::write(env.path("share/later.bin"), &big).unwrap();
     let second = s1.backup(&item);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let j = s1.get(&format!("{v}/backupJobs/{second}"));
-        if j["properties"]["extendedInfo"]["propertyBag"].get("Bytes Done").is_some() {
+        if j["properties"]["extendedInfo"]["propertyBag"]
+            .get("Bytes Done")
+            .is_some()
+        {
             break;
         }
         assert!(Instant::now() < deadline, "never started: {j}");
@@ -35,7 +43,9 @@ fn kill_9_mid_backup_fails_the_job_truthfully_and_keeps_earlier_points() {
     let s2 = Server::start_with(&data, &config);
     let j = s2.get(&format!("{v}/backupJobs/{second}"));
     assert_eq!(j["properties"]["status"], "Failed", "{j}");
-    let msg = j["properties"]["errorDetails"][0]["errorString"].as_str().unwrap();
+    let msg = j["properties"]["errorDetails"][0]["errorString"]
+        .as_str()
+        .unwrap();
     assert!(msg.contains("interrupted"), "{msg}");
     assert_eq!(s2.recovery_points(&item).len(), 1);
 
