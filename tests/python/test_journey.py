@@ -360,10 +360,34 @@ def test_backup_vm(bk, raw):
     assert ip.get("lastBackupTime"), ip
     assert dt.datetime.fromisoformat(ip["lastBackupTime"].replace("Z", "+00:00")) >= t0 - dt.timedelta(seconds=5)
     assert ip.get("healthStatus") in ("Passed", "ActionSuggested", None), ip
+    ext = d(bk.protected_items.get(VAULT, VAULT_RG, "Azure", vm_container(), vm_item(),
+                                   filter="expand eq 'extendedinfo'"))["properties"].get("extendedInfo") or {}
+    assert ext.get("recoveryPointCount") == 1, f"expand eq 'extendedinfo' should count recovery points: {ext}"
+    assert ext.get("oldestRecoveryPoint"), ext
     S["vm_backup_job"] = job_id
     S["vm_backup_time"] = t0
     S["vm_expiry"] = expiry
     S.setdefault("backup_jobs", []).append(job_id)
+
+
+def test_backup_old_api_version_echoed(raw):
+    """Clients of the 2016-12-01 era trigger backups and poll what the server hands back."""
+    need("vm_backup_job")
+    item = (vault_path(VAULT).replace("/subscriptions/", "/Subscriptions/") +
+            f"/backupFabrics/Azure/protectionContainers/{vm_container()}/protectedItems/{vm_item()}")
+    r = raw.post(item + "/backup", api_version="2016-12-01",
+                 json={"properties": {"objectType": "IaasVMBackupRequest"}})
+    assert r.status_code == 202, r.text
+    for hname in ("Location", "Azure-AsyncOperation"):
+        assert "api-version=2016-12-01" in r.headers[hname], r.headers
+    st = wait_for(lambda: raw.get(r.headers["Azure-AsyncOperation"]).json(),
+                  lambda x: (x.get("properties") or {}).get("jobId"), interval=0.2, what="jobId")
+    jid = st["properties"]["jobId"]
+    j = wait_for(lambda: raw.get(vault_path(VAULT) + f"/backupJobs/{jid}", api_version="2016-12-01").json(),
+                 lambda x: x["properties"]["status"] in TERMINAL_JOB, interval=0.2, what="job")
+    assert j["properties"]["status"] == "Completed", j
+    S["vm_rp_count"] = 2
+    S.setdefault("backup_jobs", []).append(jid)
 
 
 def test_backup_share(bk):
@@ -401,14 +425,15 @@ def test_second_share_backup_is_incremental_and_new_rp(bk, env):
 def test_recovery_points_vm(bk):
     need("vm_backup_job")
     rps = [d(x) for x in bk.recovery_points.list(VAULT, VAULT_RG, "Azure", vm_container(), vm_item())]
-    assert len(rps) == 1, rps
-    rp = rps[0]
-    assert rp["name"].isdigit(), f"recovery point ids are decimal strings: {rp['name']!r}"
-    assert ci(rp["id"], vault_path(VAULT) + f"/backupFabrics/Azure/protectionContainers/{vm_container()}"
-              f"/protectedItems/{vm_item()}/recoveryPoints/{rp['name']}"), rp["id"]
-    assert ci(rp["type"], "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/"
-                          "protectedItems/recoveryPoints")
-    assert rp["properties"]["objectType"] == "IaasVMRecoveryPoint", rp
+    assert len(rps) == S.get("vm_rp_count", 1), rps
+    for rp in rps:
+        assert rp["name"].isdigit(), f"recovery point ids are decimal strings: {rp['name']!r}"
+        assert ci(rp["id"], vault_path(VAULT) + f"/backupFabrics/Azure/protectionContainers/{vm_container()}"
+                  f"/protectedItems/{vm_item()}/recoveryPoints/{rp['name']}"), rp["id"]
+        assert ci(rp["type"], "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/"
+                              "protectedItems/recoveryPoints")
+        assert rp["properties"]["objectType"] == "IaasVMRecoveryPoint", rp
+    rp = min(rps, key=lambda r: r["properties"]["recoveryPointTime"])  # the SDK-triggered backup
     t = dt.datetime.fromisoformat(rp["properties"]["recoveryPointTime"].replace("Z", "+00:00"))
     assert abs((t - S["vm_backup_time"]).total_seconds()) < 120, (t, S["vm_backup_time"])
     g = d(bk.recovery_points.get(VAULT, VAULT_RG, "Azure", vm_container(), vm_item(), rp["name"]))
@@ -418,13 +443,14 @@ def test_recovery_points_vm(bk):
     inside = (f"startDate eq '{filter_time(now - dt.timedelta(hours=1))}' and "
               f"endDate eq '{filter_time(now + dt.timedelta(hours=1))}'")
     past = "startDate eq '2016-01-01 12:00:00 AM' and endDate eq '2016-02-01 12:00:00 AM'"
-    assert [x.name for x in bk.recovery_points.list(VAULT, VAULT_RG, "Azure", vm_container(), vm_item(),
-                                                    filter=inside)] == [rp["name"]]
+    assert sorted(x.name for x in bk.recovery_points.list(VAULT, VAULT_RG, "Azure", vm_container(), vm_item(),
+                                                          filter=inside)) == sorted(r["name"] for r in rps)
     assert [x.name for x in bk.recovery_points.list(VAULT, VAULT_RG, "Azure", vm_container(), vm_item(),
                                                     filter=past)] == []
     item = d(bk.protected_items.get(VAULT, VAULT_RG, "Azure", vm_container(), vm_item()))
     assert item["properties"].get("lastRecoveryPoint"), item
     S["vm_rp"] = rp["name"]
+    S["vm_rps"] = sorted(r["name"] for r in rps)
 
 
 def test_recovery_points_share(bk):
@@ -498,6 +524,53 @@ def test_restore_share_full_alternate(bk, env):
     assert target.is_dir(), f"expected the share restored below {target}; restore root has " \
                             f"{sorted(str(p.relative_to(env.restore_root)) for p in env.restore_root.rglob('*'))}"
     _compare_trees(src, target)
+
+
+def test_restore_share_full_alternate_target_folder(bk, env):
+    """az backup restore restore-azurefileshare --target-folder sends restoreFileSpecs=[{targetFolderPath}]
+    with FullShareRestore: the share lands in that folder of the target share."""
+    need("share_rp")
+    src = tree_snapshot(env.share)
+    body = {"properties": {
+        "objectType": "AzureFileShareRestoreRequest", "recoveryType": "AlternateLocation",
+        "sourceResourceId": account_id(), "copyOptions": "Overwrite", "restoreRequestType": "FullShareRestore",
+        "restoreFileSpecs": [{"targetFolderPath": "infolder"}],
+        "targetDetails": {"name": "fullfolder", "targetResourceId": account_id()}}}
+    _restore(bk, storage_container(), share_item(), S["share_rp"], body)
+    target = env.restore_root / "fullfolder" / "infolder"
+    assert target.is_dir(), (f"targetFolderPath ignored: expected {target}; fullfolder holds "
+                             f"{sorted(p.name for p in (env.restore_root / 'fullfolder').iterdir())}")
+    _compare_trees(src, target)
+
+
+def test_restore_share_item_level_directory_and_fail_on_conflict(bk, env):
+    """ItemLevelRestore of a folder brings its whole subtree; FailOnConflict never overwrites."""
+    need("share_rp")
+    body = {"properties": {
+        "objectType": "AzureFileShareRestoreRequest", "recoveryType": "AlternateLocation",
+        "sourceResourceId": account_id(), "copyOptions": "Overwrite", "restoreRequestType": "ItemLevelRestore",
+        "restoreFileSpecs": [{"path": "sub", "fileSpecType": "Directory", "targetFolderPath": None}],
+        "targetDetails": {"name": "ilrdir", "targetResourceId": account_id()}}}
+    _restore(bk, storage_container(), share_item(), S["share_rp"], body)
+    src = {k: v for k, v in tree_snapshot(env.share / "sub").items()}
+    _compare_trees(src, env.restore_root / "ilrdir" / "sub")
+    assert stat.S_IMODE((env.restore_root / "ilrdir" / "sub").stat().st_mode) == 0o750
+
+    # FailOnConflict onto an existing different file: the job does not complete cleanly, the file is kept
+    keep = env.restore_root / "ilrdir" / "sub" / "c.txt"
+    keep.write_bytes(b"mine\n")
+    body["properties"]["copyOptions"] = "FailOnConflict"
+    body["properties"]["restoreFileSpecs"] = [{"path": "sub/c.txt", "fileSpecType": "File"}]
+    cap = Capture()
+    bk.restores.begin_trigger(VAULT, VAULT_RG, "Azure", storage_container(), share_item(), S["share_rp"], body,
+                              raw_response_hook=cap).result()
+    _, status, headers = cap.first("POST")
+    h = check_async_headers(status, headers)
+    _, job_id = job_id_of_operation(bk, op_id_from(h["azure-asyncoperation"]))
+    job = wait_job(bk, job_id)
+    assert job["properties"]["status"] in ("Failed", "CompletedWithWarnings"), job
+    assert job["properties"].get("errorDetails"), f"a conflict must be reported in errorDetails: {job}"
+    assert keep.read_bytes() == b"mine\n", "FailOnConflict overwrote an existing file"
 
 
 def test_restore_share_item_level_overwrite_and_skip(bk, env):
@@ -660,6 +733,18 @@ def test_job_list_filters(bk):
     iso = _all_jobs(bk, f"startTime eq '{(now - dt.timedelta(hours=1)).strftime('%Y-%m-%dT%H:%M:%SZ')}' and "
                         f"endTime eq '{(now + dt.timedelta(hours=1)).strftime('%Y-%m-%dT%H:%M:%SZ')}'")
     assert {j["name"] for j in iso} == set(ids), "ISO 8601 window covering everything must list all jobs"
+    # a narrow window around the job's own start, in the 12-hour form: PM/AM must be honoured
+    vm_job = get_job(bk, S["vm_backup_job"])
+    st = dt.datetime.fromisoformat(vm_job["properties"]["startTime"].replace("Z", "+00:00"))
+    near = _all_jobs(bk, f"startTime eq '{filter_time(st - dt.timedelta(minutes=1))}' and "
+                         f"endTime eq '{filter_time(st + dt.timedelta(minutes=1))}'")
+    assert S["vm_backup_job"] in {j["name"] for j in near}, (filter_time(st), near)
+    shifted = _all_jobs(bk, f"startTime eq '{filter_time(st - dt.timedelta(hours=12, minutes=1))}' and "
+                            f"endTime eq '{filter_time(st - dt.timedelta(hours=11, minutes=59))}'")
+    assert S["vm_backup_job"] not in {j["name"] for j in shifted}, "12 hours off: AM/PM confused"
+    for midnight in ("00", "12"):
+        assert _all_jobs(bk, f"startTime eq '2016-01-01 {midnight}:00:00 AM' and "
+                             f"endTime eq '2016-01-02 {midnight}:00:00 AM'") == []
     one = _all_jobs(bk, f"jobId eq '{S['vm_backup_job']}'")
     assert [j["name"] for j in one] == [S["vm_backup_job"]]
     S["all_jobs"] = ids
@@ -764,7 +849,7 @@ def test_stop_protection_retain_data(bk):
     jobs = _all_jobs(bk, "operation eq 'DisableBackup'")
     assert any(j["properties"]["entityFriendlyName"] == "vm1" for j in jobs), jobs
     rps = [x.name for x in bk.recovery_points.list(VAULT, VAULT_RG, "Azure", vm_container(), vm_item())]
-    assert rps == [S["vm_rp"]], "stop with retain data must keep recovery points"
+    assert sorted(rps) == S["vm_rps"], "stop with retain data must keep recovery points"
     # backup of a stopped item is refused
     with pytest.raises(HttpResponseError) as e:
         bk.backups.trigger(VAULT, VAULT_RG, "Azure", vm_container(), vm_item(),
