@@ -89,6 +89,7 @@ def test_cancel_running_backup(sbk, slow):
     p = running["properties"]
     assert p["status"] == "InProgress", f"backup of {BIG} bytes at {RATE} B/s finished too early: {p}"
     assert "Cancellable" in (p.get("actionsInfo") or []), p
+    assert not p.get("endTime"), f"a running job has no endTime: {p}"
     ext = p.get("extendedInfo") or {}
     assert 0 < ext["progressPercentage"] < 100, ext
     assert ext.get("estimatedRemainingDuration"), ext
@@ -114,6 +115,7 @@ def test_cancel_running_backup(sbk, slow):
     assert final["properties"]["status"] == "Cancelled", (final, statuses)
     assert set(statuses) <= {"Cancelling", "Cancelled"}, f"job went back to another state: {statuses}"
     assert took < 10, f"cancel took {took:.1f}s"
+    print(f"statuses seen after cancel: {statuses[:3]}... ({len(statuses)} polls, {took:.2f}s)")
     assert "Cancellable" not in (final["properties"].get("actionsInfo") or [])
     assert final["properties"].get("endTime")
     # the cancel operation resolves (200/204), never stays 202

@@ -21,7 +21,10 @@ ITEM = f"{V}/backupFabrics/Azure/protectionContainers/{storage_container()}/prot
 
 def arm_error(r, status, code=None):
     """Assert an ARM error envelope with the given status (and code)."""
-    assert r.status_code == status, f"{r.request.method} {r.request.url} -> {r.status_code} {r.text[:500]}"
+    sent = r.request.body if isinstance(r.request.body, (bytes, type(None))) else r.request.body.encode()
+    sent = (sent or b"")[:300].decode(errors="replace")
+    assert r.status_code == status, (f"{r.request.method} {r.request.url} body={sent!r} -> {r.status_code} "
+                                     f"{r.text[:500]}")
     try:
         body = r.json()
     except ValueError:
@@ -301,3 +304,102 @@ def test_request_ids_on_every_response(raw, server, neg):
               raw.get(V, api_version=None), raw.get(f"{V}/nothing/here")):
         check_ids(r)
     assert raw.get(V).headers["x-ms-request-id"] != raw.get(V).headers["x-ms-request-id"]
+
+
+def test_policy_in_use_cannot_be_deleted(raw, neg):
+    r = raw.delete(f"{V}/backupPolicies/sp")
+    assert r.status_code in (400, 409), (r.status_code, r.text)
+    arm_error(r, r.status_code)
+    assert raw.get(f"{V}/backupPolicies/sp").status_code == 200
+
+
+def test_protect_with_missing_or_mismatched_policy(raw, neg):
+    vm = f"{V}/backupFabrics/Azure/protectionContainers/{vm_container('vm2')}/protectedItems/{vm_item('vm2')}"
+    body = {"properties": {"protectedItemType": "Microsoft.Compute/virtualMachines",
+                           "sourceResourceId": f"/subscriptions/{SUB}/resourceGroups/rg1/providers/"
+                                               f"Microsoft.Compute/virtualMachines/vm2",
+                           "policyId": f"{V}/backupPolicies/doesnotexist"}}
+    r = raw.put(vm, json=body)
+    assert r.status_code in (400, 404), (r.status_code, r.text)
+    arm_error(r, r.status_code)
+    # a file-share policy for a VM
+    body["properties"]["policyId"] = f"{V}/backupPolicies/sp"
+    arm_error(raw.put(vm, json=body), 400)
+    arm_error(raw.get(vm), 404)  # nothing written
+
+
+@pytest.mark.parametrize("props", [
+    "AzureFileShareBackupRequest",
+    {"objectType": "AzureFileShareBackupRequest", "recoveryPointExpiryTimeInUTC": 12},
+    {"objectType": "AzureFileShareBackupRequest", "recoveryPointExpiryTimeInUTC": "soon"},
+    {"objectType": 7},
+], ids=["properties-string", "expiry-number", "expiry-garbage", "objectType-number"])
+def test_backup_body_wrong_types_400(raw, neg, props):
+    arm_error(raw.post(f"{ITEM}/backup", json={"properties": props}), 400)
+
+
+@pytest.mark.parametrize("count", ["thirty", -5, 0, 1.5])
+def test_policy_wrong_types_400(raw, neg, count):
+    body = share_policy_body()
+    body["properties"]["retentionPolicy"]["dailySchedule"]["retentionDuration"]["count"] = count
+    arm_error(raw.put(f"{V}/backupPolicies/wrongtypes", json=body), 400)
+    arm_error(raw.get(f"{V}/backupPolicies/wrongtypes"), 404)
+
+
+def test_wrong_method_is_an_arm_error(raw, neg):
+    for method, path in (("DELETE", f"{V}/backupJobs/{neg['job']}"), ("PUT", f"{V}/backupJobs"),
+                         ("PATCH", f"{V}/backupPolicies/sp"), ("GET", f"{ITEM}/backup")):
+        r = raw.request(method, path, json={})
+        assert 400 <= r.status_code < 500, (method, path, r.status_code, r.text)
+        arm_error(r, r.status_code)
+
+
+def test_tampered_skiptoken_400(raw, neg):
+    # enough jobs for a second page with page_size = 2
+    for _ in range(2):
+        r = raw.post(f"{ITEM}/backup", json={"properties": {"objectType": "AzureFileShareBackupRequest"}})
+        wait_job(raw, job_from_async(raw, r))
+    body = raw.get(f"{V}/backupJobs").json()
+    nl = body.get("nextLink")
+    assert nl, body
+    from urllib.parse import parse_qs, urlsplit
+
+    q = {k.lower(): v[0] for k, v in parse_qs(urlsplit(nl).query).items()}
+    tok = q["$skiptoken"]
+    assert tok and all(c.isalnum() or c in "-_.~" for c in tok), f"skip token must be URL-safe: {tok!r}"
+    import base64
+
+    garbage = base64.urlsafe_b64encode(b"garbage|zz").decode().rstrip("=")
+    for bad in (tok[: len(tok) // 2], garbage, "!" + tok):
+        arm_error(raw.get(f"{V}/backupJobs", params={"$skipToken": bad}), 400)
+    # a token from one filter reused with another: refused or consistent, never a 5xx
+    r = raw.get(f"{V}/backupJobs", params={"$skipToken": tok, "$filter": "status eq 'Completed'"})
+    assert r.status_code in (200, 400), r.text
+
+
+def test_concurrent_requests_no_5xx(raw, neg, server):
+    """A bounded burst: 3 backups of one item (queued), policy writes and reads in 8 threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def backup(_):
+        return raw.post(f"{ITEM}/backup", json={"properties": {"objectType": "AzureFileShareBackupRequest"}})
+
+    def policy(i):
+        return raw.put(f"{V}/backupPolicies/burst{i}", json=share_policy_body())
+
+    def reads(i):
+        return raw.get(f"{V}/backupJobs") if i % 2 else raw.get(f"{V}/backupPolicies")
+
+    with ThreadPoolExecutor(8) as ex:
+        futs = [ex.submit(backup, i) for i in range(3)]
+        futs += [ex.submit(policy, i) for i in range(12)]
+        futs += [ex.submit(reads, i) for i in range(24)]
+        results = [f.result() for f in futs]
+    bad = [(r.request.method, r.request.url, r.status_code, r.text[:200]) for r in results if r.status_code >= 400]
+    assert not bad, bad
+    jobs = [job_from_async(raw, r) for r in results[:3]]
+    assert len(set(jobs)) == 3
+    for j in jobs:
+        assert wait_job(raw, j)["properties"]["status"] == "Completed"
+    names = {p["name"] for p in raw.get(f"{V}/backupPolicies").json()["value"]}
+    assert {f"burst{i}" for i in range(12)} <= names
