@@ -32,7 +32,10 @@ use crate::{
 pub(crate) struct Shared {
     /// Set (once) when the job is cancelled; also vetoes the snapshot write.
     pub(crate) cancelled: Arc<AtomicBool>,
+    /// Bytes the archiver reports processed (read and chunked, or unchanged since the parent).
     pub(crate) bytes_done: AtomicU64,
+    /// Bytes read from the source so far (leads `bytes_done` while files are being chunked).
+    pub(crate) bytes_read: AtomicU64,
     pub(crate) bytes_total: AtomicU64,
     pub(crate) files_done: AtomicU64,
     pub(crate) files_total: AtomicU64,
@@ -54,10 +57,20 @@ impl Shared {
         self.cancelled.load(Ordering::SeqCst)
     }
 
+    fn done_bytes(&self) -> u64 {
+        self.bytes_done
+            .load(Ordering::Relaxed)
+            .max(self.bytes_read.load(Ordering::Relaxed))
+    }
+
     fn phase(&self) -> Phase {
-        if self.entries_done.load(Ordering::SeqCst) {
+        let scanned = self.scanned.load(Ordering::SeqCst);
+        if scanned
+            && self.entries_done.load(Ordering::SeqCst)
+            && self.done_bytes() >= self.bytes_total.load(Ordering::Relaxed)
+        {
             Phase::Snapshotting
-        } else if self.scanned.load(Ordering::SeqCst) {
+        } else if scanned {
             Phase::Transferring
         } else {
             Phase::Scanning
@@ -67,7 +80,7 @@ impl Shared {
     fn progress(&self) -> Progress {
         Progress {
             phase: self.phase(),
-            bytes_done: self.bytes_done.load(Ordering::Relaxed),
+            bytes_done: self.done_bytes(),
             bytes_total: self.bytes_total.load(Ordering::Relaxed),
             files_done: self.files_done.load(Ordering::Relaxed),
             files_total: self.files_total.load(Ordering::Relaxed),
@@ -87,9 +100,17 @@ impl Throttle {
     fn acquire(&self, n: u64, cancelled: &AtomicBool) -> bool {
         let wait = {
             let mut st = self.state.lock().expect("throttle lock");
+            let now = Instant::now();
+            // Credit from idle time (opening the repository, a pause) is capped at 1/4 s, so
+            // the limit holds from the first byte.
+            let credit = Duration::from_millis(250);
+            let ahead = Duration::from_secs_f64(st.1 as f64 / self.rate as f64);
+            if now.duration_since(st.0) > ahead + credit {
+                st.0 = now - ahead - credit;
+            }
             st.1 += n;
             let due = Duration::from_secs_f64(st.1 as f64 / self.rate as f64);
-            due.saturating_sub(st.0.elapsed())
+            due.saturating_sub(now.duration_since(st.0))
         };
         let until = Instant::now() + wait;
         while Instant::now() < until {
@@ -142,7 +163,17 @@ struct GuardedReader {
     expected_size: u64,
     expected_mtime: Option<Timestamp>,
     read: u64,
+    /// A warning was issued or the read failed: no change check at the end.
     reported: bool,
+}
+
+impl Drop for GuardedReader {
+    fn drop(&mut self) {
+        // The chunker may stop at the expected size without reading EOF: check here too.
+        if !self.shared.is_cancelled() {
+            self.check_changed();
+        }
+    }
 }
 
 impl Read for GuardedReader {
@@ -163,11 +194,14 @@ impl Read for GuardedReader {
             }
             Ok(n) => {
                 self.read += n as u64;
+                self.shared
+                    .bytes_read
+                    .fetch_add(n as u64, Ordering::Relaxed);
                 Ok(n)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
             Err(e) => {
-                if !self.reported {
+                if !self.reported && !self.shared.is_cancelled() {
                     self.reported = true;
                     self.shared
                         .warn(&self.display, format!("read error, not backed up: {e}"));
@@ -183,6 +217,7 @@ impl GuardedReader {
         if self.reported {
             return;
         }
+        self.reported = true;
         let Some(path) = &self.stat_path else {
             return;
         };
@@ -192,7 +227,6 @@ impl GuardedReader {
                 m.len() != self.expected_size || mtime_of(m) != self.expected_mtime
             });
         if changed {
-            self.reported = true;
             self.shared.warn(
                 &self.display,
                 format!(

@@ -463,11 +463,9 @@ fn write_segments(
                     break;
                 }
             };
-            if !is_zero(&data) {
-                if let Err(e) = file.write_all_at(&data, offset) {
-                    set_fatal(fatal, shared, io_error(&path, &e));
-                    return;
-                }
+            if let Err(e) = write_sparse(file, &data, offset) {
+                set_fatal(fatal, shared, io_error(&path, &e));
+                return;
             }
             offset += data.len() as u64;
             bytes_written.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -479,6 +477,39 @@ fn write_segments(
             shared.files_done.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Writes `data` at `offset`, leaving file-system blocks that would be all zeros unwritten: the
+/// file was pre-sized with `set_len`, so they stay holes.
+fn write_sparse(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    const BLOCK: u64 = 4096;
+    if is_zero(data) {
+        return Ok(());
+    }
+    let end = offset + data.len() as u64;
+    let mut run_start: Option<u64> = None;
+    let mut pos = offset;
+    while pos < end {
+        // Blocks are aligned to the file, not to the blob.
+        let block_end = ((pos / BLOCK) + 1) * BLOCK;
+        let stop = block_end.min(end);
+        let slice = &data[(pos - offset) as usize..(stop - offset) as usize];
+        if is_zero(slice) {
+            if let Some(start) = run_start.take() {
+                file.write_all_at(
+                    &data[(start - offset) as usize..(pos - offset) as usize],
+                    start,
+                )?;
+            }
+        } else if run_start.is_none() {
+            run_start = Some(pos);
+        }
+        pos = stop;
+    }
+    if let Some(start) = run_start {
+        file.write_all_at(&data[(start - offset) as usize..], start)?;
+    }
+    Ok(())
 }
 
 fn set_fatal(fatal: &Mutex<Option<Error>>, shared: &Shared, err: Error) {

@@ -5,8 +5,10 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use rustic_core::repofile::SnapshotFile;
-use rustic_core::{CheckOptions, IndexedFullStatus, ReadSubsetOption, Repository, TreeId};
+use rustic_core::repofile::{BlobType, SnapshotFile};
+use rustic_core::{
+    BlobId, CheckOptions, DataId, IndexedFullStatus, ReadSubsetOption, Repository, TreeId,
+};
 
 use crate::repo::{map_err, open};
 use crate::{RepoConfig, Result, VerifyReport};
@@ -54,7 +56,7 @@ pub fn verify(repo: &RepoConfig, read_data_percent: Option<u8>) -> Result<Verify
         Ok(Ok(results)) => {
             for (level, err) in &results.0 {
                 if format!("{level:?}") == "Error" {
-                    let msg = err.to_string();
+                    let msg = concise(&err.to_string());
                     if let Some(id) = damaged_pack(&msg) {
                         damaged_packs.insert(id);
                     }
@@ -62,7 +64,7 @@ pub fn verify(repo: &RepoConfig, read_data_percent: Option<u8>) -> Result<Verify
                 }
             }
         }
-        Ok(Err(e)) => report.errors.push(format!("check failed: {e}")),
+        Ok(Err(e)) => report.errors.push(concise(&format!("check failed: {e}"))),
         Err(_) => report
             .errors
             .push("check failed: rustic_core panicked while checking".into()),
@@ -76,6 +78,7 @@ pub fn verify(repo: &RepoConfig, read_data_percent: Option<u8>) -> Result<Verify
                     r: &r,
                     damaged_packs: &damaged_packs,
                     memo: HashMap::new(),
+                    blobs: HashMap::new(),
                 };
                 let mut damaged_snaps = BTreeSet::new();
                 let mut damaged_files = BTreeSet::new();
@@ -101,6 +104,20 @@ pub fn verify(repo: &RepoConfig, read_data_percent: Option<u8>) -> Result<Verify
     Ok(report)
 }
 
+/// rustic's messages carry guidance, context and backtraces: keep the part a caller can act on.
+fn concise(msg: &str) -> String {
+    let cut = [
+        "\n\nSome additional details",
+        "\n\nBacktrace:",
+        "\n\nFor more information",
+    ]
+    .iter()
+    .filter_map(|m| msg.find(m))
+    .min()
+    .unwrap_or(msg.len());
+    msg[..cut].split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn short(snap: &SnapshotFile) -> String {
     snap.id.to_hex().to_string()
 }
@@ -110,9 +127,30 @@ struct Walker<'a> {
     damaged_packs: &'a HashSet<String>,
     /// Damaged paths (relative to the tree) per tree id: snapshots share most of their trees.
     memo: HashMap<TreeId, Vec<String>>,
+    blobs: HashMap<DataId, bool>,
 }
 
 impl Walker<'_> {
+    /// A blob is damaged if the index lacks it, or if it lies in a damaged pack and cannot be
+    /// read back and authenticated (one flipped byte breaks one blob, not the whole pack).
+    fn blob_damaged(&mut self, id: DataId) -> bool {
+        if let Some(b) = self.blobs.get(&id) {
+            return *b;
+        }
+        let bad = match self.r.get_index_entry(&id) {
+            Err(_) => true,
+            Ok(ie) => {
+                self.damaged_packs.contains(&ie.pack.to_string())
+                    && self
+                        .r
+                        .get_blob_cached(&BlobId::from(id), BlobType::Data)
+                        .is_err()
+            }
+        };
+        self.blobs.insert(id, bad);
+        bad
+    }
+
     fn tree(&mut self, id: TreeId) -> Vec<String> {
         if let Some(v) = self.memo.get(&id) {
             return v.clone();
@@ -134,11 +172,11 @@ impl Walker<'_> {
                             None => out.push(format!("{name}/")),
                         }
                     } else if node.is_file() {
-                        let bad = node.content.iter().flatten().any(|blob| {
-                            self.r.get_index_entry(blob).map_or(true, |ie| {
-                                self.damaged_packs.contains(&ie.pack.to_string())
-                            })
-                        });
+                        let bad = node
+                            .content
+                            .iter()
+                            .flatten()
+                            .any(|blob| self.blob_damaged(*blob));
                         if bad {
                             out.push(name);
                         }

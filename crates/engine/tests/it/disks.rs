@@ -1,0 +1,87 @@
+use std::fs;
+use std::os::unix::fs::FileExt;
+
+use rsvault_engine::{BackupOptions, Source};
+
+use crate::common::*;
+
+#[test]
+fn disk_image_zero_regions_cost_almost_nothing_and_restore_identically() {
+    let fx = Fixture::new();
+    let img = fx.path("disk0.img");
+    let f = fs::File::create(&img).unwrap();
+    f.set_len(96 << 20).unwrap();
+    f.write_all_at(&random_bytes(1 << 20, 1), 0).unwrap();
+    f.write_all_at(&random_bytes(1 << 20, 2), 40 << 20).unwrap();
+    f.write_all_at(&random_bytes(4096, 3), (96 << 20) - 4096)
+        .unwrap();
+    drop(f);
+    // A second disk that is allocated zeros, not holes.
+    let img2 = fx.path("disk1.img");
+    fs::write(&img2, vec![0u8; 16 << 20]).unwrap();
+
+    let ctx = TestCtx::default();
+    let out = rsvault_engine::backup(
+        &fx.repo,
+        &Source::Disks {
+            paths: vec![img.clone(), img2.clone()],
+        },
+        &BackupOptions::default(),
+        &ctx,
+    )
+    .unwrap();
+    assert_eq!(out.files, 2);
+    assert_eq!(out.bytes_total, 112 << 20);
+    assert!(
+        fx.repo_size() < 3 << 20,
+        "repository is {} bytes",
+        fx.repo_size()
+    );
+    let last = ctx.progress.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.bytes_total, 112 << 20);
+    assert_eq!(last.bytes_done, 112 << 20);
+
+    let target = fx.path("t");
+    fx.restore(&out.snapshot_id, &["disk0.img"], &target);
+    assert_eq!(
+        fs::read(target.join("disk0.img")).unwrap(),
+        fs::read(&img).unwrap()
+    );
+    assert!(
+        allocated(&target.join("disk0.img")) < 8 << 20,
+        "restore is not sparse"
+    );
+    assert!(!target.join("disk1.img").exists());
+
+    // Unchanged image with its snapshot as parent: nothing added.
+    let again = rsvault_engine::backup(
+        &fx.repo,
+        &Source::Disks {
+            paths: vec![img.clone(), img2],
+        },
+        &BackupOptions {
+            parent: Some(out.snapshot_id.clone()),
+            ..BackupOptions::default()
+        },
+        &ctx,
+    )
+    .unwrap();
+    assert_eq!(again.bytes_added, 0);
+}
+
+#[test]
+fn missing_disk_is_source_unavailable() {
+    let fx = Fixture::new();
+    let err = rsvault_engine::backup(
+        &fx.repo,
+        &Source::Disks {
+            paths: vec![fx.path("nope.img")],
+        },
+        &BackupOptions::default(),
+        &TestCtx::default(),
+    );
+    assert!(
+        matches!(err, Err(rsvault_engine::Error::SourceUnavailable(_))),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,12 @@
+//! Engine integration tests: real files, real processes, temp dirs.
+
+mod cancel;
+mod common;
+mod corruption;
+mod disks;
+mod keys;
+mod restic;
+mod restore;
+mod roundtrip;
+mod warnings;
+mod worker;
