@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
 from conftest import (
     SUB, TERMINAL_JOB, VAULT_RG, account_id, op_id_from, share_item, share_policy_body, storage_container,
@@ -278,13 +279,25 @@ def test_backup_unprotected_item_400(raw, neg):
     arm_error(raw.post(f"{vm}/backup", json={"properties": {"objectType": "IaasVMBackupRequest"}}), 400)
 
 
-def test_body_over_4mib_413(raw, neg):
+def test_body_over_4mib_413(server, neg):
+    """413 with an ARM body; and the client can tell: either the connection stays usable or the 413 says
+    `Connection: close` (a silent close makes the next request on a keep-alive connection fail)."""
+    s = server.http()
     big = {"properties": {"objectType": "AzureFileShareBackupRequest", "pad": "x" * (4 * 1024 * 1024 + 10)}}
-    arm_error(raw.post(f"{ITEM}/backup", data=json.dumps(big).encode(),
-                       headers={"Content-Type": "application/json"}), 413)
-    arm_error(raw.put(f"{V}/backupPolicies/huge", data=b"{" + b" " * (5 * 1024 * 1024) + b"}",
-                      headers={"Content-Type": "application/json"}), 413)
-    arm_error(raw.get(f"{V}/backupPolicies/huge"), 404)
+    reqs = [("POST", f"{ITEM}/backup", json.dumps(big).encode()),
+            ("PUT", f"{V}/backupPolicies/huge", b"{" + b" " * (5 * 1024 * 1024) + b"}")] * 2
+    for i, (method, path, data) in enumerate(reqs):
+        try:
+            r = s.request(method, path, data=data, headers={"Content-Type": "application/json"})
+        except requests.RequestException as e:
+            pytest.fail(f"request {i} ({method} {len(data)} bytes): the connection failed instead of a 413: {e}")
+        arm_error(r, 413)
+        try:
+            g = s.get(f"{V}/backupPolicies/huge")
+        except requests.RequestException as e:
+            pytest.fail(f"after a 413 (headers {dict(r.headers)}) the next request on the same keep-alive "
+                        f"connection failed: the server closed it without `Connection: close`: {e}")
+        arm_error(g, 404)
 
 
 def test_forbidden_names_400(raw, neg):
