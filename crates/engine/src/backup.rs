@@ -515,11 +515,13 @@ fn prepare_disks(paths: &[PathBuf], shared: &Shared) -> Result<Vec<Disk>> {
         } else {
             m.len()
         };
-        let mut meta = Metadata::default();
-        meta.size = size;
-        meta.mode = Some(go_mode_regular(m.mode()));
-        meta.uid = Some(m.uid());
-        meta.gid = Some(m.gid());
+        let mut meta = Metadata {
+            size,
+            mode: Some(go_mode_regular(m.mode())),
+            uid: Some(m.uid()),
+            gid: Some(m.gid()),
+            ..Metadata::default()
+        };
         if block_device {
             // A block device's timestamps do not move when its blocks change: make sure no
             // parent snapshot ever matches, so every backup reads the device.
@@ -665,7 +667,7 @@ pub fn backup(
                 shared: shared.clone(),
             };
             monitored(&shared, ctx, None, || {
-                r.archive(&rustic_opts, &src, snap, &[root.clone()])
+                r.archive(&rustic_opts, &src, snap, std::slice::from_ref(&root))
             })
         }
         Source::Disks { paths } => {
