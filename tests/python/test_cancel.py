@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 
 import pytest
 from azure.core.exceptions import HttpResponseError
 
 from conftest import (
+    account_id, share_item, share_policy_body, storage_container,
     SRC_RG, TERMINAL_JOB, VAULT_RG, Server, headers_cls, make_disk, make_random_file, op_id_from, toml_config,
     vm_container, vm_id, vm_item, vm_policy_body, wait_for,
 )
@@ -33,11 +35,15 @@ def slow(tmp_path_factory):
     root = tmp_path_factory.mktemp("slow")
     make_random_file(root / "vms" / "bigvm" / "disk0.img", BIG, seed=5)
     make_disk(root / "vms" / "midvm" / "disk0.img", size=SMALL, seed=6)
+    make_random_file(root / "shares" / "busy" / "big.bin", 8 * 1024 * 1024, seed=7)
+    (root / "shares" / "busy" / "small.txt").write_text("small\n")
     (root / "restore").mkdir()
     cfg = toml_config(
         [root / "restore"],
         [{"kind": "vm", "resource_group": SRC_RG, "name": "bigvm", "disks": [str(root / "vms/bigvm/disk0.img")]},
-         {"kind": "vm", "resource_group": SRC_RG, "name": "midvm", "disks": [str(root / "vms/midvm/disk0.img")]}],
+         {"kind": "vm", "resource_group": SRC_RG, "name": "midvm", "disks": [str(root / "vms/midvm/disk0.img")]},
+         {"kind": "fileshare", "resource_group": SRC_RG, "storage_account": "slowacct", "share": "busy",
+          "path": str(root / "shares" / "busy")}],
         retry_after=1, page_size=200, bps=RATE)
     (root / "server").mkdir()
     srv = Server(root / "server", cfg, name="slow").start()
@@ -59,6 +65,16 @@ def sbk(slow):
             VAULT, VAULT_RG, "Azure", vm_container(vm), vm_item(vm),
             {"properties": {"protectedItemType": "Microsoft.Compute/virtualMachines",
                             "sourceResourceId": vm_id(vm), "policyId": pid}}).result()
+    bk.protection_containers.begin_register(
+        VAULT, VAULT_RG, "Azure", storage_container("slowacct"),
+        {"properties": {"containerType": "StorageContainer", "backupManagementType": "AzureStorage",
+                        "sourceResourceId": account_id("slowacct"), "friendlyName": "slowacct"}}).result()
+    bk.protection_policies.create_or_update(VAULT, VAULT_RG, "sp", share_policy_body())
+    spid = bk.protection_policies.get(VAULT, VAULT_RG, "sp").id
+    bk.protected_items.begin_create_or_update(
+        VAULT, VAULT_RG, "Azure", storage_container("slowacct"), share_item("busy"),
+        {"properties": {"protectedItemType": "AzureFileShareProtectedItem",
+                        "sourceResourceId": account_id("slowacct"), "policyId": spid}}).result()
     return bk
 
 
@@ -166,6 +182,37 @@ def test_second_backup_while_running_is_queued(sbk):
     assert len(rps) >= 2, [r.name for r in rps]
 
 
+def test_file_changing_during_backup_is_a_warning(sbk, slow):
+    """A file that changes while it is read ends the job CompletedWithWarnings, naming the file."""
+    bk = sbk
+    big = slow.root.parent / "shares" / "busy" / "big.bin"
+    status, h = bk.backups.trigger(VAULT, VAULT_RG, "Azure", storage_container("slowacct"), share_item("busy"),
+                                   {"properties": {"objectType": "AzureFileShareBackupRequest"}}, cls=headers_cls)
+    assert status == 202
+    op = op_id_from({k.lower(): v for k, v in h.items()}["azure-asyncoperation"])
+    st = wait_for(lambda: d(bk.backup_operation_statuses.get(VAULT, VAULT_RG, op)),
+                  lambda s: (s.get("properties") or {}).get("jobId"), interval=0.1, what="jobId")
+    jid = st["properties"]["jobId"]
+    deadline = time.monotonic() + 60
+    final = None
+    i = 0
+    while time.monotonic() < deadline:
+        with open(big, "ab") as f:  # grow the file while the (throttled) backup reads it
+            f.write(os.urandom(4096))
+        i += 1
+        j = job(bk, jid)
+        if j["properties"]["status"] in TERMINAL_JOB:
+            final = j
+            break
+        time.sleep(0.05)
+    assert final is not None, "backup did not finish"
+    p = final["properties"]
+    assert i > 3, f"the job finished before the file could change ({i} writes)"
+    assert p["status"] == "CompletedWithWarnings", p
+    errs = json.dumps(p.get("errorDetails") or [])
+    assert "big.bin" in errs, f"errorDetails must name the changed file: {p.get('errorDetails')}"
+
+
 def test_kill9_mid_backup_then_restart(sbk, slow):
     """kill -9 during a backup: after restart the job is Failed (interrupted) or Completed, never stuck;
     earlier recovery points still restore byte-identically; the next backup succeeds."""
@@ -227,3 +274,4 @@ def test_kill9_mid_backup_then_restart(sbk, slow):
     nj = wait_for(lambda: d(bk2.job_details.get(VAULT, VAULT_RG, st["properties"]["jobId"])),
                   lambda j: j["properties"]["status"] in TERMINAL_JOB, timeout=60, interval=0.2, what="backup")
     assert nj["properties"]["status"] == "Completed", nj
+
