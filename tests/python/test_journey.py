@@ -438,6 +438,10 @@ def test_recovery_points_vm(bk):
     assert abs((t - S["vm_backup_time"]).total_seconds()) < 120, (t, S["vm_backup_time"])
     g = d(bk.recovery_points.get(VAULT, VAULT_RG, "Azure", vm_container(), vm_item(), rp["name"]))
     assert g["id"] == rp["id"] and g["name"] == rp["name"]
+    expiry = (g["properties"].get("recoveryPointProperties") or {}).get("expiryTime")
+    assert expiry, f"recoveryPointExpiryTimeInUTC of the backup request must be kept on the RP: {g}"
+    got = dt.datetime.fromisoformat(expiry.replace("Z", "+00:00"))
+    assert abs((got - S["vm_expiry"]).total_seconds()) < 1, (got, S["vm_expiry"])
     # date filters (az backup recoverypoint list form)
     now = dt.datetime.now(dt.timezone.utc)
     inside = (f"startDate eq '{filter_time(now - dt.timedelta(hours=1))}' and "
@@ -806,6 +810,16 @@ def test_export_jobs(bk, server):
     text = json.dumps(doc)
     for jid in S["all_jobs"]:
         assert jid in text, f"job {jid} missing from export"
+    # export honours $filter
+    status, headers = bk.jobs.export(VAULT, VAULT_RG, filter="operation eq 'Restore'", cls=headers_cls)
+    op2 = op_id_from({k.lower(): v for k, v in headers.items()}["location"])
+    _, res2 = wait_for(lambda: bk.export_jobs_operation_results.get(VAULT, VAULT_RG, op2, cls=status_cls),
+                       lambda x: x[0] == 200, interval=0.2, what="filtered export")
+    o2 = d(res2)["operation"]
+    doc2 = requests.get(o2["blobUrl"] + o2["blobSasKey"], verify=server.cert, timeout=30).json()
+    text2 = json.dumps(doc2)
+    assert all(j in text2 for j in S["restore_jobs"]), "filtered export lost Restore jobs"
+    assert not any(j in text2 for j in S["backup_jobs"]), "filtered export contains Backup jobs"
     # tampered signature is refused
     bad = requests.get(o["blobUrl"] + o["blobSasKey"][:-2] + "xx", verify=server.cert, timeout=30)
     assert bad.status_code in (401, 403), bad.status_code
@@ -858,6 +872,20 @@ def test_stop_protection_retain_data(bk):
     S["vm_stopped"] = True
 
 
+def test_resume_protection(bk):
+    """PUT with a policy again resumes a stopped item; backups work again."""
+    need("vm_stopped")
+    body = {"properties": {"protectedItemType": "Microsoft.Compute/virtualMachines",
+                           "sourceResourceId": vm_id(), "policyId": S["vm_policy_id"]}}
+    item = d(bk.protected_items.begin_create_or_update(VAULT, VAULT_RG, "Azure", vm_container(), vm_item(),
+                                                       body).result())
+    assert item["properties"]["protectionState"] in ("Protected", "IRPending"), item
+    _, job_id, _, _ = _trigger_backup(bk, vm_container(), vm_item(), "IaasVMBackupRequest")
+    assert wait_job(bk, job_id)["properties"]["status"] == "Completed"
+    rps = [x.name for x in bk.recovery_points.list(VAULT, VAULT_RG, "Azure", vm_container(), vm_item())]
+    assert len(rps) == len(S["vm_rps"]) + 1, rps
+
+
 def _delete_item(bk, container, item, friendly):
     status, headers = bk.protected_items.delete(VAULT, VAULT_RG, "Azure", container, item, cls=headers_cls)
     if status == 202:
@@ -894,3 +922,23 @@ def test_delete_vm_item_then_vault(bk, rs):
     with pytest.raises(ResourceNotFoundError):
         rs.vaults.get(VAULT_RG, VAULT)
     assert VAULT not in [v.name for v in rs.vaults.list_by_resource_group(VAULT_RG)]
+
+
+def test_recreated_vault_starts_empty(bk, rs):
+    """A vault of the same name after a delete has no jobs, items or policies from the old one."""
+    need("vault")
+    try:
+        rs.vaults.get(VAULT_RG, VAULT)
+        pytest.skip("vault was not deleted by the previous step")
+    except ResourceNotFoundError:
+        pass
+    with pytest.raises(ResourceNotFoundError):
+        list(bk.backup_jobs.list(VAULT, VAULT_RG))
+    rs.vaults.begin_create_or_update(VAULT_RG, VAULT, {"location": "westus", "sku": {"name": "Standard"}}).result()
+    try:
+        assert list(bk.backup_jobs.list(VAULT, VAULT_RG)) == []
+        assert list(bk.backup_policies.list(VAULT, VAULT_RG)) == [] or all(
+            p.name not in (VM_POLICY, SHARE_POLICY) for p in bk.backup_policies.list(VAULT, VAULT_RG))
+        assert list(bk.backup_protected_items.list(VAULT, VAULT_RG)) == []
+    finally:
+        rs.vaults.begin_delete(VAULT_RG, VAULT).result()

@@ -416,3 +416,16 @@ def test_concurrent_requests_no_5xx(raw, neg, server):
         assert wait_job(raw, j)["properties"]["status"] == "Completed"
     names = {p["name"] for p in raw.get(f"{V}/backupPolicies").json()["value"]}
     assert {f"burst{i}" for i in range(12)} <= names
+
+
+def test_vaults_scoped_by_subscription(raw, neg):
+    other = "11111111-2222-3333-4444-555555555555"
+    r = raw.get(f"/subscriptions/{other}/providers/Microsoft.RecoveryServices/vaults", api_version="2026-08-01")
+    assert r.status_code == 200, r.text
+    assert VAULT not in [v["name"] for v in r.json()["value"]]
+    arm_error(raw.get(vault_path(VAULT, sub=other)), 404)
+    arm_error(raw.get(vault_path(VAULT, sub=other) + f"/backupJobs/{neg['job']}"), 404)
+    r = raw.get(f"/subscriptions/{SUB}/resourceGroups/otherrg/providers/Microsoft.RecoveryServices/vaults",
+                api_version="2026-08-01")
+    assert r.status_code == 200 and VAULT not in [v["name"] for v in r.json()["value"]], r.text
+    arm_error(raw.get(vault_path(VAULT, rg="otherrg")), 404)
