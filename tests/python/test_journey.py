@@ -838,6 +838,10 @@ def test_jobs_with_api_version_2019(server, raw):
     status, headers = old.jobs.export(VAULT, VAULT_RG, cls=headers_cls)
     h = check_async_headers(status, headers, azure_async=False)
     assert "api-version=2019-05-13" in h["location"], h
+    code, res = wait_for(lambda: old.export_jobs_operation_results.get(VAULT, VAULT_RG, op_id_from(h["location"]),
+                                                                        cls=status_cls),
+                         lambda x: x[0] == 200, interval=0.2, what="export (2019-05-13)")
+    assert d(res)["operation"].get("blobUrl"), d(res)
     r = raw.get(vault_path(VAULT).replace("/subscriptions/", "/Subscriptions/") + "/backupJobs",
                 api_version="2019-05-13")
     assert r.status_code == 200, r.text

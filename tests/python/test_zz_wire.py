@@ -18,3 +18,9 @@ def test_client_request_id_echoed(server):
     wrong = [f"{e['method']} {e['url']} sent {e['client_request_id']} got {e['echo']}"
              for e in RECORDER.entries if e["client_request_id"] and e["echo"] != e["client_request_id"]]
     assert not wrong, f"{len(wrong)} responses without the echo, e.g.:\n" + "\n".join(wrong[:20])
+
+
+def test_no_panics_in_server_log(env):
+    text = env.server.log_path.read_text(errors="replace")
+    bad = [line for line in text.splitlines() if "panicked" in line or "RUST_BACKTRACE" in line]
+    assert not bad, "\n".join(bad[:20])
