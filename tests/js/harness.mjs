@@ -256,7 +256,7 @@ export class Server {
       retryOptions: { maxRetries: 0 },
       additionalPolicies: [
         {
-          position: "perCall",
+          position: "perRetry", // below deserialization: sees error responses too
           policy: {
             name: "rsvaultRecorder",
             async sendRequest(request, next) {

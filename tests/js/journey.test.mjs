@@ -12,6 +12,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
 
+import { getContinuationToken } from "@azure/arm-recoveryservicesbackup";
+
 import {
   MAX_WAIT_MS, RECORDER, SRC_RG, SUB, Server, TERMINAL_JOB, VAULT_RG, accountId, capture, filterTime, makeDisk,
   makeRandomFile, makeShare, opIdFrom, sha256File, sharePolicyBody, shareItem, storageContainer, tmpRoot,
@@ -116,6 +118,7 @@ after(async () => {
       console.log(`[rsvault ${s.name} server exited with ${rc}; log at ${s.logPath}]`);
     }
   }
+  if (process.env.RSVAULT_JS_RECORD) fs.writeFileSync(process.env.RSVAULT_JS_RECORD, JSON.stringify(RECORDER, null, 1));
   if (!process.env.RSVAULT_KEEP_TMP && E.root) fs.rmSync(E.root, { recursive: true, force: true });
 });
 
@@ -248,10 +251,11 @@ test("policies: create, get, filtered list, delete (LRO)", async (t) => {
  * returns an empty body, and the caller follows the operation itself (vault-level operation status, then
  * the item's operationResults Location), as the portal and az do.
  */
-async function protect(container, item, body) {
+async function protect(container, item, body, t) {
   const cap = capture();
   const res = await E.bk.protectedItems.createOrUpdate(VAULT, VAULT_RG, "Azure", container, item, body, { onResponse: cap.onResponse });
   const resp = cap.responses[0];
+  t?.diagnostic(`PUT protectedItems/${item} -> ${resp.status}`);
   if (resp.status === 200) return res;
   const h = checkAsyncHeaders(resp);
   const op = opIdFrom(h["azure-asyncoperation"]);
@@ -278,7 +282,7 @@ async function configureJob(friendly) {
 test("protect the VM", async (t) => {
   if (!need(t, "vault", "vmPolicyId")) return;
   const body = { properties: { protectedItemType: "Microsoft.Compute/virtualMachines", sourceResourceId: vmId(), policyId: S.vmPolicyId } };
-  const item = await protect(vmContainer(), vmItem(), body);
+  const item = await protect(vmContainer(), vmItem(), body, t);
   const p = item.properties;
   assert.ok(ci(item.name, vmItem()), JSON.stringify(item));
   assert.equal(p.protectedItemType, "Microsoft.Compute/virtualMachines");
@@ -298,7 +302,7 @@ test("protect the VM", async (t) => {
 test("protect the file share", async (t) => {
   if (!need(t, "vault", "sharePolicyId", "container")) return;
   const body = { properties: { protectedItemType: "AzureFileShareProtectedItem", sourceResourceId: accountId(), policyId: S.sharePolicyId } };
-  const item = await protect(storageContainer(), shareItem(), body);
+  const item = await protect(storageContainer(), shareItem(), body, t);
   const p = item.properties;
   assert.equal(p.protectedItemType, "AzureFileShareProtectedItem");
   assert.ok(["Protected", "IRPending"].includes(p.protectionState), JSON.stringify(p));
@@ -464,7 +468,7 @@ test("job list: pages of page_size = 2, nextLink followed by the SDK", async (t)
   assert.equal(fpages.flat().length, S.backupJobs.length);
   // resume from a continuation token
   const first = await E.bk.backupJobs.list(VAULT, VAULT_RG).byPage().next();
-  const token = first.value.continuationToken;
+  const token = getContinuationToken(first.value);
   assert.ok(token, "first page must give a continuation token");
   const rest = [];
   for await (const page of E.bk.backupJobs.list(VAULT, VAULT_RG).byPage({ continuationToken: token })) rest.push(...page.map((j) => j.name));
@@ -685,7 +689,7 @@ test("cancel a running backup: InProgress (Cancellable) -> Cancelling -> Cancell
 test("stop protection, retain data", async (t) => {
   if (!need(t, "vmRp")) return;
   const body = { properties: { protectedItemType: "Microsoft.Compute/virtualMachines", sourceResourceId: vmId(), protectionState: "ProtectionStopped" } };
-  const item = await protect(vmContainer(), vmItem(), body);
+  const item = await protect(vmContainer(), vmItem(), body, t);
   assert.equal(item.properties.protectionState, "ProtectionStopped", JSON.stringify(item.properties));
   const g = await E.bk.protectedItems.get(VAULT, VAULT_RG, "Azure", vmContainer(), vmItem());
   assert.equal(g.properties.protectionState, "ProtectionStopped");
@@ -698,10 +702,11 @@ test("stop protection, retain data", async (t) => {
   S.vmStopped = true;
 });
 
-async function deleteItem(container, item) {
+async function deleteItem(container, item, t) {
   const cap = capture();
   await E.bk.protectedItems.delete(VAULT, VAULT_RG, "Azure", container, item, { onResponse: cap.onResponse });
   const r = cap.responses[0];
+  t.diagnostic(`DELETE protectedItems/${item} -> ${r.status}`);
   let job;
   if (r.status === 202) {
     const h = checkAsyncHeaders(r);
@@ -726,13 +731,13 @@ async function deleteItem(container, item) {
 
 test("delete the VM item, the share item, then the vault", async (t) => {
   if (!need(t, "vmStopped")) return;
-  await deleteItem(vmContainer(), vmItem());
+  await deleteItem(vmContainer(), vmItem(), t);
   await assert.rejects(collect(E.bk.recoveryPoints.list(VAULT, VAULT_RG, "Azure", vmContainer(), vmItem())), (e) => e.statusCode === 404);
   if (S.shareProtected) {
     // one protected item left: the vault refuses to go
     await assert.rejects(E.rs.vaults.beginDeleteAndWait(VAULT_RG, VAULT, POLL), (e) => e.statusCode >= 400 && e.statusCode < 500);
     assert.equal((await E.rs.vaults.get(VAULT_RG, VAULT)).name, VAULT);
-    await deleteItem(storageContainer(), shareItem());
+    await deleteItem(storageContainer(), shareItem(), t);
   }
   await E.rs.vaults.beginDeleteAndWait(VAULT_RG, VAULT, POLL);
   await assert.rejects(E.rs.vaults.get(VAULT_RG, VAULT), (e) => e.statusCode === 404);
