@@ -106,6 +106,8 @@ def test_cancel_running_backup(sbk, slow):
     assert p["status"] == "InProgress", f"backup of {BIG} bytes at {RATE} B/s finished too early: {p}"
     assert "Cancellable" in (p.get("actionsInfo") or []), p
     assert not p.get("endTime"), f"a running job has no endTime: {p}"
+    assert jid in [x.name for x in bk.backup_jobs.list(VAULT, VAULT_RG, filter="status eq 'InProgress'")]
+    assert jid not in [x.name for x in bk.backup_jobs.list(VAULT, VAULT_RG, filter="status eq 'Completed'")]
     ext = p.get("extendedInfo") or {}
     assert 0 < ext["progressPercentage"] < 100, ext
     assert ext.get("estimatedRemainingDuration"), ext

@@ -324,6 +324,10 @@ def _check_finished_job(job, job_type, friendly, bmt):
     end = dt.datetime.fromisoformat(p["endTime"].replace("Z", "+00:00"))
     assert start <= end, p
     assert p.get("duration"), p
+    import isodate
+
+    dur = isodate.parse_duration(p["duration"])
+    assert abs(dur.total_seconds() - (end - start).total_seconds()) < 1.0, (p["duration"], start, end)
     assert "Cancellable" not in (p.get("actionsInfo") or []), p
     ext = p.get("extendedInfo") or {}
     tasks = ext.get("tasksList") or []
