@@ -11,7 +11,7 @@ fn cancelled_backup_stops_within_a_second_and_writes_no_snapshot() {
     let src = fx.path("src");
     fs::create_dir_all(&src).unwrap();
     for i in 0..4 {
-        fs::write(src.join(format!("f{i}")), random_bytes(8 << 20, i + 10)).unwrap();
+        fs::write(src.join(format!("f{i}")), random_bytes(4 << 20, i + 10)).unwrap();
     }
     let ctx = TestCtx::default();
     // Throttled to 8 MiB/s: the whole backup would take about 4 s.

@@ -116,10 +116,10 @@ fn kill_9_mid_backup_leaves_earlier_snapshots_restorable() {
     let t1 = fx.path("t1");
     fx.restore(&first.snapshot_id, &[], &t1);
     for i in 0..4 {
-        fs::write(src.join(format!("more{i}")), random_bytes(6 << 20, i + 2)).unwrap();
+        fs::write(src.join(format!("more{i}")), random_bytes(4 << 20, i + 2)).unwrap();
     }
-    // Three kills at different points of the same backup.
-    for delay_ms in [300u64, 900, 1700] {
+    // Kills at different points of the same backup.
+    for delay_ms in [300u64, 1200] {
         let mut child = Command::new(bin())
             .arg("worker")
             .stdin(Stdio::piped())
@@ -146,7 +146,7 @@ fn kill_9_mid_backup_leaves_earlier_snapshots_restorable() {
         child.wait().unwrap();
         let snaps = rsvault_engine::snapshots(&fx.repo).unwrap();
         assert_eq!(snaps.len(), 1, "a killed backup must not leave a snapshot");
-        let report = rsvault_engine::verify(&fx.repo, None).unwrap();
+        let report = rsvault_engine::verify(&fx.repo, Some(0)).unwrap();
         assert!(report.ok, "{report:?}");
         let t = fx.path(&format!("t-{delay_ms}"));
         fx.restore(&first.snapshot_id, &[], &t);
