@@ -14,9 +14,9 @@ fn cancelled_backup_stops_within_a_second_and_writes_no_snapshot() {
         fs::write(src.join(format!("f{i}")), random_bytes(4 << 20, i + 10)).unwrap();
     }
     let ctx = TestCtx::default();
-    // Throttled to 8 MiB/s: the whole backup would take about 4 s.
+    // Throttled to 8 MiB/s: the whole backup would take about 2 s.
     ctx.cancel_after_bytes
-        .store(6 << 20, std::sync::atomic::Ordering::SeqCst);
+        .store(3 << 20, std::sync::atomic::Ordering::SeqCst);
     let res = rsvault_engine::backup(
         &fx.repo,
         &Source::Directory { path: src.clone() },
@@ -60,7 +60,7 @@ fn cancelled_restore_stops_within_a_second_and_names_incomplete_files() {
     let src = fx.path("src");
     fs::create_dir_all(&src).unwrap();
     for i in 0..3 {
-        fs::write(src.join(format!("f{i}")), random_bytes(24 << 20, i + 20)).unwrap();
+        fs::write(src.join(format!("f{i}")), random_bytes(8 << 20, i + 20)).unwrap();
     }
     let snap = fx.backup_dir(&src, None).snapshot_id;
     let ctx = TestCtx::default();
@@ -79,7 +79,7 @@ fn cancelled_restore_stops_within_a_second_and_names_incomplete_files() {
     );
     let stopped = Instant::now();
     if let Ok(out) = &res {
-        // The machine restored 72 MiB faster than one progress tick: nothing to cancel.
+        // The machine restored 24 MiB faster than one progress tick: nothing to cancel.
         eprintln!("restore finished before the cancel: {out:?}");
         return;
     }

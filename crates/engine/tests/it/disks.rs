@@ -10,15 +10,15 @@ fn disk_image_zero_regions_cost_almost_nothing_and_restore_identically() {
     let fx = Fixture::new();
     let img = fx.path("disk0.img");
     let f = fs::File::create(&img).unwrap();
-    f.set_len(96 << 20).unwrap();
+    f.set_len(48 << 20).unwrap();
     f.write_all_at(&random_bytes(1 << 20, 1), 0).unwrap();
-    f.write_all_at(&random_bytes(1 << 20, 2), 40 << 20).unwrap();
-    f.write_all_at(&random_bytes(4096, 3), (96 << 20) - 4096)
+    f.write_all_at(&random_bytes(1 << 20, 2), 20 << 20).unwrap();
+    f.write_all_at(&random_bytes(4096, 3), (48 << 20) - 4096)
         .unwrap();
     drop(f);
     // A second disk that is allocated zeros, not holes.
     let img2 = fx.path("disk1.img");
-    fs::write(&img2, vec![0u8; 16 << 20]).unwrap();
+    fs::write(&img2, vec![0u8; 8 << 20]).unwrap();
 
     let ctx = TestCtx::default();
     let out = rsvault_engine::backup(
@@ -31,15 +31,15 @@ fn disk_image_zero_regions_cost_almost_nothing_and_restore_identically() {
     )
     .unwrap();
     assert_eq!(out.files, 2);
-    assert_eq!(out.bytes_total, 112 << 20);
+    assert_eq!(out.bytes_total, 56 << 20);
     assert!(
         fx.repo_size() < 3 << 20,
         "repository is {} bytes",
         fx.repo_size()
     );
     let last = ctx.progress.lock().unwrap().last().cloned().unwrap();
-    assert_eq!(last.bytes_total, 112 << 20);
-    assert_eq!(last.bytes_done, 112 << 20);
+    assert_eq!(last.bytes_total, 56 << 20);
+    assert_eq!(last.bytes_done, 56 << 20);
 
     let target = fx.path("t");
     fx.restore(&out.snapshot_id, &["disk0.img"], &target);

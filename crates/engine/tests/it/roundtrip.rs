@@ -142,7 +142,7 @@ fn gen() -> impl Strategy<Value = Gen> {
             prop_oneof![
                 Just(Vec::new()),
                 proptest::collection::vec(any::<u8>(), 0..3000),
-                (1usize..3).prop_map(|m| random_bytes(m << 20, m as u64)),
+                (1usize..2).prop_map(|m| random_bytes(m << 20, m as u64)),
             ],
             prop_oneof![Just(0o644u32), Just(0o600), Just(0o755)],
             any::<bool>()
@@ -182,7 +182,7 @@ fn materialise(path: &Path, g: &Gen) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 5, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn random_trees_round_trip(children in proptest::collection::vec((name(), gen()), 1..6)) {

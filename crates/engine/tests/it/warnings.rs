@@ -66,7 +66,7 @@ fn file_changed_during_read_is_a_warning() {
     let src = fx.path("src");
     fs::create_dir_all(&src).unwrap();
     let growing = src.join("growing.log");
-    fs::write(&growing, random_bytes(3 << 20, 1)).unwrap();
+    fs::write(&growing, random_bytes(2 << 20, 1)).unwrap();
     let ctx = TestCtx::default();
     let out = std::thread::scope(|s| {
         s.spawn(|| {
