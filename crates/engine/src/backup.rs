@@ -438,7 +438,7 @@ impl ReadSourceOpen for DiskOpen {
 
 impl ReadSource for DiskSource {
     type Open = DiskOpen;
-    type Iter = std::vec::IntoIter<RusticResult<ReadSourceEntry<DiskOpen>>>;
+    type Iter = DiskIter;
 
     fn size(&self) -> RusticResult<Option<u64>> {
         self.shared.scanned.store(true, Ordering::SeqCst);
@@ -460,11 +460,33 @@ impl ReadSource for DiskSource {
                 }),
             }));
         }
-        // The iterator is consumed lazily by the archiver; mark the end when it runs dry.
-        let shared = self.shared.clone();
-        let n = v.len() as u64;
-        shared.files_done.fetch_add(n, Ordering::Relaxed);
-        v.into_iter()
+        self.shared
+            .files_done
+            .fetch_add(v.len() as u64, Ordering::Relaxed);
+        DiskIter {
+            inner: v.into_iter(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct DiskIter {
+    inner: std::vec::IntoIter<RusticResult<ReadSourceEntry<DiskOpen>>>,
+    shared: Arc<Shared>,
+}
+
+impl Iterator for DiskIter {
+    type Item = RusticResult<ReadSourceEntry<DiskOpen>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.shared.is_cancelled() {
+            return None;
+        }
+        let next = self.inner.next();
+        if next.is_none() {
+            self.shared.entries_done.store(true, Ordering::SeqCst);
+        }
+        next
     }
 }
 

@@ -8,6 +8,28 @@
 //! This crate must never: speak HTTP, touch SQL, or let a `rustic_core` type cross its public
 //! interface. Work here is blocking; callers in async code run it through a worker process
 //! ([`worker`]) or `spawn_blocking`.
+//!
+//! # Layout of snapshots
+//! - [`Source::Directory`]: the snapshot's `paths` is the (canonical) source directory and its
+//!   tree holds the directory's *contents* (like `restic backup .`), so `dir/a.txt` in the source
+//!   is `dir/a.txt` in the snapshot and restores to `target/dir/a.txt`.
+//! - [`Source::Disks`]: each image or block device is a file named after its file name
+//!   (`/var/lib/vm/disk0.img` → `disk0.img`); `paths` lists the given paths. Block devices are read
+//!   as a byte stream and always re-read (their mtime says nothing about their blocks).
+//!
+//! # What rsvault adds to rustic_core
+//! - Cancellation ([`JobContext::is_cancelled`], polled every 50 ms): the source stops yielding
+//!   entries, reads fail, and the repository backend refuses the snapshot write, so a cancelled
+//!   backup never commits a snapshot. Restores check before every blob.
+//! - Warnings: unreadable files, files changed during read and skipped special files are
+//!   collected from the read path itself (not from logs) and returned with the outcome.
+//! - Restore is rsvault's own writer over rustic_core's trees and blobs: bounded memory (4
+//!   threads, one blob each, plus rustic's 32 MB blob cache), sparse output, no panics on I/O
+//!   errors (`Error::DiskFull`), damaged files removed and named instead of written wrong.
+//! - Small repository files (snapshots, indexes, keys) are written via temp file + rename, so a
+//!   killed worker leaves at most orphan packs, which `check` tolerates and [`prune`] removes.
+//!
+//! Hard links are restored as independent copies; extended attributes are not restored.
 
 use std::path::PathBuf;
 

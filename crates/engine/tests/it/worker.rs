@@ -153,7 +153,13 @@ fn kill_9_mid_backup_leaves_earlier_snapshots_restorable() {
         assert_same_tree(&t1, &t);
     }
     let next = fx.backup_dir(&src, Some(&first.snapshot_id));
+    let before = fx.repo_size();
     rsvault_engine::prune(&fx.repo).unwrap();
+    // The killed backups' orphan packs are gone.
+    assert!(
+        fx.repo_size() < before,
+        "prune reclaimed nothing ({before} bytes)"
+    );
     assert!(rsvault_engine::verify(&fx.repo, None).unwrap().ok);
     let t = fx.path("t-next");
     fx.restore(&next.snapshot_id, &[], &t);
