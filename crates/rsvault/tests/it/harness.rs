@@ -171,12 +171,19 @@ impl Server {
         };
         let mut rb = self
             .client
-            .request(method.parse().unwrap(), url)
+            .request(method.parse().unwrap(), &url)
             .bearer_auth(&self.token);
         if let Some(b) = body {
             rb = rb.json(&b);
         }
-        rb.send().unwrap()
+        let r = rb.send().unwrap();
+        // Contract hook: every response body is validated against the official swagger.
+        let (status, version, headers) = (r.status(), r.version(), r.headers().clone());
+        let bytes = r.bytes().unwrap();
+        crate::contract::enforce(method, &url, status.as_u16(), &bytes);
+        let mut rebuilt = http::Response::builder().status(status).version(version);
+        *rebuilt.headers_mut().unwrap() = headers;
+        Response::from(rebuilt.body(bytes).unwrap())
     }
 
     pub fn get(&self, path: &str) -> Value {

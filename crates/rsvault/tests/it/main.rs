@@ -1,9 +1,12 @@
 //! Integration tests: the real `rsvault` binary on an ephemeral port, a temp data dir with a real
 //! SQLite store and real repositories, real sources on disk, HTTPS with the generated certificate.
 
+mod contract;
 mod harness;
 
 mod api_rules;
 mod backup_restore;
+mod examples;
 mod jobs;
+mod policies;
 mod restart;

@@ -1,0 +1,1 @@
+//! Example replay (issue 4, item 2).
