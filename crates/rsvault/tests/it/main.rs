@@ -8,5 +8,4 @@ mod api_rules;
 mod backup_restore;
 mod examples;
 mod jobs;
-mod policies;
 mod restart;
