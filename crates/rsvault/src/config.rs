@@ -14,8 +14,59 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
+    #[serde(default)]
+    pub jobs: JobsConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Run policy schedules, maintenance and job-history retention on this node.
+    pub enabled: bool,
+    /// Seconds between scheduler passes.
+    pub tick_seconds: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self { enabled: true, tick_seconds: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// Hours between garbage-collection jobs per vault (0 = only on demand).
+    pub gc_interval_hours: u64,
+    /// Hours between verification jobs per vault (0 = only on demand).
+    pub verify_interval_hours: u64,
+    /// Share of pack data scheduled verification re-reads, in percent (1..=100).
+    pub verify_read_data_percent: u8,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self { gc_interval_hours: 24, verify_interval_hours: 168, verify_read_data_percent: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsConfig {
+    /// Finished jobs older than this many days are deleted.
+    pub history_days: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self { history_days: 180 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -83,6 +134,11 @@ impl Config {
         anyhow::ensure!(
             self.server.retry_after_seconds > 0,
             "server.retry_after_seconds must be > 0"
+        );
+        anyhow::ensure!(self.scheduler.tick_seconds > 0, "scheduler.tick_seconds must be > 0");
+        anyhow::ensure!(
+            (1..=100).contains(&self.maintenance.verify_read_data_percent),
+            "maintenance.verify_read_data_percent must be between 1 and 100"
         );
         for root in &self.restore_roots {
             anyhow::ensure!(

@@ -81,6 +81,9 @@ pub enum Work {
     Instant,
     Backup {
         expiry: Option<DateTime<Utc>>,
+        /// Started by the scheduler rather than a user.
+        #[serde(default)]
+        scheduled: bool,
     },
     Restore {
         recovery_point: String,
@@ -91,6 +94,20 @@ pub enum Work {
         recovery_type: String,
     },
     DeleteData,
+    /// Retention + orphan cleanup + prune for a whole vault.
+    GarbageCollection,
+    /// Re-reads and authenticates repository data (all of it, or a sampled percentage).
+    Verify { read_data_percent: Option<u8> },
+}
+
+impl Work {
+    /// Vault-wide maintenance excludes every other job of the vault while it runs.
+    pub fn is_exclusive(&self) -> bool {
+        matches!(self, Work::DeleteData | Work::GarbageCollection | Work::Verify { .. })
+    }
+    pub fn is_maintenance(&self) -> bool {
+        matches!(self, Work::GarbageCollection | Work::Verify { .. })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,6 +184,22 @@ impl Job {
         }
     }
 
+    fn job_type(&self) -> &'static str {
+        if self.work.is_maintenance() {
+            "VaultJob"
+        } else {
+            self.workload.job_type()
+        }
+    }
+
+    fn bmt(&self) -> &'static str {
+        if self.work.is_maintenance() {
+            "Invalid"
+        } else {
+            self.workload.bmt()
+        }
+    }
+
     pub fn wire(&self) -> Value {
         let now = Utc::now();
         let duration = self.end.unwrap_or(now) - self.start;
@@ -176,9 +209,9 @@ impl Job {
             vec![]
         };
         let mut p = json!({
-            "jobType": self.workload.job_type(),
+            "jobType": self.job_type(),
             "entityFriendlyName": self.entity_friendly_name,
-            "backupManagementType": self.workload.bmt(),
+            "backupManagementType": self.bmt(),
             "operation": self.operation,
             "status": self.status.as_str(),
             "startTime": arm::time(self.start),
@@ -190,7 +223,7 @@ impl Job {
         if let Some(e) = self.end {
             p["endTime"] = json!(arm::time(e));
         }
-        let vm = self.workload == Workload::Vm;
+        let vm = self.workload == Workload::Vm && !self.work.is_maintenance();
         let errors: Vec<Value> = self
             .errors
             .iter()
@@ -240,7 +273,7 @@ impl Job {
             }
             p["virtualMachineVersion"] = json!("Compute");
             p["containerName"] = json!(self.container_short);
-        } else {
+        } else if !self.work.is_maintenance() {
             p["storageAccountName"] = json!(self.host_name);
             p["storageAccountVersion"] = json!("Storage");
         }
@@ -265,7 +298,7 @@ impl Job {
             seq: self.seq,
             status: self.status.as_str().into(),
             operation: self.operation.clone(),
-            bmt: self.workload.bmt().into(),
+            bmt: self.bmt().into(),
             start_time: arm::time(self.start),
             item: self.item_key.clone(),
             body: serde_json::to_string(self).expect("job serializes"),
@@ -280,6 +313,8 @@ pub fn tasks_for(workload: Workload, operation: &str) -> Vec<Task> {
         (Workload::FileShare, "Backup") => &["Take Snapshot", "Transfer data to vault"],
         (Workload::FileShare, "Restore") => &["Transfer data from vault"],
         (_, "DeleteBackupData") => &["Delete backup data"],
+        (_, "GarbageCollection") => &["Apply retention", "Remove unreferenced data"],
+        (_, "Verify") => &["Verify repository data"],
         _ => &[],
     };
     names

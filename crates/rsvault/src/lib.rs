@@ -7,13 +7,18 @@
 
 pub mod api;
 pub mod arm;
+pub mod client;
 pub mod config;
 pub mod filter;
 pub mod fsutil;
 pub mod job;
+pub mod maintenance;
 pub mod model;
 pub mod policy;
+pub mod retention;
 pub mod runner;
+pub mod schedule;
+pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use rsvault::client::{vault_path, Client, Conn};
+use serde_json::json;
 
 #[derive(Parser)]
 #[command(
@@ -33,12 +35,149 @@ enum Command {
     /// Internal: run one engine request read from stdin (started by the server).
     #[command(hide = true)]
     EngineWorker,
+    /// Inspect, wait for and cancel jobs of a vault.
+    Job {
+        #[command(subcommand)]
+        cmd: JobCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Run garbage collection or verification on a vault now (as tracked jobs).
+    Maintenance {
+        #[command(subcommand)]
+        cmd: MaintenanceCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Retention: which recovery points each policy keeps and expires, and why.
+    Retention {
+        #[command(subcommand)]
+        cmd: RetentionCmd,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobCmd {
+    /// List jobs, newest first.
+    List {
+        #[arg(long)]
+        vault: String,
+        /// OData filter, e.g. "status eq 'InProgress' and operation eq 'Backup'".
+        #[arg(long)]
+        filter: Option<String>,
+        /// Follow nextLink through every page.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one job.
+    Show {
+        #[arg(long)]
+        vault: String,
+        job: String,
+    },
+    /// Wait until a job finishes; exits non-zero unless it Completed.
+    Wait {
+        #[arg(long)]
+        vault: String,
+        job: String,
+        #[arg(long, default_value_t = 3600)]
+        timeout_seconds: u64,
+    },
+    /// Request cancellation of a running job and wait for it to stop.
+    Cancel {
+        #[arg(long)]
+        vault: String,
+        job: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MaintenanceCmd {
+    /// Apply retention, forget expired and orphaned snapshots, prune unreferenced data.
+    Gc {
+        #[arg(long)]
+        vault: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Re-read and authenticate repository data.
+    Verify {
+        #[arg(long)]
+        vault: String,
+        /// Re-read only this share of the data, in percent (default: all).
+        #[arg(long)]
+        read_data_percent: Option<u8>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionCmd {
+    /// Show which points each item's policy keeps and expires.
+    Preview {
+        #[arg(long)]
+        vault: String,
+        /// Evaluate as of this time (RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::EngineWorker => rsvault_engine::worker::serve_stdio(),
+        Command::Job { cmd, conn } => job_cmd(cmd, &Client::new(&conn)?),
+        Command::Maintenance { cmd, conn } => {
+            let c = Client::new(&conn)?;
+            let (vault, op, body, no_wait) = match cmd {
+                MaintenanceCmd::Gc { vault, no_wait } => (vault, "garbageCollection", json!({}), no_wait),
+                MaintenanceCmd::Verify { vault, read_data_percent, no_wait } => {
+                    (vault, "verify", json!({"readDataPercent": read_data_percent}), no_wait)
+                }
+            };
+            let v = vault_path(&vault)?;
+            let (_, headers, _) = c.call("POST", &format!("{v}/rsvault/maintenance/{op}"), Some(body))?;
+            let job = c.job_of(&headers)?;
+            if no_wait {
+                println!("{job}");
+                return Ok(());
+            }
+            finish(&c, &c.wait_job(&v, &job, std::time::Duration::from_secs(24 * 3600))?)
+        }
+        Command::Retention { cmd: RetentionCmd::Preview { vault, at }, conn } => {
+            let c = Client::new(&conn)?;
+            let v = vault_path(&vault)?;
+            let q = at.map(|a| format!("?at={a}")).unwrap_or_default();
+            let p = c.get(&format!("{v}/rsvault/retentionPreview{q}"))?;
+            if c.json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+                return Ok(());
+            }
+            println!("retention as of {}", p["at"].as_str().unwrap_or(""));
+            for it in p["items"].as_array().into_iter().flatten() {
+                println!(
+                    "\n{}  policy={}  {}",
+                    it["item"].as_str().unwrap_or(""),
+                    it["policy"].as_str().unwrap_or("-"),
+                    it["protectionState"].as_str().unwrap_or("")
+                );
+                for d in it["points"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {:<20} {:<28} {:<6} expires {:<28} {}",
+                        d["id"].as_str().unwrap_or(""),
+                        d["time"].as_str().unwrap_or(""),
+                        if d["keep"].as_bool() == Some(true) { "KEEP" } else { "EXPIRE" },
+                        d["expiry"].as_str().unwrap_or("never"),
+                        d["reason"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Serve {
             data,
             listen,
@@ -61,6 +200,67 @@ fn main() -> anyhow::Result<()> {
                 config,
                 worker: (exe, vec!["engine-worker".into()]),
             }))
+        }
+    }
+}
+
+fn finish(c: &Client, j: &serde_json::Value) -> anyhow::Result<()> {
+    c.print_job(j);
+    match j["properties"]["status"].as_str() {
+        Some("Completed") => Ok(()),
+        Some(s) => {
+            for e in j["properties"]["errorDetails"].as_array().into_iter().flatten() {
+                eprintln!("  {}", e["errorString"].as_str().unwrap_or(""));
+            }
+            anyhow::bail!("job ended {s}")
+        }
+        None => anyhow::bail!("unexpected job body"),
+    }
+}
+
+fn job_cmd(cmd: JobCmd, c: &Client) -> anyhow::Result<()> {
+    match cmd {
+        JobCmd::List { vault, filter, all } => {
+            let v = vault_path(&vault)?;
+            let mut path = format!("{v}/backupJobs");
+            if let Some(f) = filter {
+                let enc: String = f
+                    .bytes()
+                    .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+                    .collect();
+                path.push_str(&format!("?$filter={enc}"));
+            }
+            let mut page = c.get(&path)?;
+            loop {
+                for j in page["value"].as_array().into_iter().flatten() {
+                    c.print_job(j);
+                }
+                match page.get("nextLink").and_then(|n| n.as_str()) {
+                    Some(next) if all => page = c.get(next)?,
+                    Some(_) => {
+                        eprintln!("(more jobs: use --all)");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            Ok(())
+        }
+        JobCmd::Show { vault, job } => {
+            let j = c.get(&format!("{}/backupJobs/{job}", vault_path(&vault)?))?;
+            println!("{}", serde_json::to_string_pretty(&j)?);
+            Ok(())
+        }
+        JobCmd::Wait { vault, job, timeout_seconds } => {
+            let j = c.wait_job(&vault_path(&vault)?, &job, std::time::Duration::from_secs(timeout_seconds))?;
+            finish(c, &j)
+        }
+        JobCmd::Cancel { vault, job } => {
+            let v = vault_path(&vault)?;
+            c.call("POST", &format!("{v}/backupJobs/{job}/cancel"), None)?;
+            let j = c.wait_job(&v, &job, std::time::Duration::from_secs(120))?;
+            c.print_job(&j);
+            Ok(())
         }
     }
 }

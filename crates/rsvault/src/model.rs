@@ -220,6 +220,9 @@ pub struct Item {
     pub last_snapshot: Option<String>,
     pub last_verified: Option<DateTime<Utc>>,
     pub created: DateTime<Utc>,
+    /// The last schedule slot a policy run was started for.
+    #[serde(default)]
+    pub last_scheduled: Option<DateTime<Utc>>,
 }
 
 impl Item {
@@ -279,6 +282,9 @@ impl Item {
         if let Some(x) = extended {
             p["extendedInfo"] = x;
         }
+        if let Some(t) = self.last_verified {
+            p["lastVerifiedTime"] = json!(arm::time(t));
+        }
         json!({
             "id": self.id(vault),
             "name": self.name,
@@ -298,6 +304,12 @@ pub struct RecoveryPoint {
     pub expiry: Option<DateTime<Utc>>,
     pub bytes: u64,
     pub files: u64,
+    /// Taken by a scheduled (policy) run rather than on demand.
+    #[serde(default)]
+    pub scheduled: bool,
+    /// Set when verification found this point's data damaged.
+    #[serde(default)]
+    pub damaged: bool,
 }
 
 impl RecoveryPoint {

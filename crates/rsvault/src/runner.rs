@@ -109,7 +109,7 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
         .runner
         .locks
         .item(&format!("{vault_key}|{}", job.item_key));
-    let exclusive = matches!(job.work, Work::DeleteData);
+    let exclusive = job.work.is_exclusive();
 
     // Queue: one job per item at a time; delete-data excludes everything in the vault.
     let _item_guard = item_lock.lock().await;
@@ -166,7 +166,7 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
 
     let outcome = match job.work.clone() {
         Work::Instant => Ok(Outcome::Done { warnings: vec![] }),
-        Work::Backup { expiry } => backup(&svc, &vault, &job, ctx.clone(), expiry).await,
+        Work::Backup { expiry, scheduled } => backup(&svc, &vault, &job, ctx.clone(), expiry, scheduled).await,
         Work::Restore {
             snapshot_id,
             paths,
@@ -186,6 +186,10 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
             .await
         }
         Work::DeleteData => delete_data(&svc, &vault, &job, ctx.clone()).await,
+        Work::GarbageCollection => crate::maintenance::garbage_collect(&svc, &vault, &job, ctx.clone()).await,
+        Work::Verify { read_data_percent } => {
+            crate::maintenance::verify(&svc, &vault, &job, ctx.clone(), read_data_percent).await
+        }
     };
 
     job = svc.update_job(job_id, |j| match &outcome {
@@ -205,6 +209,10 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
             } else {
                 JobStatus::CompletedWithWarnings
             });
+        }
+        Ok(Outcome::Warned(errors)) => {
+            j.errors.extend(errors.iter().cloned());
+            j.finish(if errors.is_empty() { JobStatus::Completed } else { JobStatus::CompletedWithWarnings });
         }
         Ok(Outcome::Cancelled) => j.finish(JobStatus::Cancelled),
         Err(e) => {
@@ -269,8 +277,10 @@ fn classify(e: &rsvault_engine::Error) -> (i32, &'static str, &'static str) {
     }
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Done { warnings: Vec<Warning> },
+    /// Completed; these findings make it `CompletedWithWarnings`.
+    Warned(Vec<JobError>),
     Cancelled,
 }
 
@@ -291,13 +301,19 @@ impl Drop for LiveGuard {
 }
 
 /// The engine's view of the job: cancellation flag, throttled progress, collected warnings.
-struct Ctx {
+pub(crate) struct Ctx {
     svc: Arc<Service>,
-    job_id: String,
+    pub(crate) job_id: String,
     cancel: Arc<AtomicBool>,
     last_write: Mutex<Option<Instant>>,
     started: Instant,
-    warnings: Mutex<Vec<Warning>>,
+    pub(crate) warnings: Mutex<Vec<Warning>>,
+}
+
+impl Ctx {
+    pub(crate) fn is_cancelled_now(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
 }
 
 impl JobContext for Ctx {
@@ -360,7 +376,7 @@ impl JobContext for Ctx {
     }
 }
 
-fn engine_call(
+pub(crate) fn engine_call(
     svc: &Service,
     ctx: &Arc<Ctx>,
     request: rsvault_engine::worker::Request,
@@ -377,7 +393,7 @@ fn engine_call(
     }
 }
 
-fn repo_config(svc: &Service, vault: &Vault) -> rsvault_engine::RepoConfig {
+pub(crate) fn repo_config(svc: &Service, vault: &Vault) -> rsvault_engine::RepoConfig {
     rsvault_engine::RepoConfig {
         path: svc.repo_dir(vault),
         password: vault.password.clone(),
@@ -390,6 +406,7 @@ async fn backup(
     job: &Job,
     ctx: Arc<Ctx>,
     expiry: Option<chrono::DateTime<Utc>>,
+    scheduled: bool,
 ) -> Result<Outcome, rsvault_engine::Error> {
     use rsvault_engine::worker::{Request, Response};
     let item: Item = svc
@@ -472,6 +489,8 @@ async fn backup(
         expiry,
         bytes: out.bytes_total,
         files: out.files,
+        scheduled,
+        damaged: false,
     };
     let elapsed = t0.elapsed().as_secs_f64().max(0.001);
     svc.record_backup(vault, &job.id, &item, rp, |j| {

@@ -60,21 +60,31 @@ fn signing_key(data: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(k)
 }
 
-pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&opts.data)
-        .with_context(|| format!("creating data dir {}", opts.data.display()))?;
-    let config = load_config(&opts.data, opts.config.as_deref())?;
-    let store = Store::open(&opts.data.join("rsvault.db")).context("opening the metadata store")?;
-    let (token, fresh) = admin_token(&opts.data)?;
+/// Builds the service over a data dir: the store, sources, signing key. Several services may
+/// share one data dir (they coordinate through the store).
+pub fn open_service(
+    data: &Path,
+    config: Config,
+    worker: (PathBuf, Vec<String>),
+) -> anyhow::Result<Arc<Service>> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating data dir {}", data.display()))?;
+    let store = Store::open(&data.join("rsvault.db")).context("opening the metadata store")?;
     let sources = config.sources.iter().map(SourceInfo::from_config).collect();
-    let svc = Arc::new(Service {
+    Ok(Arc::new(Service {
         store,
         sources,
-        data_dir: opts.data.clone(),
-        runner: Runner::new(opts.worker.clone()),
-        signing_key: signing_key(&opts.data)?,
+        data_dir: data.to_path_buf(),
+        runner: Runner::new(worker),
+        signing_key: signing_key(data)?,
+        node_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
         config,
-    });
+    }))
+}
+
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let config = load_config(&opts.data, opts.config.as_deref())?;
+    let svc = open_service(&opts.data, config, opts.worker.clone())?;
+    let (token, fresh) = admin_token(&opts.data)?;
     let (failed, requeued) = svc
         .recover_interrupted()
         .context("resolving interrupted jobs")?;
@@ -84,6 +94,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             requeued,
             "resolved jobs left running by the previous process"
         );
+    }
+
+    if svc.config.scheduler.enabled {
+        tokio::spawn(crate::scheduler::run(svc.clone()));
     }
 
     let _ = rustls::crypto::ring::default_provider().install_default();

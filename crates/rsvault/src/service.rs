@@ -28,6 +28,8 @@ pub struct Service {
     pub sources: Vec<SourceInfo>,
     /// Secret for signing export links.
     pub signing_key: Vec<u8>,
+    /// This process's identity for leases.
+    pub node_id: String,
 }
 
 impl From<store::Error> for ArmError {
@@ -168,7 +170,7 @@ impl Service {
         let mut v: Vec<RecoveryPoint> = self
             .store
             .tx(|tx| tx.list(K_RP, &vault.vault.key(), Some(item_key)))?;
-        v.sort_by(|a, b| b.time.cmp(&a.time));
+        v.sort_by_key(|p| std::cmp::Reverse(p.time));
         Ok(v)
     }
 
@@ -414,6 +416,35 @@ impl Service {
             failed += 1;
         }
         Ok((failed, requeued))
+    }
+
+    /// A vault-wide maintenance job (not yet stored).
+    pub fn maintenance_job(&self, vault: &Vault, operation: &str, work: Work, user: bool) -> Job {
+        let now = Utc::now();
+        Job {
+            id: uuid::Uuid::new_v4().to_string(),
+            vault: vault.vault.clone(),
+            seq: 0,
+            workload: crate::model::Workload::FileShare,
+            operation: operation.into(),
+            status: JobStatus::InProgress,
+            started: false,
+            entity_friendly_name: vault.vault.name.clone(),
+            item_key: String::new(),
+            container_short: String::new(),
+            host_name: String::new(),
+            start: now,
+            end: None,
+            activity_id: uuid::Uuid::new_v4().to_string(),
+            is_user_triggered: user,
+            tasks: crate::job::tasks_for(crate::model::Workload::FileShare, operation),
+            property_bag: Default::default(),
+            progress: None,
+            eta_seconds: None,
+            errors: vec![],
+            cancel_op: None,
+            work,
+        }
     }
 
     pub fn protected_count(&self, vault: &Vault, policy: &str) -> ArmResult<i64> {

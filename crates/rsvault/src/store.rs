@@ -45,6 +45,21 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_vault_time ON jobs(vault, start_time DESC, seq DESC);
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_item ON jobs(vault, item, status);
+CREATE INDEX IF NOT EXISTS jobs_vault_status_time ON jobs(vault, status, start_time DESC, seq DESC);
+CREATE INDEX IF NOT EXISTS jobs_vault_op_time ON jobs(vault, operation, start_time DESC, seq DESC);
+CREATE INDEX IF NOT EXISTS jobs_start ON jobs(start_time);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schedule_runs (
+    vault TEXT NOT NULL,
+    item TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    PRIMARY KEY (vault, item, slot)
+);
 "#;
 
 pub struct Store {
@@ -307,6 +322,45 @@ impl Tx<'_> {
             }
         }
         Ok(false)
+    }
+
+    /// Takes or renews the named lease for `owner` until `until` if it is free, expired or
+    /// already ours. Returns whether `owner` holds it now.
+    pub fn acquire_lease(&self, name: &str, owner: &str, now: &str, until: &str) -> Result<bool> {
+        let n = self.0.execute(
+            "INSERT INTO leases(name, owner, until) VALUES (?1, ?2, ?4)
+             ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until = excluded.until
+             WHERE leases.owner = excluded.owner OR leases.until < ?3",
+            params![name, owner, now, until],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Claims one schedule slot of an item; false when someone already ran it.
+    pub fn claim_slot(&self, vault: &str, item: &str, slot: &str, job_id: &str) -> Result<bool> {
+        let n = self.0.execute(
+            "INSERT OR IGNORE INTO schedule_runs(vault, item, slot, job_id) VALUES (?1, ?2, ?3, ?4)",
+            params![vault, item, slot, job_id],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Deletes up to `batch` finished jobs that started before `cutoff`. Returns how many.
+    pub fn delete_finished_jobs_before(&self, cutoff: &str, batch: usize) -> Result<usize> {
+        Ok(self.0.execute(
+            "DELETE FROM jobs WHERE rowid IN (
+                SELECT rowid FROM jobs WHERE start_time < ?1
+                  AND status IN ('Completed', 'CompletedWithWarnings', 'Failed', 'Cancelled')
+                LIMIT ?2)",
+            params![cutoff, batch as i64],
+        )?)
+    }
+
+    /// All vault keys that have a vault document.
+    pub fn vault_keys(&self) -> Result<Vec<String>> {
+        let mut stmt = self.0.prepare_cached("SELECT vault FROM docs WHERE kind = 'vault' ORDER BY vault")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
 
     pub fn delete_jobs_of_vault(&self, vault: &str) -> Result<usize> {

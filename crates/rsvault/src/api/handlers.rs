@@ -173,6 +173,20 @@ async fn vault_routes(
             }
             fabric_routes(svc, r, &vault, tail, &orig[2..]).await
         }
+        // rsvault extensions (not part of Azure's API).
+        ["rsvault", "maintenance", op] => {
+            only(m, &[Method::POST])?;
+            start_maintenance(svc, r, &vault, op)
+        }
+        ["rsvault", "retentionpreview"] => {
+            only(m, &[Method::GET])?;
+            let at = match r.q("at") {
+                Some(t) => filter::parse_time("at", t)?,
+                None => Utc::now(),
+            };
+            let items = crate::maintenance::preview(svc, &vault, at)?;
+            Ok(ok(json!({"vault": vault.vault.id(), "at": arm::time(at), "items": items})))
+        }
         ["backupconfig", "vaultconfig"] => {
             only(m, &[Method::GET, Method::PUT, Method::PATCH])?;
             Ok(ok(json!({
@@ -428,6 +442,42 @@ fn check_scope_name(kind: &str, name: &str) -> ArmResult<()> {
 
 pub fn random_secret() -> String {
     super::random_token()
+}
+
+// ---------------------------------------------------------------- maintenance
+
+fn start_maintenance(svc: &Arc<Service>, r: &Req, vault: &Vault, op: &str) -> ArmResult<Response> {
+    let body = r.json_or_empty()?;
+    let (operation, work) = match op {
+        "garbagecollection" => ("GarbageCollection", Work::GarbageCollection),
+        "verify" => {
+            let pct = match body.get("readDataPercent") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .filter(|p| (1..=100).contains(p))
+                        .ok_or_else(|| ArmError::invalid("readDataPercent must be an integer from 1 to 100.").with_target("readDataPercent"))?
+                        as u8,
+                ),
+            };
+            ("Verify", Work::Verify { read_data_percent: pct })
+        }
+        other => {
+            return Err(ArmError::new(
+                ArmCode::PathNotFound,
+                format!("Unknown maintenance operation '{other}'; use garbageCollection or verify."),
+            ))
+        }
+    };
+    let job = svc.maintenance_job(vault, operation, work, true);
+    let o = Operation::new(OpKind::Backup, Some(job.id.clone()), None).succeeded();
+    svc.create_job(job, Some(&o))?;
+    let vid = vault.vault.id();
+    Ok(accepted(
+        &r.url(&format!("{vid}/backupOperationResults/{}", o.id)),
+        Some(&r.url(&format!("{vid}/backupOperations/{}", o.id))),
+        svc.config.server.retry_after_seconds,
+    ))
 }
 
 // ---------------------------------------------------------------- operations
@@ -1138,6 +1188,7 @@ fn protect(
             last_snapshot: None,
             last_verified: None,
             created: Utc::now(),
+            last_scheduled: None,
         });
         it.policy = Some(pol.name.clone());
         it.protection_state = if it.last_recovery_point.is_some() {
@@ -1267,7 +1318,7 @@ fn trigger_backup(
             format!("Item '{}' is not protected (protectionState {}); configure protection with a policy before backing it up.", it.name, it.protection_state),
         ));
     }
-    let job = new_job(vault, &it, "Backup", Work::Backup { expiry }, true);
+    let job = new_job(vault, &it, "Backup", Work::Backup { expiry, scheduled: false }, true);
     let op = Operation::new(OpKind::Backup, Some(job.id.clone()), Some(it.key())).succeeded();
     svc.create_job(job, Some(&op))?;
     let base = it.id(&vault.vault);

@@ -8,4 +8,5 @@ mod api_rules;
 mod backup_restore;
 mod examples;
 mod jobs;
+mod policies;
 mod restart;

@@ -1,0 +1,135 @@
+//! The scheduler: policy runs, maintenance on its interval, and job-history retention. One node
+//! at a time acts (a lease in the store); each schedule slot of an item is claimed with a unique
+//! row, so even overlapping schedulers never run a slot twice. A slot missed while the server was
+//! down runs once: only the most recent slot is ever considered.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::job::{JobStatus, Work};
+use crate::model::{Item, Policy, Vault};
+use crate::service::{Service, K_ITEM, K_POLICY, K_VAULT};
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    pub leader: bool,
+    pub backups_started: usize,
+    pub maintenance_started: usize,
+    pub jobs_deleted: usize,
+}
+
+const HISTORY_BATCH: usize = 1000;
+
+/// Runs scheduler passes until the process ends.
+pub async fn run(svc: Arc<Service>) {
+    let every = std::time::Duration::from_secs(svc.config.scheduler.tick_seconds);
+    loop {
+        match tick(&svc, Utc::now()) {
+            Ok(r) if r.backups_started + r.maintenance_started + r.jobs_deleted > 0 => {
+                tracing::info!(?r, "scheduler pass")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("scheduler pass failed: {e:#}"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// One scheduler pass as of `now` (injected, so tests can simulate time).
+pub fn tick(svc: &Arc<Service>, now: DateTime<Utc>) -> anyhow::Result<TickReport> {
+    let mut report = TickReport::default();
+    let lease_for = Duration::seconds(3 * svc.config.scheduler.tick_seconds as i64);
+    report.leader = svc.store.tx(|tx| {
+        tx.acquire_lease("scheduler", &svc.node_id, &crate::arm::time(now), &crate::arm::time(now + lease_for))
+    })?;
+    if !report.leader {
+        return Ok(report);
+    }
+    for vault_key in svc.store.tx(|tx| tx.vault_keys())? {
+        let Some(vault) = svc.store.tx(|tx| tx.get::<Vault>(K_VAULT, &vault_key, ""))? else { continue };
+        report.backups_started += policy_runs(svc, &vault, now)?;
+        report.maintenance_started += maintenance_runs(svc, &vault, now)?;
+    }
+    let days = svc.config.jobs.history_days as i64;
+    let cutoff = crate::arm::time(now - Duration::days(days));
+    report.jobs_deleted = svc.store.tx(|tx| tx.delete_finished_jobs_before(&cutoff, HISTORY_BATCH))?;
+    Ok(report)
+}
+
+fn policy_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    let key = vault.vault.key();
+    let items: Vec<Item> = svc.store.tx(|tx| tx.list(K_ITEM, &key, None))?;
+    let mut started = 0;
+    for mut it in items {
+        if !matches!(it.protection_state.as_str(), "Protected" | "IRPending") {
+            continue;
+        }
+        let Some(pname) = it.policy.clone() else { continue };
+        let Some(policy) = svc.store.tx(|tx| tx.get::<Policy>(K_POLICY, &key, &pname.to_ascii_lowercase()))? else {
+            continue;
+        };
+        let schedule = match crate::schedule::Schedule::from_policy(&policy.properties) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(policy = %pname, "policy schedule cannot run: {e}");
+                continue;
+            }
+        };
+        let Some(slot) = schedule.latest_slot(now) else { continue };
+        // Slots before protection began, or already handled, are not runs.
+        if slot <= it.created || it.last_scheduled.is_some_and(|l| slot <= l) {
+            continue;
+        }
+        let job = crate::api::handlers::new_job(vault, &it, "Backup", Work::Backup { expiry: None, scheduled: true }, false);
+        let slot_s = crate::arm::time(slot);
+        let item_key = it.key();
+        let job_id = job.id.clone();
+        let claimed = svc.store.tx(|tx| tx.claim_slot(&key, &item_key, &slot_s, &job_id))?;
+        it.last_scheduled = Some(slot);
+        svc.put_item(vault, &it).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if claimed {
+            svc.create_job(job, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+            started += 1;
+        }
+    }
+    Ok(started)
+}
+
+fn maintenance_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    let m = &svc.config.maintenance;
+    let mut started = 0;
+    for (interval, op) in [(m.gc_interval_hours, "GarbageCollection"), (m.verify_interval_hours, "Verify")] {
+        if interval == 0 {
+            continue;
+        }
+        // Due when the last job of this kind started longer ago than the interval (or never ran).
+        let q = crate::store::JobQuery { operation: Some(op.into()), ..Default::default() };
+        let last = svc.store.tx(|tx| tx.list_jobs(&vault.vault.key(), &q, 1))?;
+        let due = match last.first() {
+            None => true,
+            Some((body, _, _)) => {
+                let j: crate::job::Job = serde_json::from_str(body)?;
+                !matches!(j.status, JobStatus::InProgress | JobStatus::Cancelling)
+                    && j.start + Duration::hours(interval as i64) <= now
+            }
+        };
+        if !due {
+            continue;
+        }
+        let slot = crate::arm::time(now - Duration::seconds(now.timestamp() % (interval as i64 * 3600)));
+        let work = if op == "Verify" {
+            Work::Verify { read_data_percent: Some(m.verify_read_data_percent) }
+        } else {
+            Work::GarbageCollection
+        };
+        let job = svc.maintenance_job(vault, op, work, false);
+        let claimed = svc.store.tx(|tx| tx.claim_slot(&vault.vault.key(), op, &slot, &job.id))?;
+        if claimed {
+            svc.create_job(job, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+            started += 1;
+        }
+    }
+    Ok(started)
+}
