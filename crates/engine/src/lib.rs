@@ -43,7 +43,7 @@ pub mod worker;
 
 pub use backup::backup;
 pub use repo::{
-    add_key, forget, init, key_id, list_keys, open_or_init, prune, remove_key, snapshots,
+    add_key, forget, init, key_id, list_keys, open_or_init, prune, remove_key, snapshot, snapshots,
 };
 pub use restore::restore;
 pub use verify::verify;

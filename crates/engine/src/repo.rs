@@ -266,6 +266,12 @@ pub(crate) fn find_snapshot(
     }
 }
 
+/// One snapshot by full id or unique prefix.
+pub fn snapshot(repo: &RepoConfig, id: &str) -> Result<SnapshotInfo> {
+    let r = open(repo)?;
+    Ok(snapshot_info(&find_snapshot(&r, id)?))
+}
+
 /// Removes the given snapshots (full ids or unique prefixes). Their data stays until [`prune`].
 pub fn forget(repo: &RepoConfig, ids: &[String]) -> Result<()> {
     let r = open(repo)?;

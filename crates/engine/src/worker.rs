@@ -296,7 +296,13 @@ pub fn run_in_worker(
     request: &Request,
     ctx: &dyn JobContext,
 ) -> Result<Response> {
-    let mut child = Command::new(program)
+    let mut cmd = Command::new(program);
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // glibc reserves 64 MiB of address space per malloc arena and creates up to 8 per core:
+        // under RLIMIT_AS that reservation, not real use, would exhaust a many-core host.
+        cmd.env("MALLOC_ARENA_MAX", "4");
+    }
+    let mut child = cmd
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
