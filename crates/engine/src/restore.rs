@@ -267,6 +267,10 @@ pub fn restore(
                     damaged: AtomicBool::new(false),
                 });
                 shared.files_total.fetch_add(1, Ordering::Relaxed);
+                if n_seg == 0 {
+                    // Empty files are complete once created.
+                    shared.files_done.fetch_add(1, Ordering::Relaxed);
+                }
                 shared
                     .bytes_total
                     .fetch_add(e.node.meta.size, Ordering::Relaxed);

@@ -10,7 +10,7 @@ use rustic_core::{
     BlobId, CheckOptions, DataId, IndexedFullStatus, ReadSubsetOption, Repository, TreeId,
 };
 
-use crate::repo::{map_err, open};
+use crate::repo::open;
 use crate::{RepoConfig, Result, VerifyReport};
 
 /// The pack a check finding is about: rustic_core does not export its finding types, so the
@@ -73,7 +73,15 @@ pub fn verify(repo: &RepoConfig, read_data_percent: Option<u8>) -> Result<Verify
     if !report.errors.is_empty() {
         match r.to_indexed() {
             Ok(r) => {
-                let snaps = r.get_all_snapshots().map_err(map_err)?;
+                let snaps = match r.get_all_snapshots() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        report
+                            .errors
+                            .push(concise(&format!("snapshots unreadable: {e}")));
+                        Vec::new()
+                    }
+                };
                 let mut walker = Walker {
                     r: &r,
                     damaged_packs: &damaged_packs,

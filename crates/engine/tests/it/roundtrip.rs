@@ -59,8 +59,26 @@ fn tree_round_trip_is_byte_and_metadata_identical() {
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
     assert_eq!(out.snapshot_id.len(), 64);
     let target = fx.path("target");
-    let res = fx.restore(&out.snapshot_id, &[], &target);
+    let ctx = TestCtx::default();
+    let res = rsvault_engine::restore(
+        &fx.repo,
+        &rsvault_engine::RestoreSpec {
+            snapshot_id: out.snapshot_id.clone(),
+            paths: vec![],
+            target: target.clone(),
+            conflict: rsvault_engine::Conflict::Fail,
+        },
+        &ctx,
+    )
+    .unwrap();
     assert!(res.warnings.is_empty(), "{:?}", res.warnings);
+    let last = ctx.progress.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.phase, rsvault_engine::Phase::Restoring);
+    assert_eq!(
+        (last.files_done, last.bytes_done),
+        (last.files_total, last.bytes_total)
+    );
+    assert_eq!(last.files_total, res.files);
     assert_same_tree(&src, &target);
     // Holes stay holes.
     assert!(allocated(&target.join("holes.img")) < 1 << 20);
