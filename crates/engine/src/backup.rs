@@ -21,7 +21,7 @@ use rustic_core::{
     SnapshotOptions, StringList,
 };
 
-use crate::repo::{find_snapshot, map_err, open_with};
+use crate::repo::{concise, find_snapshot, map_err, open_with};
 use crate::{
     BackupOptions, BackupOutcome, Error, JobContext, Phase, Progress, RepoConfig, Result, Source,
     Warning,
@@ -256,7 +256,6 @@ struct DirSource {
 }
 
 struct DirOpen {
-    inner: <LocalSource as ReadSource>::Open,
     abs: PathBuf,
     rel: String,
     size: u64,
@@ -274,12 +273,18 @@ impl ReadSourceOpen for DirOpen {
                 "backup cancelled",
             ));
         }
-        let file = match self.inner.open() {
+        // Opened here rather than through rustic's `OpenFile` to keep the plain I/O error.
+        let file = match File::open(&self.abs) {
             Ok(f) => f,
             Err(e) => {
                 self.shared
                     .warn(&self.rel, format!("unreadable, not backed up: {e}"));
-                return Err(e);
+                return Err(rustic_core::RusticError::with_source(
+                    rustic_core::ErrorKind::InputOutput,
+                    "Failed to open file `{path}`.",
+                    e,
+                )
+                .attach_context("path", self.abs.display().to_string()));
             }
         };
         Ok(GuardedReader {
@@ -316,7 +321,7 @@ impl Iterator for DirIter {
             Err(e) => {
                 self.shared.warn(
                     self.root.display().to_string(),
-                    format!("entry skipped: {e}"),
+                    format!("entry skipped: {}", concise(&e.to_string())),
                 );
                 Err(e)
             }
@@ -325,8 +330,7 @@ impl Iterator for DirIter {
                 if !node.is_dir() {
                     self.shared.files_done.fetch_add(1, Ordering::Relaxed);
                 }
-                let open = open.map(|inner| DirOpen {
-                    inner,
+                let open = open.map(|_| DirOpen {
                     abs: path.clone(),
                     rel: display_rel(&rel),
                     size: node.meta.size,

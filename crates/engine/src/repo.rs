@@ -18,12 +18,32 @@ use rustic_core::{
 
 use crate::{Error, RepoConfig, Result, SnapshotInfo};
 
+/// rustic's messages carry guidance, context and backtraces: keep the part a caller can act on
+/// (any prefix the caller added, and rustic's "Message:" section).
+pub(crate) fn concise(msg: &str) -> String {
+    let (prefix, rest) = match msg.find("`rustic_core` experienced an error") {
+        Some(i) => (&msg[..i], &msg[i..]),
+        None => ("", msg),
+    };
+    let body = match rest.find("Message:\n") {
+        Some(i) => rest[i + "Message:\n".len()..]
+            .split("\n\n")
+            .next()
+            .unwrap_or(""),
+        None => rest.split("\n\n").next().unwrap_or(rest),
+    };
+    format!("{prefix}{body}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Turns a `rustic_core` error into the engine's error, keeping the message.
 pub(crate) fn map_err(err: Box<RusticError>) -> Error {
     if err.is_incorrect_password() {
         Error::WrongKey("the vault key does not open any key of this repository".into())
     } else {
-        Error::Repository(err.to_string())
+        Error::Repository(concise(&err.to_string()))
     }
 }
 

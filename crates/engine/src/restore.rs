@@ -132,9 +132,10 @@ pub fn restore(
         }
         let node = r.node_from_path(snap.tree, root).map_err(|e| {
             Error::Repository(format!(
-                "path '{}' is not in snapshot {}: {e}",
+                "path '{}' is not in snapshot {}: {}",
                 root.display(),
-                snap.id
+                snap.id,
+                crate::repo::concise(&e.to_string())
             ))
         })?;
         let mut a = root.parent();

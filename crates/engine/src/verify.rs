@@ -10,7 +10,7 @@ use rustic_core::{
     BlobId, CheckOptions, DataId, IndexedFullStatus, ReadSubsetOption, Repository, TreeId,
 };
 
-use crate::repo::open;
+use crate::repo::{concise, open};
 use crate::{RepoConfig, Result, VerifyReport};
 
 /// The pack a check finding is about: rustic_core does not export its finding types, so the
@@ -110,20 +110,6 @@ pub fn verify(repo: &RepoConfig, read_data_percent: Option<u8>) -> Result<Verify
     }
     report.ok = report.errors.is_empty();
     Ok(report)
-}
-
-/// rustic's messages carry guidance, context and backtraces: keep the part a caller can act on.
-fn concise(msg: &str) -> String {
-    let cut = [
-        "\n\nSome additional details",
-        "\n\nBacktrace:",
-        "\n\nFor more information",
-    ]
-    .iter()
-    .filter_map(|m| msg.find(m))
-    .min()
-    .unwrap_or(msg.len());
-    msg[..cut].split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn short(snap: &SnapshotFile) -> String {
