@@ -224,3 +224,32 @@ proptest! {
         prop_assert!(again.bytes_added < 64 * 1024);
     }
 }
+
+#[test]
+fn unchanged_files_are_not_re_read_with_a_parent() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big.bin"), random_bytes(16 << 20, 5)).unwrap();
+    let first = fx.backup_dir(&src, None);
+    // At 1 MiB/s a re-read would take 16 s.
+    let start = std::time::Instant::now();
+    let second = rsvault_engine::backup(
+        &fx.repo,
+        &rsvault_engine::Source::Directory { path: src.clone() },
+        &rsvault_engine::BackupOptions {
+            parent: Some(first.snapshot_id.clone()),
+            bytes_per_second: Some(1 << 20),
+            ..Default::default()
+        },
+        &TestCtx::default(),
+    )
+    .unwrap();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(second.bytes_added, 0);
+    assert_eq!(second.bytes_total, 16 << 20);
+}
