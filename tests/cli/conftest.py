@@ -90,6 +90,92 @@ class TokenEndpoint:
         self.httpd.server_close()
 
 
+class StorageStubFront:
+    """An HTTPS front for rsvault that plays the one other resource provider `az backup restore
+    restore-azurefile*` reads: Microsoft.Storage (storage account and file share GETs, which the CLI resolves
+    through Resource Manager before it sends a restore). Microsoft.ClassicStorage answers 404, as Azure does for
+    a non-classic account. Everything else is forwarded unchanged to rsvault. It serves rsvault's own
+    certificate, so the same REQUESTS_CA_BUNDLE applies. Records the requests it answered itself."""
+
+    def __init__(self, server, accounts: dict[str, list[str]]) -> None:
+        import http.client
+        import re
+        import ssl
+
+        self.answered: list[str] = []
+        self.forwarded = 0
+        up = urlsplit(server.base_url)
+        upstream_ctx = ssl.create_default_context(cafile=server.cert)
+        outer = self
+        acct_re = re.compile(r"^/subscriptions/([^/]+)/resourcegroups/([^/]+)/providers/microsoft\.storage/"
+                             r"storageaccounts/+([^/?]+)(?:/fileservices/default/shares/([^/?]+))?$", re.I)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _send(self, code, body: bytes, headers=()):
+                self.send_response(code)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _json(self, code, obj):
+                self._send(code, json.dumps(obj).encode(), [("Content-Type", "application/json")])
+
+            def _handle(self):
+                path = urlsplit(self.path).path
+                low = path.lower()
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if "/providers/microsoft.classicstorage/" in low:
+                    outer.answered.append(f"{self.command} {path} -> 404")
+                    return self._json(404, {"error": {"code": "ResourceNotFound", "message": "not a classic account"}})
+                m = acct_re.match(path)
+                if m and self.command == "GET":
+                    sub, rg, acct, share = m.groups()
+                    if acct not in accounts or (share and share not in accounts[acct] and not share.startswith("cli")):
+                        outer.answered.append(f"GET {path} -> 404")
+                        return self._json(404, {"error": {"code": "ResourceNotFound", "message": path}})
+                    aid = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Storage/storageAccounts/{acct}"
+                    outer.answered.append(f"GET {path} -> 200")
+                    if share:
+                        return self._json(200, {"id": f"{aid}/fileServices/default/shares/{share}", "name": share,
+                                                "type": "Microsoft.Storage/storageAccounts/fileServices/shares",
+                                                "properties": {"shareQuota": 5120}})
+                    return self._json(200, {"id": aid, "name": acct, "type": "Microsoft.Storage/storageAccounts",
+                                            "location": "westus", "kind": "StorageV2",
+                                            "sku": {"name": "Standard_LRS", "tier": "Standard"},
+                                            "properties": {"provisioningState": "Succeeded"}})
+                outer.forwarded += 1
+                conn = http.client.HTTPSConnection(up.hostname, up.port, context=upstream_ctx, timeout=60)
+                hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                conn.request(self.command, self.path, body=body or None, headers=hdrs)
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                out = [(k, v) for k, v in resp.getheaders()
+                       if k.lower() not in ("content-length", "transfer-encoding", "connection")]
+                self._send(resp.status, data, out)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _handle
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(server.cert, str(Path(server.cert).with_name("key.pem")))
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.base_url = f"https://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 class AzResult:
     def __init__(self, args, proc: subprocess.CompletedProcess, seconds: float):
         self.args = args
@@ -110,10 +196,15 @@ class AzResult:
 class Az:
     """Runs the real `az` (python -m azure.cli from this venv) with an isolated config dir."""
 
-    def __init__(self, config_dir: Path, env: dict) -> None:
+    def __init__(self, config_dir: Path, env: dict, log: list | None = None) -> None:
         self.config_dir = config_dir
         self.env = env
-        self.log: list[AzResult] = []
+        self.log: list[AzResult] = [] if log is None else log
+
+    def with_config_dir(self, config_dir: Path) -> "Az":
+        """The same az with another profile (another active cloud); shares the command log."""
+        config_dir.mkdir(exist_ok=True)
+        return Az(config_dir, dict(self.env, AZURE_CONFIG_DIR=str(config_dir)), self.log)
 
     def __call__(self, *args, ok=True, output="json") -> AzResult:
         argv = [str(a) for a in args]
@@ -179,6 +270,8 @@ def cli(tmp_path_factory) -> CliEnv:
     env.pop("ACC_CLOUD", None)
     e.az = Az(config_dir, env)
     yield e
+    if getattr(e, "front", None) is not None:
+        e.front.close()
     e.mi.close()
     rc = e.server.stop()
     slow = sorted(e.az.log, key=lambda r: -r.seconds)[:5]

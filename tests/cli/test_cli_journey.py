@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import BIG, SUB, H, seed_managed_identity_profile
+from conftest import BIG, SUB, H, StorageStubFront, seed_managed_identity_profile
 
 RG = "rsvault-cli"
 VAULT = "clivault"
@@ -357,27 +357,76 @@ def _check_restored(cli, target):
     assert not problems and not extra, f"restored tree differs: differing {problems}, unexpected {extra}"
 
 
-def test_restore_azurefiles(cli):
-    """`az backup restore restore-azurefiles --restore-mode AlternateLocation` (full share, into a folder)."""
+STORAGE_XFAIL = (
+    "az resolves storage accounts through Resource Manager before it sends a restore: "
+    "GET /subscriptions/{{sub}}/resourcegroups/rg1/providers/Microsoft.ClassicStorage/storageAccounts//acct1"
+    "?api-version=2015-12-01, then .../Microsoft.Storage/storageAccounts//acct1?api-version=2016-01-01 "
+    "(azure/cli/command_modules/backup/custom_afs.py, _get_storage_account_id, called by restore_AzureFileShare "
+    "for the source and again for the target account). rsvault serves only Microsoft.RecoveryServices, so both "
+    "answer 404 InvalidResourceType, and restore_AzureFileShare's fallback catches only CLIError: {}")
+
+
+def _restore_commands(cli):
+    """restore-azurefileshare (full share) and restore-azurefiles (item level), as a user types them."""
+    full = ["backup", "restore", "restore-azurefileshare", *vargs(), "--rp-name", S["rp1"], "-c", CONT, "-i", ITEM,
+            "--resolve-conflict", "Overwrite", "--restore-mode", "AlternateLocation",
+            "--target-storage-account", "acct1", "--target-resource-group-name", H.SRC_RG,
+            "--target-file-share", "clifull"]
+    ilr = ["backup", "restore", "restore-azurefiles", *vargs(), "--rp-name", S["rp1"], "-c", CONT, "-i", ITEM,
+           "--resolve-conflict", "Overwrite", "--restore-mode", "AlternateLocation",
+           "--target-storage-account", H.account_id(), "--target-file-share", "cliilr", "--target-folder", "picked",
+           "--source-file-type", "File", "--source-file-path", "sub/deep/d.bin"]
+    return full, ilr
+
+
+def _check_cli_restores(cli, full_job, ilr_job):
+    for job in (full_job, ilr_job):
+        assert job["properties"]["operation"] == "Restore", job
+        assert poll_job(cli.az, job["name"])["properties"]["status"] == "Completed", job
+    _check_restored(cli, cli.restore_root / "clifull")
+    picked = [p for p in (cli.restore_root / "cliilr" / "picked").rglob("*") if p.is_file()]
+    assert len(picked) == 1 and picked[0].name == "d.bin", picked
+    assert H.file_digest(picked[0]) == H.file_digest(cli.share / "sub" / "deep" / "d.bin")
+
+
+def test_restore_azurefileshare_and_azurefiles(cli):
+    """`az backup restore restore-azurefileshare` (full share) and `restore-azurefiles` (one file), straight
+    at rsvault."""
     need("rp1")
-    r = cli.az("backup", "restore", "restore-azurefiles", *vargs(), "--rp-name", S["rp1"], "-c", CONT, "-i", ITEM,
-               "--resolve-conflict", "Overwrite", "--restore-mode", "AlternateLocation",
-               "--target-storage-account", "acct1", "--target-file-share", "clirestore",
-               "--target-folder", "infolder", ok=False)
-    if r.rc != 0:
-        pytest.xfail(
-            "az resolves the storage account through Azure Resource Manager before it sends the restore: "
-            "GET /subscriptions/{sub}/resourcegroups/rg1/providers/Microsoft.ClassicStorage/storageAccounts//acct1"
-            "?api-version=2015-12-01 then .../Microsoft.Storage/storageAccounts//acct1?api-version=2016-01-01 "
-            "(azure/cli/command_modules/backup/custom_afs.py, _get_storage_account_id, called by "
-            "restore_AzureFileShare for the source and again for the target; the target share is then checked "
-            "with GET .../Microsoft.Storage/storageAccounts/acct1/fileServices/default/shares/clirestore). rsvault "
-            "serves only Microsoft.RecoveryServices, so both answer 404 InvalidResourceType, and the fallback in "
-            f"restore_AzureFileShare catches only CLIError: {az_failure(r)}")
-    job = r.json
-    assert job["properties"]["operation"] == "Restore", job
-    assert poll_job(cli.az, job["name"])["properties"]["status"] == "Completed"
-    _check_restored(cli, cli.restore_root / "clirestore" / "infolder")
+    full, ilr = _restore_commands(cli)
+    r1 = cli.az(*full, ok=False)
+    if r1.rc != 0:
+        pytest.xfail(STORAGE_XFAIL.format(az_failure(r1)))
+    r2 = cli.az(*ilr)
+    _check_cli_restores(cli, r1.json, r2.json)
+    S["restored"] = True
+
+
+def test_restore_commands_with_a_storage_front(cli):
+    """The same two commands through a front that answers the Microsoft.Storage GETs itself and forwards
+    everything else to rsvault (conftest.StorageStubFront): what else the restore commands need from rsvault."""
+    need("rp1")
+    if "restored" in S:
+        pytest.skip("the restore commands worked straight at rsvault")
+    cli.front = StorageStubFront(cli.server, {"acct1": ["share1", "bigshare"]})
+    az = cli.az.with_config_dir(cli.root / "azure-config-front")
+    az("cloud", "register", "--name", "rsvault-front", "--endpoint-resource-manager", cli.front.base_url + "/",
+       "--endpoint-active-directory-resource-id", cli.front.base_url + "/",
+       "--endpoint-active-directory", "https://login.rsvault.invalid", "--skip-endpoint-discovery", output=None)
+    az("cloud", "set", "--name", "rsvault-front", output=None)
+    seed_managed_identity_profile(az.config_dir, "rsvault-front")
+    full, ilr = _restore_commands(cli)
+    r1 = az(*full, ok=False)
+    assert any("Microsoft.Storage/storageAccounts" in x and x.endswith("200") for x in cli.front.answered), \
+        cli.front.answered
+    assert cli.front.forwarded > 0
+    if r1.rc != 0:
+        if "backupResourceGuardProxies" in r1.stderr:
+            pytest.xfail(RESOURCE_GUARD_XFAIL.format(az_failure(r1)) + " (has_resource_guard_mapping(..., "
+                         "'RecoveryServicesRestore') in custom_afs.restore_AzureFileShare)")
+        raise AssertionError(f"restore-azurefileshare through the storage front failed:\n{r1!r}")
+    r2 = az(*ilr)
+    _check_cli_restores(cli, r1.json, r2.json)
     S["restored"] = True
 
 
@@ -399,7 +448,8 @@ def test_restore_with_az_rest(cli):
         "objectType": "AzureFileShareRestoreRequest", "recoveryType": "AlternateLocation", "copyOptions": "Overwrite",
         "sourceResourceId": H.account_id(), "restoreRequestType": "FullShareRestore",
         "targetDetails": {"name": "clirestore", "targetResourceId": H.account_id()}}}
-    _restore_with_az_rest(cli, body, 1 + ("restored" in S))
+    S["restores_before"] = len(jobs(cli.az, "--operation", "Restore"))
+    _restore_with_az_rest(cli, body, S["restores_before"] + 1)
     _check_restored(cli, cli.restore_root / "clirestore")
     S["rest_restored"] = True
 
@@ -408,14 +458,12 @@ def test_restore_target_folder_with_az_rest(cli):
     """The exact request `restore-azurefiles --target-folder infolder` sends (restoreFileSpecs with only
     targetFolderPath, FullShareRestore): the share must land in that folder of the target share."""
     need("rest_restored")
-    if "restored" in S:
-        pytest.skip("az backup restore restore-azurefiles --target-folder worked")
     body = {"properties": {
         "objectType": "AzureFileShareRestoreRequest", "recoveryType": "AlternateLocation", "copyOptions": "Overwrite",
         "sourceResourceId": H.account_id(), "restoreRequestType": "FullShareRestore",
         "restoreFileSpecs": [{"targetFolderPath": "infolder"}],
         "targetDetails": {"name": "clifolder", "targetResourceId": H.account_id()}}}
-    _restore_with_az_rest(cli, body, 2)
+    _restore_with_az_rest(cli, body, S["restores_before"] + 2)
     _check_restored(cli, cli.restore_root / "clifolder" / "infolder")
 
 
