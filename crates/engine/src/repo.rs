@@ -215,33 +215,84 @@ pub(crate) fn open(cfg: &RepoConfig) -> Result<Repository<OpenStatus>> {
 
 /// Creates a new repository (restic format v2, zstd compression at the default level) protected
 /// by `repo.password`. Fails if a repository already exists there (see [`open_or_init`]).
+///
+/// The repository is built in a sibling temporary directory and renamed into place, so two
+/// racing initialisations cannot interleave their key and config files: one wins, the other
+/// gets "already exists".
 pub fn init(repo: &RepoConfig) -> Result<()> {
-    if has_config(repo) {
-        return Err(Error::Repository(format!(
+    let exists = || {
+        Error::Repository(format!(
             "a repository already exists at '{}'",
             repo.path.display()
-        )));
+        ))
+    };
+    if has_config(repo) {
+        return Err(exists());
     }
-    fs::create_dir_all(&repo.path)
-        .map_err(|e| Error::Repository(format!("creating '{}': {e}", repo.path.display())))?;
+    let name = repo
+        .path
+        .file_name()
+        .ok_or_else(|| Error::Repository(format!("bad repository path '{}'", repo.path.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = repo
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent)
+        .map_err(|e| Error::Repository(format!("creating '{}': {e}", parent.display())))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = parent.join(format!(".{name}.init-{}-{nanos}", std::process::id()));
+    let tmp_cfg = RepoConfig {
+        path: tmp.clone(),
+        password: repo.password.clone(),
+    };
     let mut config = ConfigOptions::default();
     config.set_version = Some(2);
-    new_repo(repo, Arc::new(AtomicBool::new(false)), None)?
-        .init(
-            &Credentials::password(&repo.password),
-            &KeyOptions::default(),
-            &config,
-        )
-        .map_err(map_err)?;
-    Ok(())
+    let created = fs::create_dir_all(&tmp)
+        .map_err(|e| Error::Repository(format!("creating '{}': {e}", tmp.display())))
+        .and_then(|()| new_repo(&tmp_cfg, Arc::new(AtomicBool::new(false)), None))
+        .and_then(|r| {
+            r.init(
+                &Credentials::password(&repo.password),
+                &KeyOptions::default(),
+                &config,
+            )
+            .map_err(map_err)
+        });
+    if let Err(e) = created {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    // Renaming onto a missing or empty directory succeeds; onto a repository it fails.
+    match fs::rename(&tmp, &repo.path) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            if has_config(repo) {
+                Err(exists())
+            } else {
+                Err(Error::Repository(format!(
+                    "cannot create the repository at '{}': {e}",
+                    repo.path.display()
+                )))
+            }
+        }
+    }
 }
 
-/// Idempotent: opens the repository (checking the key) if it exists, creates it otherwise.
+/// Idempotent: opens the repository (checking the key) if it exists, creates it otherwise. Safe
+/// against a concurrent initialisation of the same path.
 pub fn open_or_init(repo: &RepoConfig) -> Result<()> {
     if has_config(repo) {
-        open(repo).map(|_| ())
-    } else {
-        init(repo)
+        return open(repo).map(|_| ());
+    }
+    match init(repo) {
+        Err(_) if has_config(repo) => open(repo).map(|_| ()),
+        other => other,
     }
 }
 

@@ -21,3 +21,24 @@ fn key_rotation_replaces_the_old_key() {
     rsvault_engine::open_or_init(&new_repo).unwrap();
     assert!(rsvault_engine::init(&new_repo).is_err());
 }
+
+#[test]
+fn racing_open_or_init_creates_one_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = rsvault_engine::RepoConfig {
+        path: dir.path().join("vault/repo"),
+        password: PASSWORD.into(),
+    };
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            s.spawn(|| rsvault_engine::open_or_init(&repo).unwrap());
+        }
+    });
+    assert_eq!(rsvault_engine::list_keys(&repo).unwrap().len(), 1);
+    assert!(rsvault_engine::verify(&repo, None).unwrap().ok);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("vault"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("repo")]);
+}
