@@ -47,7 +47,7 @@ AZ_TIMEOUT = float(os.environ.get("RSVAULT_AZ_TIMEOUT", "180"))
 # throttle for the whole server: the small shares back up in well under a second, the big one takes
 # BIG / RATE seconds - long enough for `az backup job stop` to find it running.
 RATE = 2 * 1024 * 1024
-BIG = 24 * 1024 * 1024
+BIG = 32 * 1024 * 1024
 
 
 class TokenEndpoint:
