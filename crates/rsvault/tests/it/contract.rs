@@ -33,7 +33,8 @@
 //!   counted as skipped; if it is an error its body must still be the ARM error envelope.
 //!
 //! Every checked response is appended to `$CARGO_TARGET_TMPDIR/contract-report.tsv`
-//! (operation, method, status, outcome) so a run can be summarised.
+//! (operation, method, status, outcome, reported enum values, api-version, path) so a run can be
+//! summarised.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -795,10 +796,15 @@ pub fn check(method: &str, url: &str, status: u16, body: &[u8]) -> Checked {
             key,
             e.schema_path().as_str()
         );
-        if soft {
-            res.reports.push(line);
+        // A base type's property is reached through the dispatch and through the subtype's
+        // `allOf` parent: report each finding once.
+        let list = if soft {
+            &mut res.reports
         } else {
-            res.violations.push(line);
+            &mut res.violations
+        };
+        if !list.contains(&line) {
+            list.push(line);
         }
     }
     if !res.violations.is_empty() {
@@ -816,7 +822,7 @@ pub fn enforce(method: &str, url: &str, status: u16, body: &[u8]) {
         let mut f = specs().report.lock().unwrap();
         let _ = writeln!(
             f,
-            "{}\t{method}\t{status}\t{}\t{}\t{api}",
+            "{}\t{method}\t{status}\t{}\t{}\t{api}\t{path}",
             c.operation,
             c.outcome,
             c.reports.len()
