@@ -29,7 +29,8 @@
 //! - Small repository files (snapshots, indexes, keys) are written via temp file + rename, so a
 //!   killed worker leaves at most orphan packs, which `check` tolerates and [`prune`] removes.
 //!
-//! Hard links are restored as independent copies; extended attributes are not restored.
+//! Hard links within the restored set are restored as links; extended attributes are stored by
+//! the backup but not restored.
 
 use std::path::PathBuf;
 

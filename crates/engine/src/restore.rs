@@ -212,6 +212,28 @@ pub fn restore(
         }
     }
 
+    // Hard links: the first restored member of a group (same device and inode in the snapshot)
+    // gets the contents, the others become links to it.
+    let mut hardlink_to: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    {
+        let mut first: std::collections::HashMap<(u64, u64), usize> =
+            std::collections::HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            let m = &e.node.meta;
+            if skip[i] || !e.node.is_file() || m.links < 2 || m.inode == 0 || m.device_id == 0 {
+                continue;
+            }
+            match first.entry((m.device_id, m.inode)) {
+                std::collections::hash_map::Entry::Occupied(o) => {
+                    hardlink_to.insert(i, *o.get());
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                }
+            }
+        }
+    }
+
     // 3. Directories and file placeholders.
     fs::create_dir_all(target).map_err(|e| io_error(target, &e))?;
     for anc in ancestors.iter().rev() {
@@ -240,6 +262,9 @@ pub fn restore(
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(err) => return Err(io_error(&path, &err)),
             },
+            NodeType::File if hardlink_to.contains_key(&i) => {
+                // Linked to its group's first restored member after the contents are written.
+            }
             NodeType::File => {
                 let f = File::create(&path).map_err(|err| io_error(&path, &err))?;
                 f.set_len(e.node.meta.size)
@@ -358,6 +383,21 @@ pub fn restore(
             continue;
         }
         let path = target.join(&e.rel);
+        if let Some(&canonical) = hardlink_to.get(&i) {
+            let canonical_rel = &entries[canonical].rel;
+            let res = if damaged_set.contains(canonical_rel.to_string_lossy().as_ref()) {
+                Err(io::Error::other("the linked file's data is damaged"))
+            } else {
+                fs::hard_link(target.join(canonical_rel), &path)
+            };
+            if let Err(err) = res {
+                warnings.push(Warning {
+                    path: e.rel.to_string_lossy().into_owned(),
+                    reason: format!("could not create the hard link: {err}"),
+                });
+            }
+            continue;
+        }
         if let Err(err) = create_special(&path, &e.node) {
             warnings.push(Warning {
                 path: e.rel.to_string_lossy().into_owned(),

@@ -33,6 +33,8 @@ fn build_tree(root: &Path) {
     f.write_all_at(&random_bytes(4096, 3), 0).unwrap();
     f.write_all_at(&random_bytes(8192, 4), 5 << 20).unwrap();
     f.write_all_at(b"end", (16 << 20) - 3).unwrap();
+    // A hard link.
+    fs::hard_link(root.join("dir/a.txt"), root.join("hard.txt")).unwrap();
     // FIFO.
     nix::unistd::mkfifo(
         &root.join("fifo"),
@@ -80,6 +82,12 @@ fn tree_round_trip_is_byte_and_metadata_identical() {
     );
     assert_eq!(last.files_total, res.files);
     assert_same_tree(&src, &target);
+    // Hard links stay links.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        fs::metadata(target.join("hard.txt")).unwrap().ino(),
+        fs::metadata(target.join("dir/a.txt")).unwrap().ino()
+    );
     // Holes stay holes.
     assert!(allocated(&target.join("holes.img")) < 1 << 20);
 }
