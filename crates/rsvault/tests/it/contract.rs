@@ -964,4 +964,22 @@ fn contract_formats_and_polymorphism() {
         .outcome,
         "violation"
     );
+    // Extensible enums elsewhere are reported, not failed.
+    let item = format!(
+        "{v}/backupFabrics/Azure/protectionContainers/c/protectedItems/i?api-version=2026-02-01"
+    );
+    let body = |state: &str| {
+        serde_json::to_vec(&json!({"id": "x", "name": "i", "properties": {"protectedItemType": "AzureFileShareProtectedItem", "protectionState": state, "friendlyName": "s"}})).unwrap()
+    };
+    let c = check("GET", &item, 200, &body("Sleeping"));
+    assert_eq!(c.outcome, "valid", "{c:?}");
+    assert!(
+        c.reports
+            .iter()
+            .any(|r| r.contains("/properties/protectionState")),
+        "{c:?}"
+    );
+    assert!(check("GET", &item, 200, &body("Protected"))
+        .reports
+        .is_empty());
 }
