@@ -12,10 +12,20 @@ pub const API_VERSION: &str = "2026-02-01";
 #[derive(Debug, Clone, clap::Args)]
 pub struct Conn {
     /// Server URL.
-    #[arg(long, default_value = "https://127.0.0.1:8443", env = "RSVAULT_URL", global = true)]
+    #[arg(
+        long,
+        default_value = "https://127.0.0.1:8443",
+        env = "RSVAULT_URL",
+        global = true
+    )]
     pub url: String,
     /// Data directory of the server (its admin token and certificate are read from here).
-    #[arg(long, default_value = "./rsvault-data", env = "RSVAULT_DATA", global = true)]
+    #[arg(
+        long,
+        default_value = "./rsvault-data",
+        env = "RSVAULT_DATA",
+        global = true
+    )]
     pub data: PathBuf,
     /// Bearer token (default: DATA/admin-token).
     #[arg(long, env = "RSVAULT_TOKEN", global = true, hide_env_values = true)]
@@ -50,7 +60,12 @@ impl Client {
         let token = match &c.token {
             Some(t) => t.clone(),
             None => std::fs::read_to_string(c.data.join("admin-token"))
-                .with_context(|| format!("reading {} (use --token or --data)", c.data.join("admin-token").display()))?
+                .with_context(|| {
+                    format!(
+                        "reading {} (use --token or --data)",
+                        c.data.join("admin-token").display()
+                    )
+                })?
                 .trim()
                 .to_string(),
         };
@@ -59,17 +74,30 @@ impl Client {
         if let Ok(pem) = std::fs::read(&cert) {
             b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
         }
-        Ok(Self { http: b.build()?, base: c.url.trim_end_matches('/').to_string(), token, json: c.output == "json" })
+        Ok(Self {
+            http: b.build()?,
+            base: c.url.trim_end_matches('/').to_string(),
+            token,
+            json: c.output == "json",
+        })
     }
 
-    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
         let url = if path.starts_with("https://") {
             path.to_string()
         } else {
             let sep = if path.contains('?') { '&' } else { '?' };
             format!("{}{path}{sep}api-version={API_VERSION}", self.base)
         };
-        let mut rb = self.http.request(method.parse()?, &url).bearer_auth(&self.token);
+        let mut rb = self
+            .http
+            .request(method.parse()?, &url)
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             rb = rb.json(&b);
         }
@@ -77,7 +105,11 @@ impl Client {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text()?;
-        let v: Value = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let v: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         if status >= 400 {
             let code = v["error"]["code"].as_str().unwrap_or("");
             let msg = v["error"]["message"].as_str().unwrap_or("");
@@ -101,7 +133,10 @@ impl Client {
         loop {
             let s = self.get(&op)?;
             if s["status"] != "InProgress" {
-                return s["properties"]["jobId"].as_str().map(String::from).context("the operation names no job");
+                return s["properties"]["jobId"]
+                    .as_str()
+                    .map(String::from)
+                    .context("the operation names no job");
             }
             if Instant::now() > deadline {
                 bail!("operation {op} did not finish");
@@ -123,7 +158,10 @@ impl Client {
             p["status"].as_str().unwrap_or(""),
             p["entityFriendlyName"].as_str().unwrap_or(""),
             p["startTime"].as_str().unwrap_or(""),
-            p["extendedInfo"]["progressPercentage"].as_f64().map(|x| format!("{x:.1}%")).unwrap_or_default(),
+            p["extendedInfo"]["progressPercentage"]
+                .as_f64()
+                .map(|x| format!("{x:.1}%"))
+                .unwrap_or_default(),
         );
     }
 
@@ -138,7 +176,10 @@ impl Client {
                 return Ok(j);
             }
             let pct = j["properties"]["extendedInfo"]["progressPercentage"].as_f64();
-            let line = format!("{status} {}", pct.map(|p| format!("{p:.1}%")).unwrap_or_default());
+            let line = format!(
+                "{status} {}",
+                pct.map(|p| format!("{p:.1}%")).unwrap_or_default()
+            );
             if line != last && !self.json {
                 eprintln!("{job}: {line}");
                 last = line;

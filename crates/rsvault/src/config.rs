@@ -35,7 +35,10 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { enabled: true, tick_seconds: 30 }
+        Self {
+            enabled: true,
+            tick_seconds: 30,
+        }
     }
 }
 
@@ -52,7 +55,11 @@ pub struct MaintenanceConfig {
 
 impl Default for MaintenanceConfig {
     fn default() -> Self {
-        Self { gc_interval_hours: 24, verify_interval_hours: 168, verify_read_data_percent: 10 }
+        Self {
+            gc_interval_hours: 24,
+            verify_interval_hours: 168,
+            verify_read_data_percent: 10,
+        }
     }
 }
 
@@ -135,7 +142,10 @@ impl Config {
             self.server.retry_after_seconds > 0,
             "server.retry_after_seconds must be > 0"
         );
-        anyhow::ensure!(self.scheduler.tick_seconds > 0, "scheduler.tick_seconds must be > 0");
+        anyhow::ensure!(
+            self.scheduler.tick_seconds > 0,
+            "scheduler.tick_seconds must be > 0"
+        );
         anyhow::ensure!(
             (1..=100).contains(&self.maintenance.verify_read_data_percent),
             "maintenance.verify_read_data_percent must be between 1 and 100"

@@ -97,13 +97,18 @@ pub enum Work {
     /// Retention + orphan cleanup + prune for a whole vault.
     GarbageCollection,
     /// Re-reads and authenticates repository data (all of it, or a sampled percentage).
-    Verify { read_data_percent: Option<u8> },
+    Verify {
+        read_data_percent: Option<u8>,
+    },
 }
 
 impl Work {
     /// Vault-wide maintenance excludes every other job of the vault while it runs.
     pub fn is_exclusive(&self) -> bool {
-        matches!(self, Work::DeleteData | Work::GarbageCollection | Work::Verify { .. })
+        matches!(
+            self,
+            Work::DeleteData | Work::GarbageCollection | Work::Verify { .. }
+        )
     }
     pub fn is_maintenance(&self) -> bool {
         matches!(self, Work::GarbageCollection | Work::Verify { .. })

@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod job;
 pub mod maintenance;
 pub mod model;
+pub mod openapi;
 pub mod policy;
 pub mod retention;
 pub mod runner;

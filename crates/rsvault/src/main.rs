@@ -134,21 +134,37 @@ fn main() -> anyhow::Result<()> {
         Command::Maintenance { cmd, conn } => {
             let c = Client::new(&conn)?;
             let (vault, op, body, no_wait) = match cmd {
-                MaintenanceCmd::Gc { vault, no_wait } => (vault, "garbageCollection", json!({}), no_wait),
-                MaintenanceCmd::Verify { vault, read_data_percent, no_wait } => {
-                    (vault, "verify", json!({"readDataPercent": read_data_percent}), no_wait)
+                MaintenanceCmd::Gc { vault, no_wait } => {
+                    (vault, "garbageCollection", json!({}), no_wait)
                 }
+                MaintenanceCmd::Verify {
+                    vault,
+                    read_data_percent,
+                    no_wait,
+                } => (
+                    vault,
+                    "verify",
+                    json!({"readDataPercent": read_data_percent}),
+                    no_wait,
+                ),
             };
             let v = vault_path(&vault)?;
-            let (_, headers, _) = c.call("POST", &format!("{v}/rsvault/maintenance/{op}"), Some(body))?;
+            let (_, headers, _) =
+                c.call("POST", &format!("{v}/rsvault/maintenance/{op}"), Some(body))?;
             let job = c.job_of(&headers)?;
             if no_wait {
                 println!("{job}");
                 return Ok(());
             }
-            finish(&c, &c.wait_job(&v, &job, std::time::Duration::from_secs(24 * 3600))?)
+            finish(
+                &c,
+                &c.wait_job(&v, &job, std::time::Duration::from_secs(24 * 3600))?,
+            )
         }
-        Command::Retention { cmd: RetentionCmd::Preview { vault, at }, conn } => {
+        Command::Retention {
+            cmd: RetentionCmd::Preview { vault, at },
+            conn,
+        } => {
             let c = Client::new(&conn)?;
             let v = vault_path(&vault)?;
             let q = at.map(|a| format!("?at={a}")).unwrap_or_default();
@@ -170,7 +186,11 @@ fn main() -> anyhow::Result<()> {
                         "  {:<20} {:<28} {:<6} expires {:<28} {}",
                         d["id"].as_str().unwrap_or(""),
                         d["time"].as_str().unwrap_or(""),
-                        if d["keep"].as_bool() == Some(true) { "KEEP" } else { "EXPIRE" },
+                        if d["keep"].as_bool() == Some(true) {
+                            "KEEP"
+                        } else {
+                            "EXPIRE"
+                        },
                         d["expiry"].as_str().unwrap_or("never"),
                         d["reason"].as_str().unwrap_or("")
                     );
@@ -209,7 +229,11 @@ fn finish(c: &Client, j: &serde_json::Value) -> anyhow::Result<()> {
     match j["properties"]["status"].as_str() {
         Some("Completed") => Ok(()),
         Some(s) => {
-            for e in j["properties"]["errorDetails"].as_array().into_iter().flatten() {
+            for e in j["properties"]["errorDetails"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 eprintln!("  {}", e["errorString"].as_str().unwrap_or(""));
             }
             anyhow::bail!("job ended {s}")
@@ -226,7 +250,13 @@ fn job_cmd(cmd: JobCmd, c: &Client) -> anyhow::Result<()> {
             if let Some(f) = filter {
                 let enc: String = f
                     .bytes()
-                    .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                            (b as char).to_string()
+                        } else {
+                            format!("%{b:02X}")
+                        }
+                    })
                     .collect();
                 path.push_str(&format!("?$filter={enc}"));
             }
@@ -251,8 +281,16 @@ fn job_cmd(cmd: JobCmd, c: &Client) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&j)?);
             Ok(())
         }
-        JobCmd::Wait { vault, job, timeout_seconds } => {
-            let j = c.wait_job(&vault_path(&vault)?, &job, std::time::Duration::from_secs(timeout_seconds))?;
+        JobCmd::Wait {
+            vault,
+            job,
+            timeout_seconds,
+        } => {
+            let j = c.wait_job(
+                &vault_path(&vault)?,
+                &job,
+                std::time::Duration::from_secs(timeout_seconds),
+            )?;
             finish(c, &j)
         }
         JobCmd::Cancel { vault, job } => {

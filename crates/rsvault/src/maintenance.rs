@@ -29,19 +29,28 @@ fn store_err(e: crate::store::Error) -> EngineError {
 }
 
 /// Retention decisions for every item of a vault, as of `now`.
-pub fn preview(svc: &Service, vault: &Vault, now: DateTime<Utc>) -> Result<Vec<ItemPreview>, crate::store::Error> {
+pub fn preview(
+    svc: &Service,
+    vault: &Vault,
+    now: DateTime<Utc>,
+) -> Result<Vec<ItemPreview>, crate::store::Error> {
     let key = vault.vault.key();
     let items: Vec<Item> = svc.store.tx(|tx| tx.list(K_ITEM, &key, None))?;
     let mut out = Vec::new();
     for it in items {
         let points = svc.recovery_points(vault, &it.key())?;
         let policy: Option<crate::model::Policy> = match &it.policy {
-            Some(p) => svc.store.tx(|tx| tx.get(K_POLICY, &key, &p.to_ascii_lowercase()))?,
+            Some(p) => svc
+                .store
+                .tx(|tx| tx.get(K_POLICY, &key, &p.to_ascii_lowercase()))?,
             None => None,
         };
         let tz = policy
             .as_ref()
-            .and_then(|p| crate::schedule::parse_tz(p.properties.get("timeZone").and_then(|v| v.as_str())).ok())
+            .and_then(|p| {
+                crate::schedule::parse_tz(p.properties.get("timeZone").and_then(|v| v.as_str()))
+                    .ok()
+            })
             .unwrap_or(chrono_tz::Tz::UTC);
         let protection = if it.protection_state == "ProtectionStopped" {
             Protection::StoppedRetainData
@@ -51,10 +60,17 @@ pub fn preview(svc: &Service, vault: &Vault, now: DateTime<Utc>) -> Result<Vec<I
         let ins: Vec<PointIn> = points
             .iter()
             .filter(|p| !p.damaged)
-            .map(|p| PointIn { id: p.id.clone(), time: p.time, scheduled: p.scheduled, explicit_expiry: p.expiry })
+            .map(|p| PointIn {
+                id: p.id.clone(),
+                time: p.time,
+                scheduled: p.scheduled,
+                explicit_expiry: p.expiry,
+            })
             .collect();
         let mut decisions = retention::evaluate(
-            policy.as_ref().and_then(|p| p.properties.get("retentionPolicy")),
+            policy
+                .as_ref()
+                .and_then(|p| p.properties.get("retentionPolicy")),
             tz,
             &ins,
             protection,
@@ -89,8 +105,16 @@ pub(crate) async fn garbage_collect(
     let now = Utc::now();
     let key = vault.vault.key();
     let previews = preview(svc, vault, now).map_err(store_err)?;
-    let expired: Vec<String> = previews.iter().flat_map(|p| p.points.iter()).filter(|d| !d.keep).map(|d| d.id.clone()).collect();
-    let all_points: Vec<RecoveryPoint> = svc.store.tx(|tx| tx.list(K_RP, &key, None)).map_err(store_err)?;
+    let expired: Vec<String> = previews
+        .iter()
+        .flat_map(|p| p.points.iter())
+        .filter(|d| !d.keep)
+        .map(|d| d.id.clone())
+        .collect();
+    let all_points: Vec<RecoveryPoint> = svc
+        .store
+        .tx(|tx| tx.list(K_RP, &key, None))
+        .map_err(store_err)?;
     let expired_set: HashSet<&str> = expired.iter().map(String::as_str).collect();
     let mut forget: Vec<String> = all_points
         .iter()
@@ -117,8 +141,10 @@ pub(crate) async fn garbage_collect(
     let repo = repo_config(svc, vault);
     if !repo.path.join("config").exists() {
         svc.update_job(&job.id, |j| {
-            j.property_bag.insert("Recovery Points Expired".into(), "0".into());
-            j.property_bag.insert("Orphan Snapshots Removed".into(), "0".into());
+            j.property_bag
+                .insert("Recovery Points Expired".into(), "0".into());
+            j.property_bag
+                .insert("Orphan Snapshots Removed".into(), "0".into());
         })
         .map_err(store_err)?;
         return Ok(Outcome::Done { warnings: vec![] });
@@ -128,12 +154,28 @@ pub(crate) async fn garbage_collect(
     let known: HashSet<&str> = all_points.iter().map(|p| p.snapshot_id.as_str()).collect();
     let snaps = match engine_call(svc, &ctx, Request::Snapshots { repo: repo.clone() }).await? {
         Response::Snapshots(s) => s,
-        other => return Err(EngineError::Worker(format!("unexpected worker answer {other:?}"))),
+        other => {
+            return Err(EngineError::Worker(format!(
+                "unexpected worker answer {other:?}"
+            )))
+        }
     };
-    let orphans: Vec<String> = snaps.iter().filter(|s| !known.contains(s.id.as_str())).map(|s| s.id.clone()).collect();
+    let orphans: Vec<String> = snaps
+        .iter()
+        .filter(|s| !known.contains(s.id.as_str()))
+        .map(|s| s.id.clone())
+        .collect();
     forget.extend(orphans.iter().cloned());
     if !forget.is_empty() {
-        engine_call(svc, &ctx, Request::Forget { repo: repo.clone(), ids: forget }).await?;
+        engine_call(
+            svc,
+            &ctx,
+            Request::Forget {
+                repo: repo.clone(),
+                ids: forget,
+            },
+        )
+        .await?;
     }
     svc.store
         .tx(|tx| {
@@ -152,8 +194,10 @@ pub(crate) async fn garbage_collect(
     }
     engine_call(svc, &ctx, Request::Prune { repo }).await?;
     svc.update_job(&job.id, |j| {
-        j.property_bag.insert("Recovery Points Expired".into(), expired.len().to_string());
-        j.property_bag.insert("Orphan Snapshots Removed".into(), orphans.len().to_string());
+        j.property_bag
+            .insert("Recovery Points Expired".into(), expired.len().to_string());
+        j.property_bag
+            .insert("Orphan Snapshots Removed".into(), orphans.len().to_string());
     })
     .map_err(store_err)?;
     Ok(Outcome::Done { warnings: vec![] })
@@ -170,14 +214,34 @@ pub(crate) async fn verify(
     let repo = repo_config(svc, vault);
     let now = Utc::now();
     let report = if repo.path.join("config").exists() {
-        match engine_call(svc, &ctx, Request::Verify { repo, read_data_percent }).await? {
+        match engine_call(
+            svc,
+            &ctx,
+            Request::Verify {
+                repo,
+                read_data_percent,
+            },
+        )
+        .await?
+        {
             Response::Verify(r) => r,
-            other => return Err(EngineError::Worker(format!("unexpected worker answer {other:?}"))),
+            other => {
+                return Err(EngineError::Worker(format!(
+                    "unexpected worker answer {other:?}"
+                )))
+            }
         }
     } else {
-        rsvault_engine::VerifyReport { ok: true, ..Default::default() }
+        rsvault_engine::VerifyReport {
+            ok: true,
+            ..Default::default()
+        }
     };
-    let damaged: HashSet<&str> = report.damaged_snapshots.iter().map(String::as_str).collect();
+    let damaged: HashSet<&str> = report
+        .damaged_snapshots
+        .iter()
+        .map(String::as_str)
+        .collect();
     let mut findings = Vec::new();
     svc.store
         .tx(|tx| {
@@ -185,7 +249,10 @@ pub(crate) async fn verify(
             let mut bad_items = HashSet::new();
             for mut p in points {
                 let is_bad = damaged.contains(p.snapshot_id.as_str())
-                    || report.damaged_snapshots.iter().any(|d| p.snapshot_id.starts_with(d.as_str()));
+                    || report
+                        .damaged_snapshots
+                        .iter()
+                        .any(|d| p.snapshot_id.starts_with(d.as_str()));
                 if is_bad != p.damaged {
                     p.damaged = is_bad;
                     tx.put(K_RP, &key, &p.id, &p.item_key, &p)?;
@@ -195,8 +262,14 @@ pub(crate) async fn verify(
                     findings.push(JobError {
                         code: codes::REPOSITORY,
                         title: "Recovery point damaged".into(),
-                        message: format!("Recovery point {} ({}) failed verification.", p.id, p.item_key),
-                        recommendations: vec!["Take a new backup of the item; restore from another recovery point.".into()],
+                        message: format!(
+                            "Recovery point {} ({}) failed verification.",
+                            p.id, p.item_key
+                        ),
+                        recommendations: vec![
+                            "Take a new backup of the item; restore from another recovery point."
+                                .into(),
+                        ],
                     });
                 }
             }
@@ -233,9 +306,14 @@ pub(crate) async fn verify(
     svc.update_job(&job.id, |j| {
         j.property_bag.insert(
             "Data Read".into(),
-            read_data_percent.map(|p| format!("{p}%")).unwrap_or_else(|| "100%".into()),
+            read_data_percent
+                .map(|p| format!("{p}%"))
+                .unwrap_or_else(|| "100%".into()),
         );
-        j.property_bag.insert("Damaged Recovery Points".into(), report.damaged_snapshots.len().to_string());
+        j.property_bag.insert(
+            "Damaged Recovery Points".into(),
+            report.damaged_snapshots.len().to_string(),
+        );
     })
     .map_err(store_err)?;
     Ok(Outcome::Warned(findings))

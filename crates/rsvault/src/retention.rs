@@ -49,15 +49,22 @@ fn add(t: DateTime<Utc>, count: i64, unit: &str) -> DateTime<Utc> {
     match unit {
         "Days" => t + Duration::days(count),
         "Weeks" => t + Duration::weeks(count),
-        "Months" => t.checked_add_months(Months::new(count as u32)).unwrap_or(DateTime::<Utc>::MAX_UTC),
-        "Years" => t.checked_add_months(Months::new(count as u32 * 12)).unwrap_or(DateTime::<Utc>::MAX_UTC),
+        "Months" => t
+            .checked_add_months(Months::new(count as u32))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        "Years" => t
+            .checked_add_months(Months::new(count as u32 * 12))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
         _ => t,
     }
 }
 
 fn duration_of(rule: &Value) -> Option<(i64, String)> {
     let d = rule.get("retentionDuration")?;
-    Some((d.get("count")?.as_i64()?, d.get("durationType")?.as_str()?.to_string()))
+    Some((
+        d.get("count")?.as_i64()?,
+        d.get("durationType")?.as_str()?.to_string(),
+    ))
 }
 
 fn weekdays(v: Option<&Value>) -> Vec<Weekday> {
@@ -67,7 +74,9 @@ fn weekdays(v: Option<&Value>) -> Vec<Weekday> {
 }
 
 fn week_of_month(d: NaiveDate) -> &'static str {
-    let last = d.checked_add_signed(Duration::days(7)).is_none_or(|n| n.month() != d.month());
+    let last = d
+        .checked_add_signed(Duration::days(7))
+        .is_none_or(|n| n.month() != d.month());
     match (d.day() - 1) / 7 {
         _ if last && (d.day() - 1) / 7 >= 3 => "Last",
         0 => "First",
@@ -81,7 +90,10 @@ fn week_of_month(d: NaiveDate) -> &'static str {
 /// Whether a point taken on local date `d` is selected by a monthly/yearly rule's day format.
 /// `first_of_period` is used when the rule names no days.
 fn selected_by_days(rule: &Value, d: NaiveDate, first_of_period: bool) -> bool {
-    match rule.get("retentionScheduleFormatType").and_then(Value::as_str) {
+    match rule
+        .get("retentionScheduleFormatType")
+        .and_then(Value::as_str)
+    {
         Some("Weekly") => {
             let w = rule.get("retentionScheduleWeekly");
             let days = weekdays(w.and_then(|w| w.get("daysOfTheWeek")));
@@ -129,36 +141,67 @@ pub fn evaluate(
     // The last scheduled point of each ISO week, the first of each month and of each year.
     let last_of_week = |p: &PointIn| {
         let wk = local(p).iso_week();
-        !scheduled.iter().any(|q| q.time > p.time && local(q).iso_week() == wk)
+        !scheduled
+            .iter()
+            .any(|q| q.time > p.time && local(q).iso_week() == wk)
     };
     let first_of_month = |p: &PointIn| {
         let d = local(p);
-        !scheduled.iter().any(|q| q.time < p.time && local(q).year() == d.year() && local(q).month() == d.month())
+        !scheduled.iter().any(|q| {
+            q.time < p.time && local(q).year() == d.year() && local(q).month() == d.month()
+        })
     };
     let first_of_year = |p: &PointIn| {
         let d = local(p);
-        !scheduled.iter().any(|q| q.time < p.time && local(q).year() == d.year())
+        !scheduled
+            .iter()
+            .any(|q| q.time < p.time && local(q).year() == d.year())
     };
 
     sorted
         .iter()
         .map(|p| {
             let (expiry, reason) = if protection == Protection::StoppedRetainData {
-                (None, "protection stopped with data retained: kept until deleted".to_string())
+                (
+                    None,
+                    "protection stopped with data retained: kept until deleted".to_string(),
+                )
             } else if let Some(e) = p.explicit_expiry {
-                (Some(e), "on-demand backup with recoveryPointExpiryTimeInUTC".to_string())
+                (
+                    Some(e),
+                    "on-demand backup with recoveryPointExpiryTimeInUTC".to_string(),
+                )
             } else if !p.scheduled {
-                (Some(p.time + Duration::days(ON_DEMAND_DAYS)), format!("on-demand backup: default {ON_DEMAND_DAYS}-day retention"))
+                (
+                    Some(p.time + Duration::days(ON_DEMAND_DAYS)),
+                    format!("on-demand backup: default {ON_DEMAND_DAYS}-day retention"),
+                )
             } else {
-                scheduled_expiry(retention, p, local(p), last_of_week(p), first_of_month(p), first_of_year(p))
+                scheduled_expiry(
+                    retention,
+                    p,
+                    local(p),
+                    last_of_week(p),
+                    first_of_month(p),
+                    first_of_year(p),
+                )
             };
             let mut keep = expiry.is_none_or(|e| e > now);
             let mut reason = reason;
-            if !keep && protection == Protection::Protected && newest.as_deref() == Some(p.id.as_str()) {
+            if !keep
+                && protection == Protection::Protected
+                && newest.as_deref() == Some(p.id.as_str())
+            {
                 keep = true;
                 reason = format!("{reason}; kept as the newest recovery point of a protected item");
             }
-            Decision { id: p.id.clone(), time: p.time, expiry, keep, reason }
+            Decision {
+                id: p.id.clone(),
+                time: p.time,
+                expiry,
+                keep,
+                reason,
+            }
         })
         .collect()
 }
@@ -172,11 +215,17 @@ fn scheduled_expiry(
     first_of_year: bool,
 ) -> (Option<DateTime<Utc>>, String) {
     let Some(r) = retention else {
-        return (Some(p.time + Duration::days(ON_DEMAND_DAYS)), "no policy: default 30-day retention".into());
+        return (
+            Some(p.time + Duration::days(ON_DEMAND_DAYS)),
+            "no policy: default 30-day retention".into(),
+        );
     };
     if r.get("retentionPolicyType").and_then(Value::as_str) == Some("SimpleRetentionPolicy") {
         return match duration_of(r) {
-            Some((n, u)) => (Some(add(p.time, n, &u)), format!("simple retention: {n} {u}")),
+            Some((n, u)) => (
+                Some(add(p.time, n, &u)),
+                format!("simple retention: {n} {u}"),
+            ),
             None => (Some(p.time), "simple retention without a duration".into()),
         };
     }
@@ -194,19 +243,48 @@ fn scheduled_expiry(
     consider("daily", r.get("dailySchedule"), true);
     let weekly = r.get("weeklySchedule");
     let wdays = weekdays(weekly.and_then(|w| w.get("daysOfTheWeek")));
-    consider("weekly", weekly, if wdays.is_empty() { last_of_week } else { wdays.contains(&d.weekday()) });
+    consider(
+        "weekly",
+        weekly,
+        if wdays.is_empty() {
+            last_of_week
+        } else {
+            wdays.contains(&d.weekday())
+        },
+    );
     let monthly = r.get("monthlySchedule");
-    consider("monthly", monthly, monthly.is_some_and(|m| selected_by_days(m, d, first_of_month)));
+    consider(
+        "monthly",
+        monthly,
+        monthly.is_some_and(|m| selected_by_days(m, d, first_of_month)),
+    );
     let yearly = r.get("yearlySchedule");
     let month_ok = |y: &Value| {
-        let months: Vec<&str> = y.get("monthsOfYear").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-        let name = chrono::Month::try_from(d.month() as u8).map(|m| m.name()).unwrap_or("");
+        let months: Vec<&str> = y
+            .get("monthsOfYear")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let name = chrono::Month::try_from(d.month() as u8)
+            .map(|m| m.name())
+            .unwrap_or("");
         months.is_empty() || months.contains(&name)
     };
     consider(
         "yearly",
         yearly,
-        yearly.is_some_and(|y| month_ok(y) && selected_by_days(y, d, if y.get("monthsOfYear").is_some() { first_of_month } else { first_of_year })),
+        yearly.is_some_and(|y| {
+            month_ok(y)
+                && selected_by_days(
+                    y,
+                    d,
+                    if y.get("monthsOfYear").is_some() {
+                        first_of_month
+                    } else {
+                        first_of_year
+                    },
+                )
+        }),
     );
     match best {
         Some((e, why)) => (Some(e), why),
@@ -220,7 +298,11 @@ mod tests {
     use serde_json::json;
 
     fn day(y: i32, m: u32, d: u32) -> DateTime<Utc> {
-        NaiveDate::from_ymd_opt(y, m, d).unwrap().and_hms_opt(2, 0, 0).unwrap().and_utc()
+        NaiveDate::from_ymd_opt(y, m, d)
+            .unwrap()
+            .and_hms_opt(2, 0, 0)
+            .unwrap()
+            .and_utc()
     }
 
     fn gfs() -> Value {
@@ -246,8 +328,19 @@ mod tests {
         let mut t = day(2025, 1, 1);
         let end = day(2025, 12, 31);
         while t <= end {
-            kept.push(PointIn { id: t.date_naive().to_string(), time: t, scheduled: true, explicit_expiry: None });
-            let decisions = evaluate(Some(&policy), Tz::UTC, &kept, Protection::Protected, t + Duration::hours(1));
+            kept.push(PointIn {
+                id: t.date_naive().to_string(),
+                time: t,
+                scheduled: true,
+                explicit_expiry: None,
+            });
+            let decisions = evaluate(
+                Some(&policy),
+                Tz::UTC,
+                &kept,
+                Protection::Protected,
+                t + Duration::hours(1),
+            );
             kept.retain(|p| decisions.iter().any(|d| d.id == p.id && d.keep));
             t += Duration::days(1);
         }
@@ -257,11 +350,20 @@ mod tests {
             // yearly: first Sunday of January (kept 2 years)
             "2025-01-05",
             // monthly: first Sundays within 3 months of 2025-12-31 03:00
-            "2025-10-05", "2025-11-02", "2025-12-07",
+            "2025-10-05",
+            "2025-11-02",
+            "2025-12-07",
             // weekly: Sundays within 4 weeks
-            "2025-12-14", "2025-12-21", "2025-12-28",
+            "2025-12-14",
+            "2025-12-21",
+            "2025-12-28",
             // daily: the last 7 days (12-25 expires exactly at 2026-01-01 02:00, after now)
-            "2025-12-25", "2025-12-26", "2025-12-27", "2025-12-29", "2025-12-30", "2025-12-31",
+            "2025-12-25",
+            "2025-12-26",
+            "2025-12-27",
+            "2025-12-29",
+            "2025-12-30",
+            "2025-12-31",
         ];
         let mut expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
         expected.sort();
@@ -272,27 +374,72 @@ mod tests {
     fn policy_change_reevaluates_and_last_point_survives() {
         let short = json!({"retentionPolicyType": "SimpleRetentionPolicy", "retentionDuration": {"count": 1, "durationType": "Days"}});
         let pts: Vec<PointIn> = (0..5)
-            .map(|i| PointIn { id: format!("p{i}"), time: day(2026, 1, 1 + i), scheduled: true, explicit_expiry: None })
+            .map(|i| PointIn {
+                id: format!("p{i}"),
+                time: day(2026, 1, 1 + i),
+                scheduled: true,
+                explicit_expiry: None,
+            })
             .collect();
         let now = day(2026, 3, 1);
         let d = evaluate(Some(&short), Tz::UTC, &pts, Protection::Protected, now);
-        assert_eq!(d.iter().filter(|d| d.keep).map(|d| d.id.as_str()).collect::<Vec<_>>(), ["p4"], "only the last good point");
+        assert_eq!(
+            d.iter()
+                .filter(|d| d.keep)
+                .map(|d| d.id.as_str())
+                .collect::<Vec<_>>(),
+            ["p4"],
+            "only the last good point"
+        );
         assert!(d[4].reason.contains("newest"));
         let long = json!({"retentionPolicyType": "SimpleRetentionPolicy", "retentionDuration": {"count": 1, "durationType": "Years"}});
-        assert!(evaluate(Some(&long), Tz::UTC, &pts, Protection::Protected, now).iter().all(|d| d.keep));
-        assert!(evaluate(Some(&short), Tz::UTC, &pts, Protection::StoppedRetainData, now).iter().all(|d| d.keep && d.expiry.is_none()));
+        assert!(
+            evaluate(Some(&long), Tz::UTC, &pts, Protection::Protected, now)
+                .iter()
+                .all(|d| d.keep)
+        );
+        assert!(evaluate(
+            Some(&short),
+            Tz::UTC,
+            &pts,
+            Protection::StoppedRetainData,
+            now
+        )
+        .iter()
+        .all(|d| d.keep && d.expiry.is_none()));
     }
 
     #[test]
     fn on_demand_points_use_their_expiry() {
         let pts = vec![
-            PointIn { id: "a".into(), time: day(2026, 1, 1), scheduled: false, explicit_expiry: Some(day(2026, 1, 3)) },
-            PointIn { id: "b".into(), time: day(2026, 1, 2), scheduled: false, explicit_expiry: None },
-            PointIn { id: "c".into(), time: day(2026, 1, 3), scheduled: false, explicit_expiry: Some(day(2027, 1, 1)) },
+            PointIn {
+                id: "a".into(),
+                time: day(2026, 1, 1),
+                scheduled: false,
+                explicit_expiry: Some(day(2026, 1, 3)),
+            },
+            PointIn {
+                id: "b".into(),
+                time: day(2026, 1, 2),
+                scheduled: false,
+                explicit_expiry: None,
+            },
+            PointIn {
+                id: "c".into(),
+                time: day(2026, 1, 3),
+                scheduled: false,
+                explicit_expiry: Some(day(2027, 1, 1)),
+            },
         ];
         let d = evaluate(None, Tz::UTC, &pts, Protection::Protected, day(2026, 1, 10));
-        assert_eq!(d.iter().map(|d| d.keep).collect::<Vec<_>>(), [false, true, true]);
+        assert_eq!(
+            d.iter().map(|d| d.keep).collect::<Vec<_>>(),
+            [false, true, true]
+        );
         let d = evaluate(None, Tz::UTC, &pts, Protection::Protected, day(2026, 2, 10));
-        assert_eq!(d.iter().map(|d| d.keep).collect::<Vec<_>>(), [false, false, true]);
+        assert_eq!(
+            d.iter().map(|d| d.keep).collect::<Vec<_>>(),
+            [false, false, true]
+        );
     }
 }

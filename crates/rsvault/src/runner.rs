@@ -166,7 +166,9 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
 
     let outcome = match job.work.clone() {
         Work::Instant => Ok(Outcome::Done { warnings: vec![] }),
-        Work::Backup { expiry, scheduled } => backup(&svc, &vault, &job, ctx.clone(), expiry, scheduled).await,
+        Work::Backup { expiry, scheduled } => {
+            backup(&svc, &vault, &job, ctx.clone(), expiry, scheduled).await
+        }
         Work::Restore {
             snapshot_id,
             paths,
@@ -186,7 +188,9 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
             .await
         }
         Work::DeleteData => delete_data(&svc, &vault, &job, ctx.clone()).await,
-        Work::GarbageCollection => crate::maintenance::garbage_collect(&svc, &vault, &job, ctx.clone()).await,
+        Work::GarbageCollection => {
+            crate::maintenance::garbage_collect(&svc, &vault, &job, ctx.clone()).await
+        }
         Work::Verify { read_data_percent } => {
             crate::maintenance::verify(&svc, &vault, &job, ctx.clone(), read_data_percent).await
         }
@@ -212,7 +216,11 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
         }
         Ok(Outcome::Warned(errors)) => {
             j.errors.extend(errors.iter().cloned());
-            j.finish(if errors.is_empty() { JobStatus::Completed } else { JobStatus::CompletedWithWarnings });
+            j.finish(if errors.is_empty() {
+                JobStatus::Completed
+            } else {
+                JobStatus::CompletedWithWarnings
+            });
         }
         Ok(Outcome::Cancelled) => j.finish(JobStatus::Cancelled),
         Err(e) => {
@@ -278,7 +286,9 @@ fn classify(e: &rsvault_engine::Error) -> (i32, &'static str, &'static str) {
 }
 
 pub(crate) enum Outcome {
-    Done { warnings: Vec<Warning> },
+    Done {
+        warnings: Vec<Warning>,
+    },
     /// Completed; these findings make it `CompletedWithWarnings`.
     Warned(Vec<JobError>),
     Cancelled,

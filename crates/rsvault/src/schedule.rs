@@ -1,16 +1,27 @@
 //! When a policy's backups run: `schedulePolicy` (daily / weekly run times, hourly windows) in the
 //! policy's `timeZone`. Pure: no IO, no clock — callers pass `now`.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Timelike, Utc, Weekday};
+use chrono::{
+    DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Timelike, Utc, Weekday,
+};
 use chrono_tz::Tz;
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frequency {
-    Daily { times: Vec<NaiveTime> },
-    Weekly { days: Vec<Weekday>, times: Vec<NaiveTime> },
+    Daily {
+        times: Vec<NaiveTime>,
+    },
+    Weekly {
+        days: Vec<Weekday>,
+        times: Vec<NaiveTime>,
+    },
     /// Every `interval` hours inside a daily window starting at `start`, `window` hours long.
-    Hourly { interval: u32, start: NaiveTime, window: u32 },
+    Hourly {
+        interval: u32,
+        start: NaiveTime,
+        window: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -21,7 +32,9 @@ pub struct Schedule {
 
 /// Maps the Windows time-zone names Azure uses (and IANA names) to a zone.
 pub fn parse_tz(name: Option<&str>) -> Result<Tz, String> {
-    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else { return Ok(Tz::UTC) };
+    let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) else {
+        return Ok(Tz::UTC);
+    };
     const WINDOWS: &[(&str, &str)] = &[
         ("UTC", "UTC"),
         ("Coordinated Universal Time", "UTC"),
@@ -61,7 +74,9 @@ pub fn parse_tz(name: Option<&str>) -> Result<Tz, String> {
 }
 
 fn time_of(v: &Value) -> Result<NaiveTime, String> {
-    let s = v.as_str().ok_or_else(|| format!("{v} is not a date-time"))?;
+    let s = v
+        .as_str()
+        .ok_or_else(|| format!("{v} is not a date-time"))?;
     let t = DateTime::parse_from_rfc3339(s)
         .map(|t| t.naive_utc())
         .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S"))
@@ -95,16 +110,25 @@ impl Schedule {
     pub fn from_policy(props: &Value) -> Result<Self, String> {
         let tz = parse_tz(props.get("timeZone").and_then(Value::as_str))?;
         let sp = props.get("schedulePolicy").ok_or("no schedulePolicy")?;
-        let freq = sp.get("scheduleRunFrequency").and_then(Value::as_str).unwrap_or("");
-        let v2 = sp.get("schedulePolicyType").and_then(Value::as_str) == Some("SimpleSchedulePolicyV2");
+        let freq = sp
+            .get("scheduleRunFrequency")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let v2 =
+            sp.get("schedulePolicyType").and_then(Value::as_str) == Some("SimpleSchedulePolicyV2");
         let frequency = match (freq, v2) {
-            ("Daily", false) => Frequency::Daily { times: times(sp.get("scheduleRunTimes"))? },
+            ("Daily", false) => Frequency::Daily {
+                times: times(sp.get("scheduleRunTimes"))?,
+            },
             ("Daily", true) => Frequency::Daily {
                 times: times(sp.pointer("/dailySchedule/scheduleRunTimes"))?,
             },
             ("Weekly", _) => {
                 let (days, t) = if v2 {
-                    (sp.pointer("/weeklySchedule/scheduleRunDays"), sp.pointer("/weeklySchedule/scheduleRunTimes"))
+                    (
+                        sp.pointer("/weeklySchedule/scheduleRunDays"),
+                        sp.pointer("/weeklySchedule/scheduleRunTimes"),
+                    )
                 } else {
                     (sp.get("scheduleRunDays"), sp.get("scheduleRunTimes"))
                 };
@@ -116,20 +140,40 @@ impl Schedule {
                 if days.is_empty() {
                     return Err("a weekly schedule needs scheduleRunDays".into());
                 }
-                Frequency::Weekly { days, times: times(t)? }
+                Frequency::Weekly {
+                    days,
+                    times: times(t)?,
+                }
             }
             ("Hourly", _) => {
-                let h = sp.get("hourlySchedule").ok_or("an hourly schedule needs hourlySchedule")?;
+                let h = sp
+                    .get("hourlySchedule")
+                    .ok_or("an hourly schedule needs hourlySchedule")?;
                 let interval = h.get("interval").and_then(Value::as_u64).unwrap_or(4) as u32;
                 if ![4, 6, 8, 12].contains(&interval) {
-                    return Err(format!("hourlySchedule.interval {interval} is invalid; allowed: 4, 6, 8, 12"));
+                    return Err(format!(
+                        "hourlySchedule.interval {interval} is invalid; allowed: 4, 6, 8, 12"
+                    ));
                 }
-                let start = h.get("scheduleWindowStartTime").map(time_of).transpose()?.unwrap_or(NaiveTime::MIN);
-                let window = h.get("scheduleWindowDuration").and_then(Value::as_u64).unwrap_or(24) as u32;
+                let start = h
+                    .get("scheduleWindowStartTime")
+                    .map(time_of)
+                    .transpose()?
+                    .unwrap_or(NaiveTime::MIN);
+                let window = h
+                    .get("scheduleWindowDuration")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(24) as u32;
                 if !(1..=24).contains(&window) {
-                    return Err(format!("hourlySchedule.scheduleWindowDuration {window} is invalid; allowed 1..=24"));
+                    return Err(format!(
+                        "hourlySchedule.scheduleWindowDuration {window} is invalid; allowed 1..=24"
+                    ));
                 }
-                Frequency::Hourly { interval, start, window }
+                Frequency::Hourly {
+                    interval,
+                    start,
+                    window,
+                }
             }
             (other, _) => return Err(format!("scheduleRunFrequency '{other}' is not supported")),
         };
@@ -147,11 +191,17 @@ impl Schedule {
                     vec![]
                 }
             }
-            Frequency::Hourly { interval, start, window } => (0..*window)
+            Frequency::Hourly {
+                interval,
+                start,
+                window,
+            } => (0..*window)
                 .step_by(*interval as usize)
                 .filter_map(|h| {
                     let secs = start.num_seconds_from_midnight() + h * 3600;
-                    (secs < 86_400).then(|| NaiveTime::from_num_seconds_from_midnight_opt(secs, 0)).flatten()
+                    (secs < 86_400)
+                        .then(|| NaiveTime::from_num_seconds_from_midnight_opt(secs, 0))
+                        .flatten()
                 })
                 .collect(),
         };
@@ -201,10 +251,19 @@ mod tests {
         }))
         .unwrap();
         // 02:00 in Los Angeles in winter is 10:00 UTC.
-        assert_eq!(s.latest_slot(at("2026-01-10T12:00:00Z")), Some(at("2026-01-10T10:00:00Z")));
-        assert_eq!(s.latest_slot(at("2026-01-10T09:59:00Z")), Some(at("2026-01-09T10:00:00Z")));
+        assert_eq!(
+            s.latest_slot(at("2026-01-10T12:00:00Z")),
+            Some(at("2026-01-10T10:00:00Z"))
+        );
+        assert_eq!(
+            s.latest_slot(at("2026-01-10T09:59:00Z")),
+            Some(at("2026-01-09T10:00:00Z"))
+        );
         // Summer time: 09:00 UTC.
-        assert_eq!(s.next_slot(at("2026-07-01T00:00:00Z")), Some(at("2026-07-01T09:00:00Z")));
+        assert_eq!(
+            s.next_slot(at("2026-07-01T00:00:00Z")),
+            Some(at("2026-07-01T09:00:00Z"))
+        );
     }
 
     #[test]
@@ -215,21 +274,39 @@ mod tests {
         }))
         .unwrap();
         // 2026-11-28 is a Saturday: the last run was Wednesday the 25th.
-        assert_eq!(w.latest_slot(at("2026-11-28T12:00:00Z")), Some(at("2026-11-25T23:30:00Z")));
-        assert_eq!(w.next_slot(at("2026-11-28T12:00:00Z")), Some(at("2026-11-29T23:30:00Z")));
+        assert_eq!(
+            w.latest_slot(at("2026-11-28T12:00:00Z")),
+            Some(at("2026-11-25T23:30:00Z"))
+        );
+        assert_eq!(
+            w.next_slot(at("2026-11-28T12:00:00Z")),
+            Some(at("2026-11-29T23:30:00Z"))
+        );
         let h = Schedule::from_policy(&json!({
             "schedulePolicy": {"schedulePolicyType": "SimpleSchedulePolicyV2", "scheduleRunFrequency": "Hourly",
                 "hourlySchedule": {"interval": 4, "scheduleWindowStartTime": "2018-01-24T08:00:00Z", "scheduleWindowDuration": 12}}
         }))
         .unwrap();
-        assert_eq!(h.latest_slot(at("2026-11-28T13:00:00Z")), Some(at("2026-11-28T12:00:00Z")));
-        assert_eq!(h.latest_slot(at("2026-11-28T23:00:00Z")), Some(at("2026-11-28T16:00:00Z")));
-        assert_eq!(h.latest_slot(at("2026-11-28T07:00:00Z")), Some(at("2026-11-27T16:00:00Z")));
+        assert_eq!(
+            h.latest_slot(at("2026-11-28T13:00:00Z")),
+            Some(at("2026-11-28T12:00:00Z"))
+        );
+        assert_eq!(
+            h.latest_slot(at("2026-11-28T23:00:00Z")),
+            Some(at("2026-11-28T16:00:00Z"))
+        );
+        assert_eq!(
+            h.latest_slot(at("2026-11-28T07:00:00Z")),
+            Some(at("2026-11-27T16:00:00Z"))
+        );
     }
 
     #[test]
     fn unknown_zone_is_an_error() {
         assert!(parse_tz(Some("Mars Standard Time")).is_err());
-        assert_eq!(parse_tz(Some("Europe/Berlin")).unwrap(), chrono_tz::Europe::Berlin);
+        assert_eq!(
+            parse_tz(Some("Europe/Berlin")).unwrap(),
+            chrono_tz::Europe::Berlin
+        );
     }
 }

@@ -42,19 +42,31 @@ pub fn tick(svc: &Arc<Service>, now: DateTime<Utc>) -> anyhow::Result<TickReport
     let mut report = TickReport::default();
     let lease_for = Duration::seconds(3 * svc.config.scheduler.tick_seconds as i64);
     report.leader = svc.store.tx(|tx| {
-        tx.acquire_lease("scheduler", &svc.node_id, &crate::arm::time(now), &crate::arm::time(now + lease_for))
+        tx.acquire_lease(
+            "scheduler",
+            &svc.node_id,
+            &crate::arm::time(now),
+            &crate::arm::time(now + lease_for),
+        )
     })?;
     if !report.leader {
         return Ok(report);
     }
     for vault_key in svc.store.tx(|tx| tx.vault_keys())? {
-        let Some(vault) = svc.store.tx(|tx| tx.get::<Vault>(K_VAULT, &vault_key, ""))? else { continue };
+        let Some(vault) = svc
+            .store
+            .tx(|tx| tx.get::<Vault>(K_VAULT, &vault_key, ""))?
+        else {
+            continue;
+        };
         report.backups_started += policy_runs(svc, &vault, now)?;
         report.maintenance_started += maintenance_runs(svc, &vault, now)?;
     }
     let days = svc.config.jobs.history_days as i64;
     let cutoff = crate::arm::time(now - Duration::days(days));
-    report.jobs_deleted = svc.store.tx(|tx| tx.delete_finished_jobs_before(&cutoff, HISTORY_BATCH))?;
+    report.jobs_deleted = svc
+        .store
+        .tx(|tx| tx.delete_finished_jobs_before(&cutoff, HISTORY_BATCH))?;
     Ok(report)
 }
 
@@ -66,8 +78,13 @@ fn policy_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow:
         if !matches!(it.protection_state.as_str(), "Protected" | "IRPending") {
             continue;
         }
-        let Some(pname) = it.policy.clone() else { continue };
-        let Some(policy) = svc.store.tx(|tx| tx.get::<Policy>(K_POLICY, &key, &pname.to_ascii_lowercase()))? else {
+        let Some(pname) = it.policy.clone() else {
+            continue;
+        };
+        let Some(policy) = svc
+            .store
+            .tx(|tx| tx.get::<Policy>(K_POLICY, &key, &pname.to_ascii_lowercase()))?
+        else {
             continue;
         };
         let schedule = match crate::schedule::Schedule::from_policy(&policy.properties) {
@@ -77,35 +94,60 @@ fn policy_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow:
                 continue;
             }
         };
-        let Some(slot) = schedule.latest_slot(now) else { continue };
+        let Some(slot) = schedule.latest_slot(now) else {
+            continue;
+        };
         // Slots before protection began, or already handled, are not runs.
         if slot <= it.created || it.last_scheduled.is_some_and(|l| slot <= l) {
             continue;
         }
-        let job = crate::api::handlers::new_job(vault, &it, "Backup", Work::Backup { expiry: None, scheduled: true }, false);
+        let job = crate::api::handlers::new_job(
+            vault,
+            &it,
+            "Backup",
+            Work::Backup {
+                expiry: None,
+                scheduled: true,
+            },
+            false,
+        );
         let slot_s = crate::arm::time(slot);
         let item_key = it.key();
         let job_id = job.id.clone();
-        let claimed = svc.store.tx(|tx| tx.claim_slot(&key, &item_key, &slot_s, &job_id))?;
+        let claimed = svc
+            .store
+            .tx(|tx| tx.claim_slot(&key, &item_key, &slot_s, &job_id))?;
         it.last_scheduled = Some(slot);
-        svc.put_item(vault, &it).map_err(|e| anyhow::anyhow!("{e}"))?;
+        svc.put_item(vault, &it)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         if claimed {
-            svc.create_job(job, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+            svc.create_job(job, None)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             started += 1;
         }
     }
     Ok(started)
 }
 
-fn maintenance_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow::Result<usize> {
+fn maintenance_runs(
+    svc: &Arc<Service>,
+    vault: &Vault,
+    now: DateTime<Utc>,
+) -> anyhow::Result<usize> {
     let m = &svc.config.maintenance;
     let mut started = 0;
-    for (interval, op) in [(m.gc_interval_hours, "GarbageCollection"), (m.verify_interval_hours, "Verify")] {
+    for (interval, op) in [
+        (m.gc_interval_hours, "GarbageCollection"),
+        (m.verify_interval_hours, "Verify"),
+    ] {
         if interval == 0 {
             continue;
         }
         // Due when the last job of this kind started longer ago than the interval (or never ran).
-        let q = crate::store::JobQuery { operation: Some(op.into()), ..Default::default() };
+        let q = crate::store::JobQuery {
+            operation: Some(op.into()),
+            ..Default::default()
+        };
         let last = svc.store.tx(|tx| tx.list_jobs(&vault.vault.key(), &q, 1))?;
         let due = match last.first() {
             None => true,
@@ -118,16 +160,22 @@ fn maintenance_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> an
         if !due {
             continue;
         }
-        let slot = crate::arm::time(now - Duration::seconds(now.timestamp() % (interval as i64 * 3600)));
+        let slot =
+            crate::arm::time(now - Duration::seconds(now.timestamp() % (interval as i64 * 3600)));
         let work = if op == "Verify" {
-            Work::Verify { read_data_percent: Some(m.verify_read_data_percent) }
+            Work::Verify {
+                read_data_percent: Some(m.verify_read_data_percent),
+            }
         } else {
             Work::GarbageCollection
         };
         let job = svc.maintenance_job(vault, op, work, false);
-        let claimed = svc.store.tx(|tx| tx.claim_slot(&vault.vault.key(), op, &slot, &job.id))?;
+        let claimed = svc
+            .store
+            .tx(|tx| tx.claim_slot(&vault.vault.key(), op, &slot, &job.id))?;
         if claimed {
-            svc.create_job(job, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+            svc.create_job(job, None)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             started += 1;
         }
     }

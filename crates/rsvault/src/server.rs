@@ -67,7 +67,8 @@ pub fn open_service(
     config: Config,
     worker: (PathBuf, Vec<String>),
 ) -> anyhow::Result<Arc<Service>> {
-    std::fs::create_dir_all(data).with_context(|| format!("creating data dir {}", data.display()))?;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("creating data dir {}", data.display()))?;
     let store = Store::open(&data.join("rsvault.db")).context("opening the metadata store")?;
     let sources = config.sources.iter().map(SourceInfo::from_config).collect();
     Ok(Arc::new(Service {

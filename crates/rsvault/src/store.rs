@@ -248,44 +248,55 @@ impl Tx<'_> {
     }
 
     /// Job bodies matching `q`, newest first, at most `limit`, with each row's paging position.
+    ///
+    /// The SQL names only the predicates that are present (with values already in their canonical
+    /// spelling), so SQLite can use the `(vault, status|operation, start_time, seq)` indexes and
+    /// a rare status is found without scanning the vault's whole history.
     pub fn list_jobs(
         &self,
         vault: &str,
         q: &JobQuery,
         limit: usize,
     ) -> Result<Vec<(String, String, i64)>> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT body, start_time, seq FROM jobs
-             WHERE vault = ?1
-               AND (?2 IS NULL OR status = ?2 COLLATE NOCASE)
-               AND (?3 IS NULL OR operation = ?3 COLLATE NOCASE)
-               AND (?4 IS NULL OR bmt = ?4 COLLATE NOCASE)
-               AND (?5 IS NULL OR id = ?5 COLLATE NOCASE)
-               AND (?6 IS NULL OR start_time >= ?6)
-               AND (?7 IS NULL OR start_time <= ?7)
-               AND (?8 IS NULL OR start_time < ?8 OR (start_time = ?8 AND seq < ?9))
-             ORDER BY start_time DESC, seq DESC
-             LIMIT ?10",
-        )?;
-        let (after_t, after_s) = match &q.after {
-            Some((t, s)) => (Some(t.as_str()), *s),
-            None => (None, 0),
+        let mut sql = String::from("SELECT body, start_time, seq FROM jobs WHERE vault = ?1");
+        let mut args: Vec<rusqlite::types::Value> = vec![vault.to_string().into()];
+        let mut push = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
         };
-        let rows = stmt.query_map(
-            params![
-                vault,
-                q.status,
-                q.operation,
-                q.bmt,
-                q.job_id,
-                q.start_from,
-                q.start_to,
-                after_t,
-                after_s,
-                limit as i64
-            ],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+        for (col, v) in [
+            ("status", &q.status),
+            ("operation", &q.operation),
+            ("bmt", &q.bmt),
+            ("id", &q.job_id),
+        ] {
+            if let Some(v) = v {
+                push(&mut sql, &format!(" AND {col} = ?"), v.clone().into());
+            }
+        }
+        if let Some(t) = &q.start_from {
+            push(&mut sql, " AND start_time >= ?", t.clone().into());
+        }
+        if let Some(t) = &q.start_to {
+            push(&mut sql, " AND start_time <= ?", t.clone().into());
+        }
+        if let Some((t, seq)) = &q.after {
+            args.push(t.clone().into());
+            args.push((*seq).into());
+            let (a, b) = (args.len() - 1, args.len());
+            sql.push_str(&format!(
+                " AND (start_time < ?{a} OR (start_time = ?{a} AND seq < ?{b}))"
+            ));
+        }
+        args.push((limit as i64).into());
+        sql.push_str(&format!(
+            " ORDER BY start_time DESC, seq DESC LIMIT ?{}",
+            args.len()
+        ));
+        let mut stmt = self.0.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
 
@@ -358,7 +369,9 @@ impl Tx<'_> {
 
     /// All vault keys that have a vault document.
     pub fn vault_keys(&self) -> Result<Vec<String>> {
-        let mut stmt = self.0.prepare_cached("SELECT vault FROM docs WHERE kind = 'vault' ORDER BY vault")?;
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT vault FROM docs WHERE kind = 'vault' ORDER BY vault")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }

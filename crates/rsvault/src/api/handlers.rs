@@ -185,7 +185,9 @@ async fn vault_routes(
                 None => Utc::now(),
             };
             let items = crate::maintenance::preview(svc, &vault, at)?;
-            Ok(ok(json!({"vault": vault.vault.id(), "at": arm::time(at), "items": items})))
+            Ok(ok(
+                json!({"vault": vault.vault.id(), "at": arm::time(at), "items": items}),
+            ))
         }
         ["backupconfig", "vaultconfig"] => {
             only(m, &[Method::GET, Method::PUT, Method::PATCH])?;
@@ -451,21 +453,29 @@ fn start_maintenance(svc: &Arc<Service>, r: &Req, vault: &Vault, op: &str) -> Ar
     let (operation, work) = match op {
         "garbagecollection" => ("GarbageCollection", Work::GarbageCollection),
         "verify" => {
-            let pct = match body.get("readDataPercent") {
-                None | Some(Value::Null) => None,
-                Some(v) => Some(
-                    v.as_u64()
-                        .filter(|p| (1..=100).contains(p))
-                        .ok_or_else(|| ArmError::invalid("readDataPercent must be an integer from 1 to 100.").with_target("readDataPercent"))?
-                        as u8,
-                ),
-            };
-            ("Verify", Work::Verify { read_data_percent: pct })
+            let pct =
+                match body.get("readDataPercent") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(v.as_u64().filter(|p| (1..=100).contains(p)).ok_or_else(
+                        || {
+                            ArmError::invalid("readDataPercent must be an integer from 1 to 100.")
+                                .with_target("readDataPercent")
+                        },
+                    )? as u8),
+                };
+            (
+                "Verify",
+                Work::Verify {
+                    read_data_percent: pct,
+                },
+            )
         }
         other => {
             return Err(ArmError::new(
                 ArmCode::PathNotFound,
-                format!("Unknown maintenance operation '{other}'; use garbageCollection or verify."),
+                format!(
+                    "Unknown maintenance operation '{other}'; use garbageCollection or verify."
+                ),
             ))
         }
     };
@@ -1318,7 +1328,16 @@ fn trigger_backup(
             format!("Item '{}' is not protected (protectionState {}); configure protection with a policy before backing it up.", it.name, it.protection_state),
         ));
     }
-    let job = new_job(vault, &it, "Backup", Work::Backup { expiry, scheduled: false }, true);
+    let job = new_job(
+        vault,
+        &it,
+        "Backup",
+        Work::Backup {
+            expiry,
+            scheduled: false,
+        },
+        true,
+    );
     let op = Operation::new(OpKind::Backup, Some(job.id.clone()), Some(it.key())).succeeded();
     svc.create_job(job, Some(&op))?;
     let base = it.id(&vault.vault);

@@ -112,6 +112,11 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
         h.insert("x-ms-client-request-id", c);
     }
     h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        // The rest of the oversized body was never read: the connection cannot be reused.
+        resp.headers_mut()
+            .insert("connection", HeaderValue::from_static("close"));
+    }
     resp
 }
 
@@ -135,6 +140,10 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
         return export::download(&app.svc, &seg[1], &query);
     }
     check_auth(&parts.headers, &app.token)?;
+    if seg.len() == 1 && seg[0].eq_ignore_ascii_case("openapi.json") && parts.method == Method::GET
+    {
+        return Ok(axum::Json(crate::openapi::document()).into_response());
+    }
     let api_version = arm::check_api_version(query.get("api-version").map(String::as_str))?;
     let limit = app.svc.config.server.max_body_bytes;
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| {

@@ -67,6 +67,11 @@ const JOB_OPERATION: &[&str] = &[
     "CrossRegionRestore",
     "Undelete",
     "UpdateCustomerManagedKey",
+    // Deliberate difference: rsvault's vault maintenance jobs (jobType VaultJob) carry their own
+    // operation names, as issue #5 asks ("visible in the job list with their own operation
+    // names"). `Job.operation` is a plain string in the swagger and the SDKs read it as one.
+    "GarbageCollection",
+    "Verify",
 ];
 const COMMON_REF: &str = "common-types/resource-management/v3/types.json";
 const SOFT_ENUM: &str = "x-soft-enum";

@@ -13,7 +13,10 @@ fn in_process_service(s: &Server) -> std::sync::Arc<rsvault::service::Service> {
     rsvault::server::open_service(
         &s.data,
         config,
-        (env!("CARGO_BIN_EXE_rsvault").into(), vec!["engine-worker".into()]),
+        (
+            env!("CARGO_BIN_EXE_rsvault").into(),
+            vec!["engine-worker".into()],
+        ),
     )
     .unwrap()
 }
@@ -36,16 +39,24 @@ fn two_schedulers_never_double_run_and_missed_runs_run_once() {
     let v = s.setup_vault("v1"); // policies run daily at 02:00 UTC
     let item = s.share_item(&v);
     s.protect(&v, &item);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let _guard = rt.enter();
     let a = in_process_service(&s);
     let b = in_process_service(&s);
 
     let today = Utc::now().date_naive();
-    let next_day_3am = Utc.from_utc_datetime(&(today + chrono::Days::new(1)).and_hms_opt(3, 0, 0).unwrap());
+    let next_day_3am =
+        Utc.from_utc_datetime(&(today + chrono::Days::new(1)).and_hms_opt(3, 0, 0).unwrap());
     let ra = rsvault::scheduler::tick(&a, next_day_3am).unwrap();
     let rb = rsvault::scheduler::tick(&b, next_day_3am).unwrap();
-    assert!(ra.leader && !rb.leader, "one scheduler leads: {ra:?} {rb:?}");
+    assert!(
+        ra.leader && !rb.leader,
+        "one scheduler leads: {ra:?} {rb:?}"
+    );
     assert_eq!(ra.backups_started, 1);
     // Even once the lease has expired and the other node takes over, the slot is not re-run.
     let later = next_day_3am + chrono::Duration::hours(1);
@@ -61,7 +72,12 @@ fn two_schedulers_never_double_run_and_missed_runs_run_once() {
     let after_outage = next_day_3am + chrono::Duration::days(4);
     let r = rsvault::scheduler::tick(&b, after_outage).unwrap();
     assert_eq!(r.backups_started, 1);
-    assert_eq!(rsvault::scheduler::tick(&b, after_outage + chrono::Duration::minutes(1)).unwrap().backups_started, 0);
+    assert_eq!(
+        rsvault::scheduler::tick(&b, after_outage + chrono::Duration::minutes(1))
+            .unwrap()
+            .backups_started,
+        0
+    );
     let scheduled = backup_jobs(&s, &v, false);
     assert_eq!(scheduled.len(), 2);
     for j in &scheduled {
@@ -71,18 +87,28 @@ fn two_schedulers_never_double_run_and_missed_runs_run_once() {
     assert_eq!(rps.len(), 2);
 
     // Job history retention: 200 days on, finished jobs are deleted (in batches).
-    let old: Vec<String> = scheduled.iter().map(|j| j["name"].as_str().unwrap().to_string()).collect();
+    let old: Vec<String> = scheduled
+        .iter()
+        .map(|j| j["name"].as_str().unwrap().to_string())
+        .collect();
     let r = rsvault::scheduler::tick(&b, after_outage + chrono::Duration::days(200)).unwrap();
     assert!(r.jobs_deleted >= 3, "{r:?}");
     for id in old {
-        assert_eq!(s.req("GET", &format!("{v}/backupJobs/{id}"), None).status(), 404, "job {id} outlived history retention");
+        assert_eq!(
+            s.req("GET", &format!("{v}/backupJobs/{id}"), None).status(),
+            404,
+            "job {id} outlived history retention"
+        );
     }
 }
 
 #[test]
 fn gc_next_to_a_running_backup_keeps_what_the_backup_references() {
     let env = Env::new();
-    let s = Server::start(&env, "[scheduler]\nenabled = false\n[limits]\nbackup_bytes_per_second = 4194304");
+    let s = Server::start(
+        &env,
+        "[scheduler]\nenabled = false\n[limits]\nbackup_bytes_per_second = 4194304",
+    );
     let v = s.setup_vault("v1");
     let item = s.share_item(&v);
     s.protect(&v, &item);
@@ -95,15 +121,24 @@ fn gc_next_to_a_running_backup_keeps_what_the_backup_references() {
     assert_eq!(s.wait_job(&v, &first)["properties"]["status"], "Completed");
 
     // A second, slow backup; garbage collection is requested while it runs.
-    let big: Vec<u8> = (0..24u32 << 20).map(|i| (i.wrapping_mul(2654435761).rotate_left(11) >> 2) as u8).collect();
+    let big: Vec<u8> = (0..24u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761).rotate_left(11) >> 2) as u8)
+        .collect();
     std::fs::write(env.path("share/new.bin"), &big).unwrap();
     let second = s.backup(&item);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while s.get(&format!("{v}/backupJobs/{second}"))["properties"]["extendedInfo"]["propertyBag"].get("Bytes Done").is_none() {
+    while s.get(&format!("{v}/backupJobs/{second}"))["properties"]["extendedInfo"]["propertyBag"]
+        .get("Bytes Done")
+        .is_none()
+    {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(100));
     }
-    let r = s.req("POST", &format!("{v}/rsvault/maintenance/garbageCollection"), None);
+    let r = s.req(
+        "POST",
+        &format!("{v}/rsvault/maintenance/garbageCollection"),
+        None,
+    );
     assert_eq!(r.status(), 202);
     let gc = s.job_of_operation(r.headers()["azure-asyncoperation"].to_str().unwrap());
     let gc_job = s.wait_job(&v, &gc);
@@ -113,8 +148,14 @@ fn gc_next_to_a_running_backup_keeps_what_the_backup_references() {
     let backup_job = s.wait_job(&v, &second);
     assert_eq!(backup_job["properties"]["status"], "Completed");
     // The GC waited for the backup (it needs the vault exclusively).
-    assert!(gc_job["properties"]["endTime"].as_str().unwrap() >= backup_job["properties"]["endTime"].as_str().unwrap());
-    assert_eq!(gc_job["properties"]["extendedInfo"]["propertyBag"]["Recovery Points Expired"], "1");
+    assert!(
+        gc_job["properties"]["endTime"].as_str().unwrap()
+            >= backup_job["properties"]["endTime"].as_str().unwrap()
+    );
+    assert_eq!(
+        gc_job["properties"]["extendedInfo"]["propertyBag"]["Recovery Points Expired"],
+        "1"
+    );
 
     let rps = s.recovery_points(&item);
     assert_eq!(rps.len(), 1, "the expired point is gone, the new one stays");
@@ -127,8 +168,15 @@ fn gc_next_to_a_running_backup_keeps_what_the_backup_references() {
     assert_same_tree(&env.path("share"), &env.path("restore/after-gc"));
 
     // Full verification of what is left passes.
-    let r = s.req("POST", &format!("{v}/rsvault/maintenance/verify"), Some(json!({"readDataPercent": 100})));
-    let vj = s.wait_job(&v, &s.job_of_operation(r.headers()["azure-asyncoperation"].to_str().unwrap()));
+    let r = s.req(
+        "POST",
+        &format!("{v}/rsvault/maintenance/verify"),
+        Some(json!({"readDataPercent": 100})),
+    );
+    let vj = s.wait_job(
+        &v,
+        &s.job_of_operation(r.headers()["azure-asyncoperation"].to_str().unwrap()),
+    );
     assert_eq!(vj["properties"]["status"], "Completed", "{vj}");
     let it = s.get(&item);
     assert!(it["properties"]["lastVerifiedTime"].is_string(), "{it}");
@@ -141,12 +189,26 @@ fn verification_names_damage_and_flags_the_item() {
     let v = s.setup_vault("v1");
     let item = s.share_item(&v);
     s.protect(&v, &item);
-    assert_eq!(s.wait_job(&v, &s.backup(&item))["properties"]["status"], "Completed");
+    assert_eq!(
+        s.wait_job(&v, &s.backup(&item))["properties"]["status"],
+        "Completed"
+    );
 
     // Flip a byte in every data pack of the vault's repository.
     let mut packs = Vec::new();
-    collect_files(&s.data.join("repos"), &mut packs);
-    let packs: Vec<_> = packs.into_iter().filter(|p| p.to_string_lossy().contains("/data/")).collect();
+    let repos = s.data.join("repos");
+    collect_files(&repos, &mut packs);
+    // repos/<vault repository>/data/<xx>/<pack>
+    let packs: Vec<_> = packs
+        .into_iter()
+        .filter(|p| {
+            p.strip_prefix(&repos)
+                .unwrap()
+                .iter()
+                .nth(1)
+                .is_some_and(|c| c == "data")
+        })
+        .collect();
     assert!(!packs.is_empty());
     for p in &packs {
         let mut b = std::fs::read(p).unwrap();
@@ -154,12 +216,28 @@ fn verification_names_damage_and_flags_the_item() {
         b[mid] ^= 0xff;
         std::fs::write(p, b).unwrap();
     }
-    let r = s.req("POST", &format!("{v}/rsvault/maintenance/verify"), Some(json!({"readDataPercent": 100})));
+    let r = s.req(
+        "POST",
+        &format!("{v}/rsvault/maintenance/verify"),
+        Some(json!({"readDataPercent": 100})),
+    );
     assert_eq!(r.status(), 202);
-    let job = s.wait_job(&v, &s.job_of_operation(r.headers()["azure-asyncoperation"].to_str().unwrap()));
-    assert_eq!(job["properties"]["status"], "CompletedWithWarnings", "{job}");
+    let job = s.wait_job(
+        &v,
+        &s.job_of_operation(r.headers()["azure-asyncoperation"].to_str().unwrap()),
+    );
+    assert_eq!(
+        job["properties"]["status"], "CompletedWithWarnings",
+        "{job}"
+    );
     let errors = job["properties"]["errorDetails"].as_array().unwrap();
-    assert!(errors.iter().any(|e| e["errorString"].as_str().unwrap().contains("failed verification")), "{job}");
+    assert!(
+        errors.iter().any(|e| e["errorString"]
+            .as_str()
+            .unwrap()
+            .contains("failed verification")),
+        "{job}"
+    );
     let it = s.get(&item);
     assert_eq!(it["properties"]["healthStatus"], "ActionRequired", "{it}");
 }
@@ -182,26 +260,50 @@ fn retention_preview_explains_each_point() {
     let v = s.setup_vault("v1");
     let item = s.share_item(&v);
     s.protect(&v, &item);
-    assert_eq!(s.wait_job(&v, &s.backup(&item))["properties"]["status"], "Completed");
+    assert_eq!(
+        s.wait_job(&v, &s.backup(&item))["properties"]["status"],
+        "Completed"
+    );
     let p = s.get(&format!("{v}/rsvault/retentionPreview"));
     let pts = p["items"][0]["points"].as_array().unwrap();
     assert_eq!(pts.len(), 1);
     assert_eq!(pts[0]["keep"], true);
-    assert!(pts[0]["reason"].as_str().unwrap().contains("on-demand"), "{p}");
+    assert!(
+        pts[0]["reason"].as_str().unwrap().contains("on-demand"),
+        "{p}"
+    );
     // A year later the on-demand default has passed, but it is the item's last point.
     let later = (Utc::now() + chrono::Duration::days(365)).to_rfc3339();
-    let p = s.get(&format!("{v}/rsvault/retentionPreview?at={}", crate::jobs::urlencode(&later)));
+    let p = s.get(&format!(
+        "{v}/rsvault/retentionPreview?at={}",
+        crate::jobs::urlencode(&later)
+    ));
     let d = &p["items"][0]["points"][0];
     assert_eq!(d["keep"], true);
     assert!(d["reason"].as_str().unwrap().contains("newest"), "{p}");
 
     // The CLI shows the same.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rsvault"))
-        .args(["retention", "preview", "--vault", &v, "--url", &s.base, "--data"])
+        .args([
+            "retention",
+            "preview",
+            "--vault",
+            &v,
+            "--url",
+            &s.base,
+            "--data",
+        ])
         .arg(&s.data)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("AzureFileShare;share1") && text.contains("KEEP"), "{text}");
+    assert!(
+        text.contains("AzureFileShare;share1") && text.contains("KEEP"),
+        "{text}"
+    );
 }

@@ -1,0 +1,209 @@
+//! `GET /openapi.json`: an OpenAPI 3.0 description of what rsvault serves, generated from the
+//! route table below. The dispatcher is tested against the same table (every entry routes), so
+//! the document cannot list a path the server does not answer.
+
+use serde_json::{json, Map, Value};
+
+/// One served operation: method, path template (relative to the vault when `vault` is true),
+/// operationId (Azure's where the operation is Azure's), success statuses, response model.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub operation_id: &'static str,
+    pub ok: &'static [u16],
+    pub model: Model,
+    pub body: bool,
+    pub query: &'static [&'static str],
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    None,
+    Vault,
+    VaultList,
+    Job,
+    JobList,
+    OperationStatus,
+    Resource,
+    ResourceList,
+    ExportResult,
+    Object,
+}
+
+const V: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.RecoveryServices/vaults/{vaultName}";
+const ITEM: &str = "/backupFabrics/{fabricName}/protectionContainers/{containerName}/protectedItems/{protectedItemName}";
+
+macro_rules! r {
+    ($m:literal, $p:expr, $id:literal, $ok:expr, $model:ident, $body:literal, $q:expr) => {
+        Route {
+            method: $m,
+            path: $p,
+            operation_id: $id,
+            ok: $ok,
+            model: Model::$model,
+            body: $body,
+            query: $q,
+        }
+    };
+}
+
+pub fn routes() -> Vec<Route> {
+    let f: &[&str] = &["$filter"];
+    let fs: &[&str] = &["$filter", "$skipToken"];
+    let none: &[&str] = &[];
+    let v = |s: &str| format!("{V}{s}");
+    let it = |s: &str| format!("{V}{ITEM}{s}");
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    vec![
+        r!("get", "/subscriptions/{subscriptionId}/providers/Microsoft.RecoveryServices/vaults", "Vaults_ListBySubscriptionId", &[200], VaultList, false, none),
+        r!("get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.RecoveryServices/vaults", "Vaults_ListByResourceGroup", &[200], VaultList, false, none),
+        r!("get", V, "Vaults_Get", &[200], Vault, false, none),
+        r!("put", V, "Vaults_CreateOrUpdate", &[200, 201], Vault, true, none),
+        r!("patch", V, "Vaults_Update", &[200], Vault, true, none),
+        r!("delete", V, "Vaults_Delete", &[204], None, false, none),
+        r!("get", leak(v("/backupJobs")), "BackupJobs_List", &[200], JobList, false, fs),
+        r!("get", leak(v("/backupJobs/{jobName}")), "JobDetails_Get", &[200], Job, false, none),
+        r!("post", leak(v("/backupJobs/{jobName}/cancel")), "JobCancellations_Trigger", &[202], None, false, none),
+        r!("get", leak(v("/backupJobs/{jobName}/operationResults/{operationId}")), "JobOperationResults_Get", &[200, 202, 204], None, false, none),
+        r!("post", leak(v("/backupJobsExport")), "Jobs_Export", &[202], None, false, f),
+        r!("get", leak(v("/backupJobs/operationResults/{operationId}")), "ExportJobsOperationResults_Get", &[200, 202], ExportResult, false, none),
+        r!("get", leak(v("/backupOperations/{operationId}")), "BackupOperationStatuses_Get", &[200], OperationStatus, false, none),
+        r!("get", leak(v("/backupOperationResults/{operationId}")), "BackupOperationResults_Get", &[200, 202, 204], None, false, none),
+        r!("get", leak(v("/backupPolicies")), "BackupPolicies_List", &[200], ResourceList, false, f),
+        r!("get", leak(v("/backupPolicies/{policyName}")), "ProtectionPolicies_Get", &[200], Resource, false, none),
+        r!("put", leak(v("/backupPolicies/{policyName}")), "ProtectionPolicies_CreateOrUpdate", &[200], Resource, true, none),
+        r!("delete", leak(v("/backupPolicies/{policyName}")), "ProtectionPolicies_Delete", &[200], None, false, none),
+        r!("get", leak(v("/backupProtectableItems")), "BackupProtectableItems_List", &[200], ResourceList, false, fs),
+        r!("get", leak(v("/backupProtectedItems")), "BackupProtectedItems_List", &[200], ResourceList, false, fs),
+        r!("get", leak(v("/backupProtectionContainers")), "BackupProtectionContainers_List", &[200], ResourceList, false, f),
+        r!("post", leak(v("/backupFabrics/{fabricName}/refreshContainers")), "ProtectionContainers_Refresh", &[202], None, false, f),
+        r!("get", leak(v("/backupFabrics/{fabricName}/operationResults/{operationId}")), "ProtectionContainerRefreshOperationResults_Get", &[202, 204], None, false, none),
+        r!("get", leak(v("/backupFabrics/{fabricName}/protectionContainers/{containerName}")), "ProtectionContainers_Get", &[200], Resource, false, none),
+        r!("put", leak(v("/backupFabrics/{fabricName}/protectionContainers/{containerName}")), "ProtectionContainers_Register", &[200], Resource, true, none),
+        r!("get", leak(it("")), "ProtectedItems_Get", &[200], Resource, false, f),
+        r!("put", leak(it("")), "ProtectedItems_CreateOrUpdate", &[202], None, true, none),
+        r!("delete", leak(it("")), "ProtectedItems_Delete", &[202], None, false, none),
+        r!("get", leak(it("/operationResults/{operationId}")), "ProtectedItemOperationResults_Get", &[200, 202, 204], None, false, none),
+        r!("get", leak(it("/operationsStatus/{operationId}")), "ProtectedItemOperationStatuses_Get", &[200], OperationStatus, false, none),
+        r!("post", leak(it("/backup")), "Backups_Trigger", &[202], None, true, none),
+        r!("get", leak(it("/recoveryPoints")), "RecoveryPoints_List", &[200], ResourceList, false, f),
+        r!("get", leak(it("/recoveryPoints/{recoveryPointId}")), "RecoveryPoints_Get", &[200], Resource, false, none),
+        r!("post", leak(it("/recoveryPoints/{recoveryPointId}/restore")), "Restores_Trigger", &[202], None, true, none),
+        r!("post", leak(v("/rsvault/maintenance/{maintenanceOperation}")), "Rsvault_Maintenance", &[202], None, true, none),
+        r!("get", leak(v("/rsvault/retentionPreview")), "Rsvault_RetentionPreview", &[200], Object, false, none),
+    ]
+}
+
+fn schemas() -> Value {
+    let error = json!({"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "target": {"type": "string", "nullable": true}}}}});
+    let resource = json!({"type": "object", "required": ["id", "name", "type", "properties"], "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "type": {"type": "string"}, "properties": {"type": "object"}}});
+    let job_status = [
+        "InProgress",
+        "Completed",
+        "CompletedWithWarnings",
+        "Failed",
+        "Cancelling",
+        "Cancelled",
+    ];
+    let job = json!({"type": "object", "required": ["id", "name", "type", "properties"], "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "type": {"type": "string", "enum": ["Microsoft.RecoveryServices/vaults/backupJobs"]},
+        "properties": {"type": "object", "required": ["jobType", "status", "operation", "startTime"], "properties": {
+            "jobType": {"type": "string", "enum": ["AzureIaaSVMJob", "AzureStorageJob", "VaultJob"]},
+            "status": {"type": "string", "enum": job_status},
+            "operation": {"type": "string"},
+            "startTime": {"type": "string", "format": "date-time"},
+            "endTime": {"type": "string", "format": "date-time"},
+            "duration": {"type": "string"},
+            "actionsInfo": {"type": "array", "items": {"type": "string", "enum": ["Cancellable"]}}}}}});
+    let list = |item: &str| {
+        json!({"type": "object", "required": ["value"], "properties": {
+        "value": {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}},
+        "nextLink": {"type": "string"}}})
+    };
+    json!({
+        "Error": error,
+        "Resource": resource,
+        "ResourceList": list("Resource"),
+        "Vault": {"type": "object", "required": ["id", "name", "type", "location", "properties"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "type": {"type": "string"}, "location": {"type": "string"},
+            "etag": {"type": "string"}, "properties": {"type": "object"}, "sku": {"type": "object"}, "tags": {"type": "object"}}},
+        "VaultList": list("Vault"),
+        "Job": job,
+        "JobList": list("Job"),
+        "OperationStatus": {"type": "object", "required": ["id", "name", "status"], "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"},
+            "status": {"type": "string", "enum": ["InProgress", "Succeeded", "Failed", "Canceled"]},
+            "startTime": {"type": "string", "format": "date-time"}, "endTime": {"type": "string", "format": "date-time"}}},
+        "ExportResult": {"type": "object", "required": ["operation"], "properties": {"operation": {"type": "object",
+            "required": ["objectType"], "properties": {"objectType": {"type": "string", "enum": ["ExportJobsOperationResultInfo"]}}}}},
+        "Object": {"type": "object"},
+    })
+}
+
+fn model_name(m: Model) -> Option<&'static str> {
+    match m {
+        Model::None => None,
+        Model::Vault => Some("Vault"),
+        Model::VaultList => Some("VaultList"),
+        Model::Job => Some("Job"),
+        Model::JobList => Some("JobList"),
+        Model::OperationStatus => Some("OperationStatus"),
+        Model::Resource => Some("Resource"),
+        Model::ResourceList => Some("ResourceList"),
+        Model::ExportResult => Some("ExportResult"),
+        Model::Object => Some("Object"),
+    }
+}
+
+pub fn document() -> Value {
+    let mut paths: Map<String, Value> = Map::new();
+    for r in routes() {
+        let mut params = vec![
+            json!({"name": "api-version", "in": "query", "required": true,
+            "schema": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}(-[A-Za-z0-9]+)?$"}, "example": "2026-02-01"}),
+        ];
+        for seg in r.path.split('/') {
+            if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                params.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}));
+            }
+        }
+        for q in r.query {
+            params.push(
+                json!({"name": q, "in": "query", "required": false, "schema": {"type": "string"}}),
+            );
+        }
+        let mut responses = Map::new();
+        for code in r.ok {
+            let mut resp = json!({"description": "success"});
+            if let Some(m) = model_name(r.model)
+                .filter(|_| *code != 202 || r.model == Model::ExportResult)
+                .filter(|_| *code != 204)
+            {
+                resp["content"] = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{m}")}}});
+            }
+            responses.insert(code.to_string(), resp);
+        }
+        responses.insert(
+            "default".into(),
+            json!({"description": "ARM error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
+        );
+        let mut op =
+            json!({"operationId": r.operation_id, "parameters": params, "responses": responses});
+        if r.body {
+            op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
+        }
+        let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
+        entry[r.method] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "rsvault", "version": env!("CARGO_PKG_VERSION"),
+            "description": "The Azure Backup (Recovery Services) operations rsvault serves, plus rsvault extensions under /rsvault/."},
+        "security": [{"bearer": []}],
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": schemas()},
+        "paths": paths,
+    })
+}
