@@ -200,6 +200,7 @@ class Az:
         self.config_dir = config_dir
         self.env = env
         self.log: list[AzResult] = [] if log is None else log
+        self.spawned: list[subprocess.Popen] = []
 
     def with_config_dir(self, config_dir: Path) -> "Az":
         """The same az with another profile (another active cloud); shares the command log."""
@@ -223,8 +224,10 @@ class Az:
     def spawn(self, *args, output="json") -> subprocess.Popen:
         """Start an az command in the background (for commands that sleep, like `az backup job wait`)."""
         argv = [str(a) for a in args] + (["-o", output] if output else [])
-        return subprocess.Popen([sys.executable, "-m", "azure.cli", *argv], env=self.env, stdout=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "azure.cli", *argv], env=self.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        self.spawned.append(proc)
+        return proc
 
 
 class CliEnv:
@@ -270,6 +273,10 @@ def cli(tmp_path_factory) -> CliEnv:
     env.pop("ACC_CLOUD", None)
     e.az = Az(config_dir, env)
     yield e
+    for proc in e.az.spawned:  # a background az left running by a failed test
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
     if getattr(e, "front", None) is not None:
         e.front.close()
     e.mi.close()
