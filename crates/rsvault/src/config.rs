@@ -85,7 +85,7 @@ pub struct ServerConfig {
     pub page_size: usize,
     /// Maximum request body in bytes.
     pub max_body_bytes: usize,
-    /// Memory limit for each engine worker process, in MiB (0 = none).
+    /// Address-space limit of each engine worker process, in MiB (0 = the engine default).
     pub worker_memory_mib: u64,
 }
 

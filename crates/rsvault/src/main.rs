@@ -34,7 +34,11 @@ enum Command {
     },
     /// Internal: run one engine request read from stdin (started by the server).
     #[command(hide = true)]
-    EngineWorker,
+    EngineWorker {
+        /// Address-space limit of this worker in MiB (0: the engine's default).
+        #[arg(long, default_value_t = 0)]
+        memory_mib: u64,
+    },
     /// Inspect, wait for and cancel jobs of a vault.
     Job {
         #[command(subcommand)]
@@ -129,7 +133,13 @@ enum RetentionCmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::EngineWorker => rsvault_engine::worker::serve_stdio(),
+        Command::EngineWorker { memory_mib } => {
+            if memory_mib > 0 {
+                // Still single-threaded here: nothing else reads the environment concurrently.
+                std::env::set_var(rsvault_engine::worker::MEMORY_LIMIT_ENV, memory_mib.to_string());
+            }
+            rsvault_engine::worker::serve_stdio()
+        }
         Command::Job { cmd, conn } => job_cmd(cmd, &Client::new(&conn)?),
         Command::Maintenance { cmd, conn } => {
             let c = Client::new(&conn)?;

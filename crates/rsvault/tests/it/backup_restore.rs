@@ -147,7 +147,7 @@ fn file_share_backup_and_restores_are_identical() {
 #[test]
 fn vm_disk_images_restore_byte_identical_and_cheap_zeros() {
     let env = Env::new();
-    let s = Server::start(&env, "");
+    let s = Server::start(&env, "worker_memory_mib = 1024");
     let v = s.setup_vault("v1");
     let item = s.vm_item(&v);
     s.protect(&v, &item);
