@@ -136,7 +136,10 @@ fn main() -> anyhow::Result<()> {
         Command::EngineWorker { memory_mib } => {
             if memory_mib > 0 {
                 // Still single-threaded here: nothing else reads the environment concurrently.
-                std::env::set_var(rsvault_engine::worker::MEMORY_LIMIT_ENV, memory_mib.to_string());
+                std::env::set_var(
+                    rsvault_engine::worker::MEMORY_LIMIT_ENV,
+                    memory_mib.to_string(),
+                );
             }
             rsvault_engine::worker::serve_stdio()
         }

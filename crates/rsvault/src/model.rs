@@ -270,9 +270,8 @@ impl Item {
             p["policyId"] = json!(format!("{}/backupPolicies/{}", vault.id(), pol));
             p["policyName"] = json!(pol);
         }
-        if let Some(s) = &self.last_backup_status {
-            p["lastBackupStatus"] = json!(s);
-        }
+        // Before the first backup Azure reports the initial-backup-pending state.
+        p["lastBackupStatus"] = json!(self.last_backup_status.as_deref().unwrap_or("IRPending"));
         if let Some(t) = self.last_backup_time {
             p["lastBackupTime"] = json!(arm::time(t));
         }
@@ -453,8 +452,14 @@ pub fn protectable_wire(vault: &VaultRef, s: &SourceInfo, protected: bool) -> Va
             }),
         ),
     };
+    // Azure spells file-share protectable item ids in lower case, and `az backup` compares them
+    // that way.
+    let (c, n) = match s.workload {
+        Workload::FileShare => (s.container.to_ascii_lowercase(), name.to_ascii_lowercase()),
+        Workload::Vm => (s.container.clone(), name.clone()),
+    };
     json!({
-        "id": format!("{}/backupFabrics/Azure/protectionContainers/{}/protectableItems/{}", vault.id(), s.container, name),
+        "id": format!("{}/backupFabrics/Azure/protectionContainers/{c}/protectableItems/{n}", vault.id()),
         "name": name,
         "type": "Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectableItems",
         "properties": props,

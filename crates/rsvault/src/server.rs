@@ -86,7 +86,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let config = load_config(&opts.data, opts.config.as_deref())?;
     let mut worker = opts.worker.clone();
     if config.server.worker_memory_mib > 0 {
-        worker.1.extend(["--memory-mib".to_string(), config.server.worker_memory_mib.to_string()]);
+        worker.1.extend([
+            "--memory-mib".to_string(),
+            config.server.worker_memory_mib.to_string(),
+        ]);
     }
     let svc = open_service(&opts.data, config, worker)?;
     let (token, fresh) = admin_token(&opts.data)?;

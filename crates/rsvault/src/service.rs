@@ -194,7 +194,12 @@ impl Service {
         bag: impl FnOnce(&mut Job),
     ) -> Result<(), store::Error> {
         let key = vault.vault.key();
+        let mut rp = rp;
         self.store.tx(|tx| {
+            // Ids are time-based; never let two points share one (that would overwrite a point).
+            while tx.get::<RecoveryPoint>(K_RP, &key, &rp.id)?.is_some() {
+                rp.id = (rp.id.parse::<u64>().unwrap_or(0) + 1).to_string();
+            }
             tx.put(K_RP, &key, &rp.id, &rp.item_key, &rp)?;
             if let Some(mut it) = tx.get::<Item>(K_ITEM, &key, &item.key())? {
                 it.last_snapshot = Some(rp.snapshot_id.clone());

@@ -173,6 +173,11 @@ async fn vault_routes(
             }
             fabric_routes(svc, r, &vault, tail, &orig[2..]).await
         }
+        ["backupresourceguardproxies"] => {
+            // rsvault has no resource guards (multi-user authorization): the list is empty.
+            only(m, &[Method::GET])?;
+            Ok(ok(json!({"value": []})))
+        }
         // rsvault extensions (not part of Azure's API).
         ["rsvault", "maintenance", op] => {
             only(m, &[Method::POST])?;
@@ -246,6 +251,11 @@ async fn fabric_routes(
                 .sources
                 .iter()
                 .filter(|s| s.workload == Workload::FileShare)
+                .filter({
+                    // One container per storage account, however many shares it has.
+                    let mut seen = std::collections::HashSet::new();
+                    move |s| seen.insert(s.container.to_ascii_lowercase())
+                })
                 .map(|s| {
                     json!({
                         "id": format!("{vid}/backupFabrics/Azure/protectableContainers/{}", s.container),
@@ -264,6 +274,22 @@ async fn fabric_routes(
             Ok(ok(json!({"value": values})))
         }
         ["protectioncontainers", _] => container(svc, r, vault, &orig[1]),
+        ["protectioncontainers", _, "inquire"] => {
+            only(m, &[Method::POST])?;
+            // Shares are discovered from the configuration: inquiry finishes at once.
+            let src = container_source(svc, vault, &orig[1])?;
+            let op = Operation::new(OpKind::Refresh, None, None).succeeded();
+            svc.put_op(vault, &op)?;
+            let base = format!(
+                "{vid}/backupFabrics/Azure/protectionContainers/{}",
+                src.container
+            );
+            Ok(accepted(
+                &r.url(&format!("{base}/operationResults/{}", op.id)),
+                Some(&r.url(&format!("{base}/operationsStatus/{}", op.id))),
+                retry,
+            ))
+        }
         ["protectioncontainers", _, "operationresults", _]
         | ["protectioncontainers", _, "operationsstatus", _] => {
             only(m, &[Method::GET])?;
@@ -536,12 +562,7 @@ fn op_result(
             "BMSUserErrorOperationFailed".into(),
             "The operation failed.".into(),
         ));
-        return Ok((
-            StatusCode::OK,
-            axum::Json(json!({"error": {"code": code, "message": msg}})),
-        )
-            .into_response())
-        .map(|_: Response| ArmError::new(ArmCode::Conflict, msg).into_response());
+        return Err(ArmError::new(ArmCode::Conflict, format!("{code}: {msg}")));
     }
     if let (Some((c, i)), OpKind::ConfigureProtection | OpKind::StopProtection) = (item, op.kind) {
         let vault = svc.get_vault(&vault_of(r))?;
@@ -799,7 +820,7 @@ fn policy(svc: &Service, r: &Req, vault: &Vault, name: &str) -> ArmResult<Respon
             }
             svc.store
                 .tx(|tx| tx.delete(K_POLICY, &vault.vault.key(), &p.name.to_ascii_lowercase()))?;
-            Ok(ok(json!({})).into_response()).map(|_: Response| StatusCode::OK.into_response())
+            Ok(StatusCode::OK.into_response())
         }
         _ => Err(only(&r.method, &[Method::GET, Method::PUT, Method::DELETE]).unwrap_err()),
     }
@@ -951,8 +972,20 @@ fn container(svc: &Service, r: &Req, vault: &Vault, name: &str) -> ArmResult<Res
             let doc = json!({"name": src.container});
             svc.store
                 .tx(|tx| tx.put(K_CONTAINER, &vault.vault.key(), &key, "", &doc))?;
-            let n = items_in_container(svc, vault, &src.container)?;
-            Ok(ok(model::container_wire(&vault.vault, &src, true, n)))
+            // Registration is immediate, but clients (az backup) track it as Azure answers it:
+            // 202 with a Location whose result is the container.
+            let op = Operation::new(OpKind::Refresh, None, None).succeeded();
+            svc.put_op(vault, &op)?;
+            let base = format!(
+                "{}/backupFabrics/Azure/protectionContainers/{}",
+                vault.vault.id(),
+                src.container
+            );
+            Ok(accepted(
+                &r.url(&format!("{base}/operationResults/{}", op.id)),
+                Some(&r.url(&format!("{base}/operationsStatus/{}", op.id))),
+                svc.config.server.retry_after_seconds,
+            ))
         }
         Method::DELETE => {
             if items_in_container(svc, vault, &src.container)? > 0 {
@@ -1579,32 +1612,44 @@ pub mod restore {
             .unwrap_or_default();
         let mut paths = Vec::new();
         let mut folder: Option<String> = None;
-        match req_type.to_ascii_lowercase().as_str() {
-            "fullsharerestore" => {}
-            "itemlevelrestore" => {
-                if specs.is_empty() {
-                    return Err(ArmError::invalid("ItemLevelRestore needs at least one restoreFileSpecs entry.")
-                        .with_target("properties.restoreFileSpecs"));
-                }
-                for s in &specs {
-                    let path = s.get("path").and_then(Value::as_str).ok_or_else(|| {
-                        ArmError::invalid("Each restoreFileSpecs entry needs a 'path'.").with_target("properties.restoreFileSpecs")
-                    })?;
-                    paths.push(relative_clean(path, "restoreFileSpecs.path")?);
-                    if let Some(f) = s.get("targetFolderPath").and_then(Value::as_str) {
-                        let f = relative_clean(f, "restoreFileSpecs.targetFolderPath")?;
-                        if folder.as_ref().is_some_and(|x| x != &f) {
-                            return Err(ArmError::invalid("All restoreFileSpecs of one request must share one targetFolderPath."));
-                        }
-                        folder = Some(f);
-                    }
-                }
-            }
+        let item_level = match req_type.to_ascii_lowercase().as_str() {
+            "fullsharerestore" => false,
+            "itemlevelrestore" => true,
             _ => {
                 return Err(ArmError::invalid(format!(
                     "restoreRequestType '{req_type}' is invalid; allowed: FullShareRestore, ItemLevelRestore."
                 ))
                 .with_target("properties.restoreRequestType"))
+            }
+        };
+        if item_level && specs.is_empty() {
+            return Err(ArmError::invalid(
+                "ItemLevelRestore needs at least one restoreFileSpecs entry.",
+            )
+            .with_target("properties.restoreFileSpecs"));
+        }
+        // A full-share restore may carry one spec too, for its targetFolderPath (az CLI's
+        // `restore-azurefileshare --target-folder`).
+        for s in &specs {
+            if item_level {
+                let path = s.get("path").and_then(Value::as_str).ok_or_else(|| {
+                    ArmError::invalid("Each restoreFileSpecs entry needs a 'path'.")
+                        .with_target("properties.restoreFileSpecs")
+                })?;
+                paths.push(relative_clean(path, "restoreFileSpecs.path")?);
+            }
+            if let Some(f) = s
+                .get("targetFolderPath")
+                .and_then(Value::as_str)
+                .filter(|f| !f.trim().is_empty())
+            {
+                let f = relative_clean(f, "restoreFileSpecs.targetFolderPath")?;
+                if folder.as_ref().is_some_and(|x| x != &f) {
+                    return Err(ArmError::invalid(
+                        "All restoreFileSpecs of one request must share one targetFolderPath.",
+                    ));
+                }
+                folder = Some(f);
             }
         }
         match rt.to_ascii_lowercase().as_str() {
