@@ -233,7 +233,6 @@ def _restore_body(name, folder=None, rtype="FullShareRestore", path=None):
     _restore_body("ok/../../escape"),
     _restore_body("/etc"),
     _restore_body("fine", folder="../../escape"),
-    _restore_body("fine", folder="/tmp/escape"),
     _restore_body("fine", rtype="ItemLevelRestore", path="../../../etc/passwd", folder="x"),
     _restore_body(".."),
 ])
@@ -244,6 +243,21 @@ def test_restore_target_escape_400(raw, neg, env, body):
     arm_error(r, 400)
     assert set(os.listdir(env.root)) == before_root, "something was written outside the restore roots"
     assert tree_snapshot(env.restore_root) == before_restore, "a rejected restore wrote below the restore root"
+
+
+def test_restore_absolute_target_folder_is_contained(raw, neg, env):
+    """targetFolderPath is a folder of the target share: a leading '/' may be refused (400) or taken as
+    the share root, but nothing may land outside the restore root."""
+    outside = Path("/tmp") / f"rsvault-escape-{uuid.uuid4().hex[:8]}"
+    r = raw.post(f"{ITEM}/recoveryPoints/{neg['rp']}/restore", json=_restore_body("abs", folder=str(outside)))
+    if r.status_code == 202:
+        job = wait_job(raw, job_from_async(raw, r))
+        assert job["properties"]["status"] == "Completed", job
+        inside = env.restore_root / "abs" / str(outside).lstrip("/")
+        assert (inside / "a.txt").exists(), sorted(str(p) for p in (env.restore_root / "abs").rglob("*"))
+    else:
+        arm_error(r, 400)
+    assert not outside.exists(), f"restore wrote to {outside}, outside the restore roots"
 
 
 def test_restore_symlink_escape_400(raw, neg, env, tmp_path):
