@@ -275,9 +275,12 @@ impl Item {
         if let Some(t) = self.last_backup_time {
             p["lastBackupTime"] = json!(arm::time(t));
         }
-        if let Some(t) = self.last_recovery_point {
-            p["lastRecoveryPoint"] = json!(arm::time(t));
-        }
+        // Azure's "never" for an item without recovery points is DateTime.MinValue; `az backup
+        // item list -o table` reads the field unconditionally.
+        p["lastRecoveryPoint"] = json!(self
+            .last_recovery_point
+            .map(arm::time)
+            .unwrap_or_else(|| "0001-01-01T00:00:00Z".into()));
         if let Some(x) = extended {
             p["extendedInfo"] = x;
         }

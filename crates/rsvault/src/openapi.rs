@@ -79,7 +79,7 @@ pub fn routes() -> Vec<Route> {
         r!("post", leak(v("/backupFabrics/{fabricName}/refreshContainers")), "ProtectionContainers_Refresh", &[202], None, false, f),
         r!("get", leak(v("/backupFabrics/{fabricName}/operationResults/{operationId}")), "ProtectionContainerRefreshOperationResults_Get", &[202, 204], None, false, none),
         r!("get", leak(v("/backupFabrics/{fabricName}/protectionContainers/{containerName}")), "ProtectionContainers_Get", &[200], Resource, false, none),
-        r!("put", leak(v("/backupFabrics/{fabricName}/protectionContainers/{containerName}")), "ProtectionContainers_Register", &[200], Resource, true, none),
+        r!("put", leak(v("/backupFabrics/{fabricName}/protectionContainers/{containerName}")), "ProtectionContainers_Register", &[202], None, true, none),
         r!("get", leak(it("")), "ProtectedItems_Get", &[200], Resource, false, f),
         r!("put", leak(it("")), "ProtectedItems_CreateOrUpdate", &[202], None, true, none),
         r!("delete", leak(it("")), "ProtectedItems_Delete", &[202], None, false, none),

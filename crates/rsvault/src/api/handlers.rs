@@ -1318,9 +1318,31 @@ fn trigger_backup(
     container: &str,
     item_name: &str,
 ) -> ArmResult<Response> {
-    let it = find_item(svc, vault, container, item_name)?;
+    let it = match find_item(svc, vault, container, item_name) {
+        Ok(it) => it,
+        // A known source that this vault does not protect is a client error, not a missing thing.
+        Err(_) if svc.source_by_item(container, item_name).is_some() => {
+            return Err(ArmError::new(
+                ArmCode::ItemNotProtected,
+                format!(
+                    "Item '{item_name}' is not protected in vault '{}'; configure protection with a policy before backing it up.",
+                    vault.vault.name
+                ),
+            ))
+        }
+        Err(e) => return Err(e),
+    };
     let body = r.json_or_empty()?;
-    let props = body.get("properties").cloned().unwrap_or(json!({}));
+    let props = match body.get("properties") {
+        None | Some(Value::Null) => json!({}),
+        Some(p @ Value::Object(_)) => p.clone(),
+        Some(_) => {
+            return Err(
+                ArmError::invalid("'properties' must be an object (a BackupRequest).")
+                    .with_target("properties"),
+            )
+        }
+    };
     if let Some(t) = props.get("objectType") {
         let expected = match it.workload {
             Workload::Vm => "IaasVMBackupRequest",

@@ -146,12 +146,7 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
     }
     let api_version = arm::check_api_version(query.get("api-version").map(String::as_str))?;
     let limit = app.svc.config.server.max_body_bytes;
-    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ArmError::new(
-            ArmCode::BodyTooLarge,
-            format!("The request body is larger than the limit of {limit} bytes."),
-        )
-    })?;
+    let body = read_body(body, limit).await?;
     let r = Req {
         method: parts.method,
         seg,
@@ -161,6 +156,37 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
         body,
     };
     handlers::route(&app.svc, &r).await
+}
+
+/// Reads the body up to `limit` bytes. A larger body is drained (up to a cap) before the 413 is
+/// sent, so the client reads the answer instead of a connection reset mid-upload.
+async fn read_body(body: axum::body::Body, limit: usize) -> ArmResult<Bytes> {
+    use futures_util::StreamExt;
+    const DRAIN_CAP: usize = 64 << 20;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ArmError::new(
+                ArmCode::InvalidJson,
+                format!("The request body could not be read: {e}."),
+            )
+        })?;
+        seen += chunk.len();
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        } else if seen > DRAIN_CAP {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(ArmError::new(
+            ArmCode::BodyTooLarge,
+            format!("The request body is larger than the limit of {limit} bytes."),
+        ));
+    }
+    Ok(Bytes::from(buf))
 }
 
 fn check_auth(headers: &HeaderMap, token: &str) -> ArmResult<()> {

@@ -137,7 +137,7 @@ fn bad_input_gets_a_clear_error_and_writes_nothing() {
         &format!("{}/backup", s.share_item(&v)),
         Some(json!({"properties": {"objectType": "AzureFileShareBackupRequest"}})),
     );
-    assert_eq!(error_code(r, 404), "BMSUserErrorDataSourceObjectNotFound");
+    assert_eq!(error_code(r, 400), "BMSUserErrorItemNotProtected");
     s.protect(&v, &s.share_item(&v));
     let r = s.req("PUT", &s.share_item(&v), Some(json!({"properties": {"protectedItemType": "AzureFileShareProtectedItem", "protectionState": "ProtectionStopped"}})));
     assert_eq!(r.status(), 202);
