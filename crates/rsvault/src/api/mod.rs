@@ -139,6 +139,13 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
     if seg.len() == 2 && seg[0] == "exports" && parts.method == Method::GET {
         return export::download(&app.svc, &seg[1], &query);
     }
+    // Cloud metadata is public in Azure too: `az cloud register` discovers endpoints from it.
+    if seg.len() == 2
+        && seg[0].eq_ignore_ascii_case("metadata")
+        && seg[1].eq_ignore_ascii_case("endpoints")
+    {
+        return Ok(axum::Json(cloud_metadata(&arm::origin(&parts.headers))).into_response());
+    }
     check_auth(&parts.headers, &app.token)?;
     if seg.len() == 1 && seg[0].eq_ignore_ascii_case("openapi.json") && parts.method == Method::GET
     {
@@ -187,6 +194,24 @@ async fn read_body(body: axum::body::Body, limit: usize) -> ArmResult<Bytes> {
         ));
     }
     Ok(Bytes::from(buf))
+}
+
+/// The ARM cloud metadata document (`GET /metadata/endpoints`), pointing every endpoint a backup
+/// client needs at this server.
+fn cloud_metadata(origin: &str) -> Value {
+    let base = format!("{origin}/");
+    serde_json::json!({
+        "name": "rsvault",
+        "resourceManager": base,
+        "portal": base,
+        "authentication": {
+            "loginEndpoint": base,
+            "audiences": [base],
+            "tenant": "common",
+            "identityProvider": "AAD",
+        },
+        "suffixes": {},
+    })
 }
 
 fn check_auth(headers: &HeaderMap, token: &str) -> ArmResult<()> {

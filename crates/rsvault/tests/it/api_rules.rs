@@ -271,3 +271,21 @@ fn every_route_in_the_openapi_document_is_served() {
         }
     }
 }
+
+#[test]
+fn cloud_metadata_is_public_and_points_here() {
+    let env = Env::new();
+    let s = Server::start(&env, "");
+    let r = s
+        .client
+        .get(format!(
+            "{}/metadata/endpoints?api-version=2022-09-01",
+            s.base
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m: Value = r.json().unwrap();
+    assert_eq!(m["resourceManager"], format!("{}/", s.base));
+    assert_eq!(m["authentication"]["audiences"][0], format!("{}/", s.base));
+}
