@@ -20,9 +20,7 @@ fn restore(s: &Server, item: &str, rp: &str, props: Value) -> String {
 fn file_share_backup_and_restores_are_identical() {
     let env = Env::new();
     let s = Server::start(&env, "");
-    let v = s.setup_vault("v1");
-    let item = s.share_item(&v);
-    s.protect(&v, &item);
+    let (v, item) = s.protected_share("v1");
 
     let job_id = s.backup(&item);
     let job = s.wait_job(&v, &job_id);
@@ -219,13 +217,8 @@ fn walk_size(p: &std::path::Path) -> u64 {
 fn delete_backup_data_removes_points_and_item() {
     let env = Env::new();
     let s = Server::start(&env, "");
-    let v = s.setup_vault("v1");
-    let item = s.share_item(&v);
-    s.protect(&v, &item);
-    assert_eq!(
-        s.wait_job(&v, &s.backup(&item))["properties"]["status"],
-        "Completed"
-    );
+    let (v, item) = s.protected_share("v1");
+    s.backup_completed(&v, &item);
     let r = s.req("DELETE", &item, None);
     assert_eq!(r.status(), 202);
     let op = r.headers()["azure-asyncoperation"]

@@ -242,6 +242,20 @@ impl Server {
         assert_eq!(r.status(), 202, "{}", r.text().unwrap());
     }
 
+    /// Vault `name` with its policies and the file share protected: (vault path, item path).
+    pub fn protected_share(&self, name: &str) -> (String, String) {
+        let v = self.setup_vault(name);
+        let item = self.share_item(&v);
+        self.protect(&v, &item);
+        (v, item)
+    }
+
+    /// Backs `item` up and asserts the job Completed.
+    pub fn backup_completed(&self, vault: &str, item: &str) {
+        let job = self.wait_job(vault, &self.backup(item));
+        assert_eq!(job["properties"]["status"], "Completed", "{job}");
+    }
+
     /// Triggers a backup and returns the job id (through the operation status, as clients do).
     pub fn backup(&self, item: &str) -> String {
         let r = self.req("POST", &format!("{item}/backup"), Some(json!({"properties": {"objectType": if item.contains("AzureFileShare") {"AzureFileShareBackupRequest"} else {"IaasVMBackupRequest"}}})));

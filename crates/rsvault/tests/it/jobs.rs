@@ -111,9 +111,7 @@ fn cancel_stops_a_running_backup_without_a_recovery_point() {
         .collect();
     std::fs::write(env.path("share/huge.bin"), &big).unwrap();
     let s = Server::start(&env, "[limits]\nbackup_bytes_per_second = 4194304");
-    let v = s.setup_vault("v1");
-    let item = s.share_item(&v);
-    s.protect(&v, &item);
+    let (v, item) = s.protected_share("v1");
     let job = s.backup(&item);
 
     // Wait until it really runs and reports progress.

@@ -109,9 +109,7 @@ fn gc_next_to_a_running_backup_keeps_what_the_backup_references() {
         &env,
         "[scheduler]\nenabled = false\n[limits]\nbackup_bytes_per_second = 4194304",
     );
-    let v = s.setup_vault("v1");
-    let item = s.share_item(&v);
-    s.protect(&v, &item);
+    let (v, item) = s.protected_share("v1");
 
     // A first point that expires in two seconds.
     let expiry = (Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
@@ -186,13 +184,8 @@ fn gc_next_to_a_running_backup_keeps_what_the_backup_references() {
 fn verification_names_damage_and_flags_the_item() {
     let env = Env::new();
     let s = Server::start(&env, "[scheduler]\nenabled = false");
-    let v = s.setup_vault("v1");
-    let item = s.share_item(&v);
-    s.protect(&v, &item);
-    assert_eq!(
-        s.wait_job(&v, &s.backup(&item))["properties"]["status"],
-        "Completed"
-    );
+    let (v, item) = s.protected_share("v1");
+    s.backup_completed(&v, &item);
 
     // Flip a byte in every data pack of the vault's repository.
     let mut packs = Vec::new();
@@ -257,13 +250,8 @@ fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 fn retention_preview_explains_each_point() {
     let env = Env::new();
     let s = Server::start(&env, "[scheduler]\nenabled = false");
-    let v = s.setup_vault("v1");
-    let item = s.share_item(&v);
-    s.protect(&v, &item);
-    assert_eq!(
-        s.wait_job(&v, &s.backup(&item))["properties"]["status"],
-        "Completed"
-    );
+    let (v, item) = s.protected_share("v1");
+    s.backup_completed(&v, &item);
     let p = s.get(&format!("{v}/rsvault/retentionPreview"));
     let pts = p["items"][0]["points"].as_array().unwrap();
     assert_eq!(pts.len(), 1);
