@@ -174,5 +174,35 @@ pub fn validate(props: Option<&Value>) -> ArmResult<Value> {
     if let Some(obj) = out.as_object_mut() {
         obj.remove("protectedItemsCount");
     }
+    // A policy the scheduler could not run is refused now, not silently skipped later.
+    crate::schedule::Schedule::from_policy(&out)
+        .map_err(|e| bad("schedulePolicy", format!("The schedule cannot run: {e}.")))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn daily(tz: &str) -> Value {
+        json!({
+            "backupManagementType": "AzureStorage",
+            "schedulePolicy": {"schedulePolicyType": "SimpleSchedulePolicy", "scheduleRunFrequency": "Daily", "scheduleRunTimes": ["2026-01-01T02:00:00Z"]},
+            "retentionPolicy": {"retentionPolicyType": "SimpleRetentionPolicy", "retentionDuration": {"count": 30, "durationType": "Days"}},
+            "timeZone": tz
+        })
+    }
+
+    #[test]
+    fn policies_that_cannot_run_are_refused() {
+        assert!(validate(Some(&daily("Pacific Standard Time"))).is_ok());
+        let e = validate(Some(&daily("Mars Standard Time"))).unwrap_err();
+        assert!(e.message.contains("Mars Standard Time"), "{}", e.message);
+        let mut weekly = daily("UTC");
+        weekly["schedulePolicy"]["scheduleRunFrequency"] = json!("Weekly");
+        assert!(validate(Some(&weekly)).is_err(), "weekly without days");
+        let mut no_retention = daily("UTC");
+        no_retention["retentionPolicy"] = json!({"retentionPolicyType": "LongTermRetentionPolicy"});
+        assert!(validate(Some(&no_retention)).is_err());
+    }
 }
