@@ -195,12 +195,14 @@ async fn vault_routes(
             ))
         }
         ["backupconfig", "vaultconfig"] => {
-            only(m, &[Method::GET, Method::PUT, Method::PATCH])?;
+            // Read-only: rsvault has neither soft delete nor enhanced security, so there is
+            // nothing a PUT/PATCH could change, and it says so rather than echo a setting.
+            only(m, &[Method::GET])?;
             Ok(ok(json!({
                 "id": format!("{vid}/backupconfig/vaultconfig"),
                 "name": "vaultconfig",
                 "type": "Microsoft.RecoveryServices/vaults/backupconfig",
-                "properties": {"enhancedSecurityState": "Enabled", "softDeleteFeatureState": "Disabled"},
+                "properties": {"enhancedSecurityState": "Disabled", "softDeleteFeatureState": "Disabled"},
             })))
         }
         _ => Err(not_found_path(r)),
