@@ -143,14 +143,15 @@ fn maintenance_runs(
         if interval == 0 {
             continue;
         }
-        // Due when the last job of this kind started longer ago than the interval (or never ran).
+        // Due when the last job of this kind started longer ago than the interval; a vault that
+        // never had one counts from its creation (a new, empty vault needs no maintenance yet).
         let q = crate::store::JobQuery {
             operation: Some(op.into()),
             ..Default::default()
         };
         let last = svc.store.tx(|tx| tx.list_jobs(&vault.vault.key(), &q, 1))?;
         let due = match last.first() {
-            None => true,
+            None => vault.created + Duration::hours(interval as i64) <= now,
             Some((body, _, _)) => {
                 let j: crate::job::Job = serde_json::from_str(body)?;
                 !matches!(j.status, JobStatus::InProgress | JobStatus::Cancelling)

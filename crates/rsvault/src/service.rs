@@ -94,24 +94,24 @@ impl Service {
         let Some(vault) = self.get_vault_by_key(&key)? else {
             return Ok(false);
         };
-        let deleted = self.store.tx(|tx| {
+        let refused = self.store.tx(|tx| {
             if tx.count(K_ITEM, &key, None)? > 0 {
-                return Ok(None);
+                return Ok(Some("it still has protected items. Stop protection and delete their backup data first"));
+            }
+            if tx.active_jobs_in_vault(&key)? > 0 {
+                return Ok(Some("jobs are still running in it. Wait for them or cancel them first"));
             }
             for kind in [K_POLICY, K_CONTAINER, K_RP, K_OP] {
                 tx.delete_all(kind, &key, None)?;
             }
             tx.delete_jobs_of_vault(&key)?;
             tx.delete(K_VAULT, &key, "")?;
-            Ok(Some(()))
+            Ok(None)
         })?;
-        if deleted.is_none() {
+        if let Some(why) = refused {
             return Err(ArmError::new(
                 ArmCode::VaultNotEmpty,
-                format!(
-                    "Vault '{}' cannot be deleted because it still has protected items. Stop protection and delete their backup data first.",
-                    v.name
-                ),
+                format!("Vault '{}' cannot be deleted because {why}.", v.name),
             ));
         }
         let dir = self.repo_dir(&vault);

@@ -376,6 +376,15 @@ impl Tx<'_> {
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
 
+    /// Jobs of `vault` that are queued, running or cancelling.
+    pub fn active_jobs_in_vault(&self, vault: &str) -> Result<i64> {
+        Ok(self.0.query_row(
+            "SELECT count(*) FROM jobs WHERE vault = ?1 AND status IN ('InProgress', 'Cancelling')",
+            params![vault],
+            |r| r.get(0),
+        )?)
+    }
+
     pub fn delete_jobs_of_vault(&self, vault: &str) -> Result<usize> {
         Ok(self
             .0

@@ -58,6 +58,10 @@ fn two_schedulers_never_double_run_and_missed_runs_run_once() {
         "one scheduler leads: {ra:?} {rb:?}"
     );
     assert_eq!(ra.backups_started, 1);
+    assert_eq!(
+        ra.maintenance_started, 0,
+        "a vault younger than the GC interval needs none"
+    );
     // Even once the lease has expired and the other node takes over, the slot is not re-run.
     let later = next_day_3am + chrono::Duration::hours(1);
     let rb = rsvault::scheduler::tick(&b, later).unwrap();
@@ -72,6 +76,10 @@ fn two_schedulers_never_double_run_and_missed_runs_run_once() {
     let after_outage = next_day_3am + chrono::Duration::days(4);
     let r = rsvault::scheduler::tick(&b, after_outage).unwrap();
     assert_eq!(r.backups_started, 1);
+    assert_eq!(
+        r.maintenance_started, 1,
+        "garbage collection (daily) is due, verification (weekly) is not"
+    );
     assert_eq!(
         rsvault::scheduler::tick(&b, after_outage + chrono::Duration::minutes(1))
             .unwrap()
