@@ -79,7 +79,7 @@ pub fn routes() -> Vec<Route> {
         r!("post", leak(v("/backupFabrics/{fabricName}/refreshContainers")), "ProtectionContainers_Refresh", &[202], None, false, f),
         r!("get", leak(v("/backupFabrics/{fabricName}/operationResults/{operationId}")), "ProtectionContainerRefreshOperationResults_Get", &[202, 204], None, false, none),
         r!("get", leak(v("/backupFabrics/{fabricName}/protectionContainers/{containerName}")), "ProtectionContainers_Get", &[200], Resource, false, none),
-        r!("put", leak(v("/backupFabrics/{fabricName}/protectionContainers/{containerName}")), "ProtectionContainers_Register", &[202], None, true, none),
+        r!("put", leak(v("/backupFabrics/{fabricName}/protectionContainers/{containerName}")), "ProtectionContainers_Register", &[202], Resource, true, none),
         r!("get", leak(it("")), "ProtectedItems_Get", &[200], Resource, false, f),
         r!("put", leak(it("")), "ProtectedItems_CreateOrUpdate", &[202], None, true, none),
         r!("delete", leak(it("")), "ProtectedItems_Delete", &[202], None, false, none),
@@ -179,7 +179,9 @@ pub fn document() -> Value {
         for code in r.ok {
             let mut resp = json!({"description": "success"});
             if let Some(m) = model_name(r.model)
-                .filter(|_| *code != 202 || r.model == Model::ExportResult)
+                .filter(|_| {
+                    *code != 202 || matches!(r.model, Model::ExportResult | Model::Resource)
+                })
                 .filter(|_| *code != 204)
             {
                 resp["content"] = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{m}")}}});

@@ -983,11 +983,22 @@ fn container(svc: &Service, r: &Req, vault: &Vault, name: &str) -> ArmResult<Res
                 vault.vault.id(),
                 src.container
             );
-            Ok(accepted(
+            // The 202 carries the container too: `az backup protection enable-for-azurefileshare`
+            // deserializes the initial response's body (polling=False), then follows Location.
+            let n = items_in_container(svc, vault, &src.container)?;
+            let body = serde_json::to_vec(&model::container_wire(&vault.vault, &src, true, n))
+                .map_err(ArmError::internal)?;
+            let mut resp = accepted(
                 &r.url(&format!("{base}/operationResults/{}", op.id)),
                 Some(&r.url(&format!("{base}/operationsStatus/{}", op.id))),
                 svc.config.server.retry_after_seconds,
-            ))
+            );
+            resp.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            );
+            *resp.body_mut() = axum::body::Body::from(body);
+            Ok(resp)
         }
         Method::DELETE => {
             if items_in_container(svc, vault, &src.container)? > 0 {
