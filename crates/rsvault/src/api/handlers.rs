@@ -307,7 +307,7 @@ async fn fabric_routes(
         ["protectioncontainers", _, "protecteditems", _, "operationresults", op] => {
             only(m, &[Method::GET])?;
             let op = op_view(svc, vault, op)?;
-            op_result(svc, r, &op, Some((&orig[1], &orig[3])))
+            op_result(svc, r, &op, Some((vault, &orig[1], &orig[3])))
         }
         ["protectioncontainers", _, "protecteditems", _, "operationsstatus", op] => {
             only(m, &[Method::GET])?;
@@ -553,7 +553,7 @@ fn op_result(
     svc: &Service,
     r: &Req,
     op: &Operation,
-    item: Option<(&str, &str)>,
+    item: Option<(&Vault, &str, &str)>,
 ) -> ArmResult<Response> {
     if op.status == "InProgress" {
         let loc = format!("{}{}", r.origin, current_path(r));
@@ -566,9 +566,10 @@ fn op_result(
         ));
         return Err(ArmError::new(ArmCode::Conflict, format!("{code}: {msg}")));
     }
-    if let (Some((c, i)), OpKind::ConfigureProtection | OpKind::StopProtection) = (item, op.kind) {
-        let vault = svc.get_vault(&vault_of(r))?;
-        if let Ok(it) = find_item(svc, &vault, c, i) {
+    if let (Some((vault, c, i)), OpKind::ConfigureProtection | OpKind::StopProtection) =
+        (item, op.kind)
+    {
+        if let Ok(it) = find_item(svc, vault, c, i) {
             return Ok(ok(it.wire(&vault.vault, None)));
         }
     }
@@ -577,14 +578,6 @@ fn op_result(
 
 fn current_path(r: &Req) -> String {
     format!("/{}?api-version={}", r.seg.join("/"), r.api_version)
-}
-
-fn vault_of(r: &Req) -> VaultRef {
-    VaultRef {
-        sub: r.seg[1].clone(),
-        rg: r.seg[3].clone(),
-        name: r.seg[7].clone(),
-    }
 }
 
 // ---------------------------------------------------------------- jobs
@@ -845,9 +838,20 @@ fn workload_of_bmt(v: &str) -> ArmResult<Option<Workload>> {
     }
 }
 
+/// The `backupManagementType` a discovery list is filtered to: `None` when unfiltered,
+/// `Some(None)` for a valid type rsvault has no sources of.
+fn wanted_workload(r: &Req, allowed: &[&str]) -> ArmResult<Option<Option<Workload>>> {
+    let mut want = None;
+    for (k, v) in bmt_filter(r, allowed)? {
+        if k == "backupmanagementtype" {
+            want = Some(workload_of_bmt(&v)?);
+        }
+    }
+    Ok(want)
+}
+
 fn list_protectable(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> {
-    let mut want: Option<Option<Workload>> = None;
-    for (k, v) in bmt_filter(
+    let want = wanted_workload(
         r,
         &[
             "backupmanagementtype",
@@ -856,20 +860,17 @@ fn list_protectable(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response
             "friendlyname",
             "status",
         ],
-    )? {
-        if k == "backupmanagementtype" {
-            want = Some(workload_of_bmt(&v)?);
-        }
-    }
+    )?;
     let items = svc.list_items(vault)?;
     let values: Vec<Value> = svc
         .sources
         .iter()
         .filter(|s| want.is_none_or(|w| w == Some(s.workload)))
         .map(|s| {
-            let protected = items
-                .iter()
-                .any(|i| i.key() == s.key() && i.protection_state == "Protected");
+            let protected = items.iter().any(|i| {
+                i.key() == s.key()
+                    && matches!(i.protection_state.as_str(), "Protected" | "IRPending")
+            });
             model::protectable_wire(&vault.vault, s, protected)
         })
         .collect();
@@ -886,8 +887,7 @@ fn items_in_container(svc: &Service, vault: &Vault, container: &str) -> ArmResul
 }
 
 fn list_containers(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> {
-    let mut want = None;
-    for (k, v) in bmt_filter(
+    let want = wanted_workload(
         r,
         &[
             "backupmanagementtype",
@@ -897,11 +897,7 @@ fn list_containers(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response>
             "status",
             "friendlyname",
         ],
-    )? {
-        if k == "backupmanagementtype" {
-            want = Some(workload_of_bmt(&v)?);
-        }
-    }
+    )?;
     let items = svc.list_items(vault)?;
     let registered: Vec<Value> = svc
         .store
@@ -1282,14 +1278,17 @@ fn list_protected(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> 
             "backupsetname",
         ],
     )?;
+    // Validate before looking at items, so a bad value is a 400 even in an empty vault.
+    for (k, v) in &filters {
+        if k == "backupmanagementtype" {
+            one_of("backupManagementType", v, BMTS)?;
+        }
+    }
     let mut values = Vec::new();
     'items: for it in svc.list_items(vault)? {
         for (k, v) in &filters {
             let keep = match k.as_str() {
-                "backupmanagementtype" => {
-                    one_of("backupManagementType", v, BMTS)?;
-                    v.eq_ignore_ascii_case(it.workload.bmt())
-                }
+                "backupmanagementtype" => v.eq_ignore_ascii_case(it.workload.bmt()),
                 "itemtype" => {
                     let t = match it.workload {
                         Workload::Vm => "VM",

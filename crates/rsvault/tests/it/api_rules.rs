@@ -190,6 +190,24 @@ fn paths_are_case_insensitive_and_percent_decoded() {
         .replace("API-VERSION", "api-version");
     let item = s.get(&encoded);
     assert_eq!(item["properties"]["protectionState"], "IRPending");
+    // Protected before its first backup is still protected in discovery.
+    let pi = s.get(&format!(
+        "{v}/backupProtectableItems?$filter=backupManagementType%20eq%20'AzureIaasVM'"
+    ));
+    assert_eq!(
+        pi["value"][0]["properties"]["protectionState"], "Protected",
+        "{pi}"
+    );
+    // A bad filter value is refused even where no item would be compared with it.
+    let r = s.req(
+        "GET",
+        &format!(
+            "{}/backupProtectedItems?$filter=backupManagementType%20eq%20'Nope'",
+            s.setup_vault("empty")
+        ),
+        None,
+    );
+    assert_eq!(r.status(), 400);
     assert_eq!(item["properties"]["friendlyName"], "vm1");
 }
 
