@@ -74,7 +74,12 @@ fn write_export(
     op_id: &str,
     q: &crate::store::JobQuery,
 ) -> anyhow::Result<usize> {
-    let rows = svc.store.tx(|tx| tx.list_jobs(vault_key, q, MAX_EXPORT))?;
+    let mut rows = svc
+        .store
+        .tx(|tx| tx.list_jobs(vault_key, q, MAX_EXPORT + 1))?;
+    // More than the cap: export the newest MAX_EXPORT and say so in the file, never silently.
+    let truncated = rows.len() > MAX_EXPORT;
+    rows.truncate(MAX_EXPORT);
     let mut jobs = Vec::with_capacity(rows.len());
     let mut csv = String::from("JobId,Operation,Status,EntityFriendlyName,BackupManagementType,StartTime,EndTime,Duration\n");
     for (body, _, _) in rows {
@@ -107,7 +112,12 @@ fn write_export(
     std::fs::create_dir_all(&dir)?;
     crate::fsutil::write_private(
         &dir.join(format!("{op_id}.json")),
-        serde_json::to_string_pretty(&json!({"value": jobs}))?.as_bytes(),
+        serde_json::to_string_pretty(&json!({
+            "value": jobs,
+            "truncated": truncated,
+            "maxJobs": MAX_EXPORT,
+        }))?
+        .as_bytes(),
     )?;
     crate::fsutil::write_private(&dir.join(format!("{op_id}.csv")), csv.as_bytes())?;
     Ok(n)

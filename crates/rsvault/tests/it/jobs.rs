@@ -205,6 +205,7 @@ fn export_writes_a_signed_json_listing() {
         result["operation"]["blobSasKey"].as_str().unwrap()
     );
     let exported: Value = s.client.get(&url).send().unwrap().json().unwrap();
+    assert_eq!(exported["truncated"], false);
     let jobs = exported["value"].as_array().unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0]["properties"]["operation"], "ConfigureBackup");
