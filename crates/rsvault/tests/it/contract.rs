@@ -1,5 +1,5 @@
 //! Contract validation: every response body the integration tests receive is checked against the
-//! official Azure swagger in `shared/azure-spec/` (issue 4, item 1).
+//! official Azure swagger in `tests/azure-spec/` (copied in, with its provenance) (issue 4, item 1).
 //!
 //! * Operation lookup: method + path (case-insensitive literals, `{param}` = one segment, the most
 //!   specific template wins) in `recoveryservicesbackup/2026-02-01/bms.json` and
@@ -79,7 +79,7 @@ const SOFT_ENUM: &str = "x-soft-enum";
 pub fn spec_dir() -> PathBuf {
     match std::env::var_os("RSVAULT_AZURE_SPEC") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/azure-spec"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/azure-spec"),
     }
 }
 
@@ -633,7 +633,7 @@ fn specs() -> &'static Specs {
     SPECS.get_or_init(|| {
         let common_doc = read_json(
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/it/common-types/resource-management/v3/types.json"),
+                .join("../../tests/azure-spec/common-types/resource-management/v3/types.json"),
         );
         let common = common_doc["definitions"].as_object().cloned().unwrap();
         let report = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("contract-report.tsv");

@@ -1,4 +1,4 @@
-//! Example replay (issue 4, item 2): every example in `shared/azure-spec/**/examples/` for an
+//! Example replay (issue 4, item 2): every example in `tests/azure-spec/**/examples/` for an
 //! operation rsvault implements is replayed against the real server, adapted to the test data
 //! (vm `rg1/vm1`, file share `rg1/acct1/share1`, vault `v1`, policy `testPolicy1`), with the
 //! example's own api-version. Checked per example:
