@@ -7,9 +7,9 @@
 use std::time::Instant;
 
 use chrono::{Duration, Utc};
-use rsvault::job::{tasks_for, Job, JobStatus, Work};
-use rsvault::model::{VaultRef, Workload};
-use rsvault::store::{JobQuery, Store};
+use rsvault_store::{JobQuery, JobRow, Store};
+use rsvault_types::job::{tasks_for, Job, JobStatus, Work};
+use rsvault_types::model::{VaultRef, Workload};
 
 fn main() -> anyhow::Result<()> {
     let n: usize = std::env::args()
@@ -77,7 +77,7 @@ fn main() -> anyhow::Result<()> {
                 };
                 job.finish(status);
                 job.end = Some(start + Duration::seconds(20));
-                tx.upsert_job(&job.row())?;
+                tx.upsert_job(&JobRow::of(&job))?;
             }
             Ok(())
         })?;
@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     let key = vault.key();
-    let day = |d: i64| rsvault::arm::time(now - Duration::days(d));
+    let day = |d: i64| rsvault_types::arm::time(now - Duration::days(d));
     let cases: Vec<(&str, JobQuery)> = vec![
         ("no filter", JobQuery::default()),
         ("status eq 'Failed' (1%)", JobQuery { status: Some("Failed".into()), ..Default::default() }),

@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::api::{self, AppState};
-use crate::config::Config;
-use crate::model::SourceInfo;
-use crate::runner::Runner;
-use crate::service::Service;
-use crate::store::Store;
+use rsvault_api::{self as api, AppState};
+use rsvault_jobs::config::{source_info, Config};
+use rsvault_jobs::live::Runner;
+use rsvault_jobs::service::Service;
+use rsvault_store::Store;
 
 pub struct ServeOptions {
     pub data: PathBuf,
@@ -43,8 +42,8 @@ pub fn admin_token(data: &Path) -> anyhow::Result<(String, bool)> {
         let t = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         return Ok((t.trim().to_string(), false));
     }
-    let token = format!("rsv_{}", crate::api::random_token());
-    crate::fsutil::write_private(&p, token.as_bytes())?;
+    let token = format!("rsv_{}", api::random_token());
+    rsvault_jobs::fsutil::write_private(&p, token.as_bytes())?;
     Ok((token, true))
 }
 
@@ -56,7 +55,7 @@ fn signing_key(data: &Path) -> anyhow::Result<Vec<u8>> {
         }
     }
     let k: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
-    crate::fsutil::write_private(&p, &k)?;
+    rsvault_jobs::fsutil::write_private(&p, &k)?;
     Ok(k)
 }
 
@@ -70,7 +69,7 @@ pub fn open_service(
     std::fs::create_dir_all(data)
         .with_context(|| format!("creating data dir {}", data.display()))?;
     let store = Store::open(&data.join("rsvault.db")).context("opening the metadata store")?;
-    let sources = config.sources.iter().map(SourceInfo::from_config).collect();
+    let sources = config.sources.iter().map(source_info).collect();
     Ok(Arc::new(Service {
         store,
         sources,
@@ -104,8 +103,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         );
     }
 
+    tokio::spawn(rsvault_jobs::runner::dispatch(svc.clone()));
     if svc.config.scheduler.enabled {
-        tokio::spawn(crate::scheduler::run(svc.clone()));
+        tokio::spawn(rsvault_jobs::scheduler::run(svc.clone()));
     }
 
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -18,7 +18,7 @@ pub fn ensure_self_signed(dir: &Path) -> anyhow::Result<(std::path::PathBuf, std
         "::1".to_string(),
     ];
     let generated = rcgen::generate_simple_self_signed(names).context("generating certificate")?;
-    crate::fsutil::write_private(&key, generated.key_pair.serialize_pem().as_bytes())?;
-    crate::fsutil::write_atomic(&cert, generated.cert.pem().as_bytes())?;
+    rsvault_jobs::fsutil::write_private(&key, generated.key_pair.serialize_pem().as_bytes())?;
+    rsvault_jobs::fsutil::write_atomic(&cert, generated.cert.pem().as_bytes())?;
     Ok((cert, key))
 }

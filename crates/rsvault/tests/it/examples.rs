@@ -197,6 +197,16 @@ const NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Providers whose API is an open issue, not yet served: (folder prefix, reason). Their examples
+/// are listed as such, so the report says what is missing instead of failing on it.
+const NOT_YET: &[(&str, &str)] = &[
+    (
+        "authorization/",
+        "role assignments and role definitions are issue #12, not served yet",
+    ),
+    ("monitor/", "the activity log is issue #12, not served yet"),
+];
+
 /// Replay order: each step is a file stem; all versions of that example run at that step.
 const ORDER: &[&str] = &[
     "PUTVault",
@@ -752,7 +762,9 @@ fn examples_replay() {
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut failures = Vec::new();
     for ex in &all {
-        if let Some((_, why)) = NOT_IMPLEMENTED.iter().find(|(f, _)| ex.rel.ends_with(f)) {
+        if let Some((_, why)) = NOT_YET.iter().find(|(f, _)| ex.rel.starts_with(f)) {
+            rows.push((ex.rel.clone(), format!("not replayed yet: {why}")));
+        } else if let Some((_, why)) = NOT_IMPLEMENTED.iter().find(|(f, _)| ex.rel.ends_with(f)) {
             rows.push((ex.rel.clone(), format!("not replayed: {why}")));
         } else if !ORDER.contains(&ex.stem.as_str()) {
             failures.push(format!("{}: no replay step for this example", ex.rel));

@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-fn in_process_service(s: &Server) -> std::sync::Arc<rsvault::service::Service> {
-    let config = rsvault::config::Config::load(&s.config).unwrap();
-    rsvault::server::open_service(
+fn in_process_service(s: &Server) -> std::sync::Arc<rsvault_jobs::service::Service> {
+    let config = rsvault_jobs::config::Config::load(&s.config).unwrap();
+    let svc = rsvault::server::open_service(
         &s.data,
         config,
         (
@@ -18,7 +18,11 @@ fn in_process_service(s: &Server) -> std::sync::Arc<rsvault::service::Service> {
             vec!["engine-worker".into()],
         ),
     )
-    .unwrap()
+    .unwrap();
+    // Jobs the scheduler creates run through this service's own dispatcher (call from inside
+    // a runtime).
+    tokio::spawn(rsvault_jobs::runner::dispatch(svc.clone()));
+    svc
 }
 
 fn backup_jobs(s: &Server, v: &str, user: bool) -> Vec<Value> {
@@ -51,8 +55,8 @@ fn two_schedulers_never_double_run_and_missed_runs_run_once() {
     let today = Utc::now().date_naive();
     let next_day_3am =
         Utc.from_utc_datetime(&(today + chrono::Days::new(1)).and_hms_opt(3, 0, 0).unwrap());
-    let ra = rsvault::scheduler::tick(&a, next_day_3am).unwrap();
-    let rb = rsvault::scheduler::tick(&b, next_day_3am).unwrap();
+    let ra = rsvault_jobs::scheduler::tick(&a, next_day_3am).unwrap();
+    let rb = rsvault_jobs::scheduler::tick(&b, next_day_3am).unwrap();
     assert!(
         ra.leader && !rb.leader,
         "one scheduler leads: {ra:?} {rb:?}"
@@ -64,7 +68,7 @@ fn two_schedulers_never_double_run_and_missed_runs_run_once() {
     );
     // Even once the lease has expired and the other node takes over, the slot is not re-run.
     let later = next_day_3am + chrono::Duration::hours(1);
-    let rb = rsvault::scheduler::tick(&b, later).unwrap();
+    let rb = rsvault_jobs::scheduler::tick(&b, later).unwrap();
     assert!(rb.leader);
     assert_eq!(rb.backups_started, 0);
     let scheduled = backup_jobs(&s, &v, false);
@@ -74,14 +78,14 @@ fn two_schedulers_never_double_run_and_missed_runs_run_once() {
 
     // Down for four days: one catch-up run, not four.
     let after_outage = next_day_3am + chrono::Duration::days(4);
-    let r = rsvault::scheduler::tick(&b, after_outage).unwrap();
+    let r = rsvault_jobs::scheduler::tick(&b, after_outage).unwrap();
     assert_eq!(r.backups_started, 1);
     assert_eq!(
         r.maintenance_started, 1,
         "garbage collection (daily) is due, verification (weekly) is not"
     );
     assert_eq!(
-        rsvault::scheduler::tick(&b, after_outage + chrono::Duration::minutes(1))
+        rsvault_jobs::scheduler::tick(&b, after_outage + chrono::Duration::minutes(1))
             .unwrap()
             .backups_started,
         0
@@ -99,7 +103,7 @@ fn two_schedulers_never_double_run_and_missed_runs_run_once() {
         .iter()
         .map(|j| j["name"].as_str().unwrap().to_string())
         .collect();
-    let r = rsvault::scheduler::tick(&b, after_outage + chrono::Duration::days(200)).unwrap();
+    let r = rsvault_jobs::scheduler::tick(&b, after_outage + chrono::Duration::days(200)).unwrap();
     assert!(r.jobs_deleted >= 3, "{r:?}");
     for id in old {
         assert_eq!(

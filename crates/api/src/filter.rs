@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use crate::arm::{ArmCode, ArmError, ArmResult};
+use rsvault_types::arm::{ArmCode, ArmError, ArmResult};
 
 /// Parses `a eq 'x' and b eq 'y'` into lowercase field names and raw values. Field names are
 /// checked against `allowed` (lowercase).

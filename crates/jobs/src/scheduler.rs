@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::job::{JobStatus, Work};
-use crate::model::{Item, Policy, Vault};
 use crate::service::{Service, K_ITEM, K_POLICY, K_VAULT};
+use rsvault_types::job::{JobStatus, Work};
+use rsvault_types::model::{Item, Policy, Vault};
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -45,8 +45,8 @@ pub fn tick(svc: &Arc<Service>, now: DateTime<Utc>) -> anyhow::Result<TickReport
         tx.acquire_lease(
             "scheduler",
             &svc.node_id,
-            &crate::arm::time(now),
-            &crate::arm::time(now + lease_for),
+            &rsvault_types::arm::time(now),
+            &rsvault_types::arm::time(now + lease_for),
         )
     })?;
     if !report.leader {
@@ -63,7 +63,7 @@ pub fn tick(svc: &Arc<Service>, now: DateTime<Utc>) -> anyhow::Result<TickReport
         report.maintenance_started += maintenance_runs(svc, &vault, now)?;
     }
     let days = svc.config.jobs.history_days as i64;
-    let cutoff = crate::arm::time(now - Duration::days(days));
+    let cutoff = rsvault_types::arm::time(now - Duration::days(days));
     report.jobs_deleted = svc
         .store
         .tx(|tx| tx.delete_finished_jobs_before(&cutoff, HISTORY_BATCH))?;
@@ -101,7 +101,7 @@ fn policy_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow:
         if slot <= it.created || it.last_scheduled.is_some_and(|l| slot <= l) {
             continue;
         }
-        let job = crate::api::handlers::new_job(
+        let job = crate::service::new_job(
             vault,
             &it,
             "Backup",
@@ -111,7 +111,7 @@ fn policy_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow:
             },
             false,
         );
-        let slot_s = crate::arm::time(slot);
+        let slot_s = rsvault_types::arm::time(slot);
         let item_key = it.key();
         let job_id = job.id.clone();
         let claimed = svc
@@ -145,7 +145,7 @@ fn maintenance_runs(
         }
         // Due when the last job of this kind started longer ago than the interval; a vault that
         // never had one counts from its creation (a new, empty vault needs no maintenance yet).
-        let q = crate::store::JobQuery {
+        let q = rsvault_store::JobQuery {
             operation: Some(op.into()),
             ..Default::default()
         };
@@ -153,7 +153,7 @@ fn maintenance_runs(
         let due = match last.first() {
             None => vault.created + Duration::hours(interval as i64) <= now,
             Some((body, _, _)) => {
-                let j: crate::job::Job = serde_json::from_str(body)?;
+                let j: rsvault_types::job::Job = serde_json::from_str(body)?;
                 !matches!(j.status, JobStatus::InProgress | JobStatus::Cancelling)
                     && j.start + Duration::hours(interval as i64) <= now
             }
@@ -161,8 +161,9 @@ fn maintenance_runs(
         if !due {
             continue;
         }
-        let slot =
-            crate::arm::time(now - Duration::seconds(now.timestamp() % (interval as i64 * 3600)));
+        let slot = rsvault_types::arm::time(
+            now - Duration::seconds(now.timestamp() % (interval as i64 * 3600)),
+        );
         let work = if op == "Verify" {
             Work::Verify {
                 read_data_percent: Some(m.verify_read_data_percent),

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::arm;
-use crate::config::SourceConfig;
 
 pub const PROVIDER: &str = "Microsoft.RecoveryServices";
 
@@ -139,38 +138,6 @@ pub struct SourceInfo {
 }
 
 impl SourceInfo {
-    pub fn from_config(s: &SourceConfig) -> Self {
-        match s {
-            SourceConfig::Vm {
-                resource_group,
-                name,
-                disks,
-            } => Self {
-                workload: Workload::Vm,
-                container: format!("IaasVMContainer;iaasvmcontainerv2;{resource_group};{name}"),
-                item: format!("VM;iaasvmcontainerv2;{resource_group};{name}"),
-                friendly_name: name.clone(),
-                rg: resource_group.clone(),
-                host_name: name.clone(),
-                paths: disks.clone(),
-            },
-            SourceConfig::Fileshare {
-                resource_group,
-                storage_account,
-                share,
-                path,
-            } => Self {
-                workload: Workload::FileShare,
-                container: format!("StorageContainer;Storage;{resource_group};{storage_account}"),
-                item: format!("AzureFileShare;{share}"),
-                friendly_name: share.clone(),
-                rg: resource_group.clone(),
-                host_name: storage_account.clone(),
-                paths: vec![path.clone()],
-            },
-        }
-    }
-
     /// ARM id of the source VM or storage account in `sub`.
     pub fn resource_id(&self, sub: &str) -> String {
         match self.workload {

@@ -12,18 +12,22 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use super::{ok, Req};
-use crate::arm::{self, ArmCode, ArmError, ArmResult};
-use crate::job::Job;
-use crate::model::{OpKind, Operation, Vault};
-use crate::service::{Service, K_OP};
+use rsvault_jobs::service::{Service, K_OP};
+use rsvault_types::arm::{self, ArmCode, ArmError, ArmResult};
+use rsvault_types::job::Job;
+use rsvault_types::model::{OpKind, Operation, Vault};
 
 /// How long an export link stays valid.
 const LINK_TTL_MINUTES: i64 = 60;
 /// Export at most this many jobs per request (newest first).
 const MAX_EXPORT: usize = 100_000;
 
-pub fn start(svc: &Arc<Service>, r: &Req, vault: &Vault) -> ArmResult<Response> {
-    let q = super::handlers::job_query(r.q("$filter"))?;
+pub fn start(
+    svc: &Arc<Service>,
+    r: &Req,
+    vault: &Vault,
+    q: rsvault_store::JobQuery,
+) -> ArmResult<Response> {
     let op = Operation::new(OpKind::Export, None, None);
     svc.put_op(vault, &op)?;
     let loc = r.url(&format!(
@@ -72,7 +76,7 @@ fn write_export(
     svc: &Service,
     vault_key: &str,
     op_id: &str,
-    q: &crate::store::JobQuery,
+    q: &rsvault_store::JobQuery,
 ) -> anyhow::Result<usize> {
     let mut rows = svc
         .store
@@ -110,7 +114,7 @@ fn write_export(
     let n = jobs.len();
     let dir = svc.data_dir.join("exports");
     std::fs::create_dir_all(&dir)?;
-    crate::fsutil::write_private(
+    rsvault_jobs::fsutil::write_private(
         &dir.join(format!("{op_id}.json")),
         serde_json::to_string_pretty(&json!({
             "value": jobs,
@@ -119,7 +123,7 @@ fn write_export(
         }))?
         .as_bytes(),
     )?;
-    crate::fsutil::write_private(&dir.join(format!("{op_id}.csv")), csv.as_bytes())?;
+    rsvault_jobs::fsutil::write_private(&dir.join(format!("{op_id}.csv")), csv.as_bytes())?;
     Ok(n)
 }
 

@@ -1,4 +1,4 @@
-//! The metadata store: one SQLite file (WAL). All SQL lives here.
+//! The metadata store: one SQLite file (WAL). All SQL lives here; no other crate names a table.
 //!
 //! Resources that are read whole (vaults, policies, containers, protected items, recovery points,
 //! operations, exports) are JSON documents keyed by (kind, vault, key). Jobs have their own table
@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::sync::Mutex;
 
+use rsvault_types::arm;
+use rsvault_types::job::Job;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -17,6 +19,14 @@ pub enum Error {
     Sql(#[from] rusqlite::Error),
     #[error("stored document is unreadable: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("{0} does not exist")]
+    Missing(String),
+}
+
+impl From<Error> for rsvault_types::arm::ArmError {
+    fn from(e: Error) -> Self {
+        rsvault_types::arm::ArmError::internal(e)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -77,6 +87,23 @@ pub struct JobRow {
     pub start_time: String,
     pub item: String,
     pub body: String,
+}
+
+impl JobRow {
+    /// The row that stores `job`: its indexed columns and its JSON body.
+    pub fn of(job: &Job) -> Self {
+        Self {
+            id: job.id.clone(),
+            vault: job.vault.key(),
+            seq: job.seq,
+            status: job.status.as_str().into(),
+            operation: job.operation.clone(),
+            bmt: job.bmt().into(),
+            start_time: arm::time(job.start),
+            item: job.item_key.clone(),
+            body: serde_json::to_string(job).expect("job serializes"),
+        }
+    }
 }
 
 /// Filter for job listings. Times are RFC 3339 strings comparable as text (all UTC, same format).

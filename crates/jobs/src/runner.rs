@@ -12,72 +12,31 @@
 //! Backups and restores hold the vault's lock shared; deleting data (forget + prune) holds it
 //! exclusively, so prune never runs next to a backup of the same repository.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
-use rsvault_engine::{JobContext, Progress, Warning};
+use rsvault_engine::JobContext;
+use rsvault_types::job::{codes, Conflict, Job, JobError, JobStatus, Work};
+use rsvault_types::model::{Item, RecoveryPoint, SourceInfo, Vault, Workload};
 
-use crate::job::{codes, Job, JobError, JobStatus, Work};
-use crate::model::{Item, Operation, RecoveryPoint, SourceInfo, Vault, Workload};
+use crate::context::{engine_call, repo_config, Ctx, Outcome};
 use crate::service::Service;
 
-/// Per-job live state shared with the engine thread.
-struct Live {
-    cancel: Arc<AtomicBool>,
-}
-
-#[derive(Default)]
-pub struct Locks {
-    items: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    vaults: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
-}
-
-impl Locks {
-    fn item(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut m = self.items.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(key.to_string()).or_default().clone()
-    }
-    fn vault(&self, key: &str) -> Arc<tokio::sync::RwLock<()>> {
-        let mut m = self.vaults.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(key.to_string()).or_default().clone()
-    }
-}
-
-pub struct Runner {
-    live: Mutex<HashMap<String, Live>>,
-    locks: Locks,
-    /// The program and arguments that start an engine worker process.
-    pub worker: (PathBuf, Vec<String>),
-}
-
-impl Runner {
-    pub fn new(worker: (PathBuf, Vec<String>)) -> Self {
-        Self {
-            live: Mutex::new(HashMap::new()),
-            locks: Locks::default(),
-            worker,
-        }
-    }
-
-    /// Signals a running job's engine work to stop. Returns whether the job was running here.
-    pub fn signal_cancel(&self, job_id: &str) -> bool {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        match live.get(job_id) {
-            Some(l) => {
-                l.cancel.store(true, Ordering::SeqCst);
-                true
-            }
-            None => false,
-        }
+/// Takes queued job ids from the service's queue and runs each in its own task.
+pub async fn dispatch(svc: Arc<Service>) {
+    let Some(mut rx) = svc.runner.take_queue() else {
+        tracing::error!("the job dispatcher was started twice");
+        return;
+    };
+    while let Some(job_id) = rx.recv().await {
+        spawn(svc.clone(), job_id);
     }
 }
 
 /// Starts a job in the background.
-pub fn spawn(svc: Arc<Service>, job_id: String) {
+fn spawn(svc: Arc<Service>, job_id: String) {
     tokio::spawn(async move {
         if let Err(e) = run(svc.clone(), &job_id).await {
             tracing::error!(job = %job_id, "job runner error: {e:#}");
@@ -122,17 +81,7 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
         _w = None;
     }
 
-    let cancel = Arc::new(AtomicBool::new(false));
-    svc.runner
-        .live
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(
-            job_id.to_string(),
-            Live {
-                cancel: cancel.clone(),
-            },
-        );
+    let cancel = svc.runner.register(job_id);
     let _live_guard = LiveGuard {
         svc: svc.clone(),
         id: job_id.to_string(),
@@ -285,131 +234,6 @@ fn classify(e: &rsvault_engine::Error) -> (i32, &'static str, &'static str) {
     }
 }
 
-pub(crate) enum Outcome {
-    Done {
-        warnings: Vec<Warning>,
-    },
-    /// Completed; these findings make it `CompletedWithWarnings`.
-    Warned(Vec<JobError>),
-    Cancelled,
-}
-
-struct LiveGuard {
-    svc: Arc<Service>,
-    id: String,
-}
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        self.svc
-            .runner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
-    }
-}
-
-/// The engine's view of the job: cancellation flag, throttled progress, collected warnings.
-pub(crate) struct Ctx {
-    svc: Arc<Service>,
-    pub(crate) job_id: String,
-    cancel: Arc<AtomicBool>,
-    last_write: Mutex<Option<Instant>>,
-    started: Instant,
-    pub(crate) warnings: Mutex<Vec<Warning>>,
-}
-
-impl Ctx {
-    pub(crate) fn is_cancelled_now(&self) -> bool {
-        self.cancel.load(Ordering::SeqCst)
-    }
-}
-
-impl JobContext for Ctx {
-    fn is_cancelled(&self) -> bool {
-        self.cancel.load(Ordering::SeqCst)
-    }
-
-    fn progress(&self, p: &Progress) {
-        let mut last = self.last_write.lock().unwrap_or_else(|e| e.into_inner());
-        // Persist at most once a second: the job row is what every node and client reads.
-        if last.is_some_and(|t| t.elapsed().as_millis() < 1000) {
-            return;
-        }
-        *last = Some(Instant::now());
-        drop(last);
-        let pct = if p.bytes_total > 0 {
-            (p.bytes_done as f64 / p.bytes_total as f64 * 100.0).clamp(0.0, 99.9)
-        } else {
-            0.0
-        };
-        let elapsed = self.started.elapsed().as_secs_f64();
-        let eta = if p.bytes_done > 0 && p.bytes_total > p.bytes_done {
-            Some(
-                ((p.bytes_total - p.bytes_done) as f64 * elapsed / p.bytes_done as f64).ceil()
-                    as i64,
-            )
-        } else {
-            None
-        };
-        let phase = format!("{:?}", p.phase);
-        let _ = self.svc.update_job(&self.job_id, |j| {
-            if j.status.is_terminal() {
-                return;
-            }
-            j.progress = Some((pct * 100.0).round() / 100.0);
-            j.eta_seconds = eta;
-            j.property_bag.insert("Phase".into(), phase.clone());
-            j.property_bag
-                .insert("Files Done".into(), p.files_done.to_string());
-            j.property_bag
-                .insert("Bytes Done".into(), p.bytes_done.to_string());
-            // "Take Snapshot" ends when the engine starts moving data.
-            if j.operation == "Backup" && matches!(p.phase, rsvault_engine::Phase::Transferring) {
-                if j.tasks.first().is_some_and(|t| t.status == "InProgress") {
-                    j.complete_task(0);
-                    j.start_task(1);
-                }
-                if let Some(t) = j.tasks.get_mut(1) {
-                    t.progress = Some((pct * 100.0).round() / 100.0);
-                }
-            }
-        });
-    }
-
-    fn warn(&self, warning: Warning) {
-        self.warnings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(warning);
-    }
-}
-
-pub(crate) fn engine_call(
-    svc: &Service,
-    ctx: &Arc<Ctx>,
-    request: rsvault_engine::worker::Request,
-) -> impl std::future::Future<Output = Result<rsvault_engine::worker::Response, rsvault_engine::Error>>
-{
-    let (program, args) = svc.runner.worker.clone();
-    let ctx = ctx.clone();
-    async move {
-        tokio::task::spawn_blocking(move || {
-            rsvault_engine::worker::run_in_worker(&program, &args, &request, ctx.as_ref())
-        })
-        .await
-        .map_err(|e| rsvault_engine::Error::Worker(format!("engine task failed: {e}")))?
-    }
-}
-
-pub(crate) fn repo_config(svc: &Service, vault: &Vault) -> rsvault_engine::RepoConfig {
-    rsvault_engine::RepoConfig {
-        path: svc.repo_dir(vault),
-        password: vault.password.clone(),
-    }
-}
-
 async fn backup(
     svc: &Arc<Service>,
     vault: &Vault,
@@ -528,7 +352,7 @@ async fn backup(
         bag.insert(
             "Recovery Point Expiry Time".into(),
             expiry
-                .map(crate::arm::time)
+                .map(rsvault_types::arm::time)
                 .unwrap_or_else(|| "Retained per policy".into()),
         );
     })
@@ -554,14 +378,18 @@ async fn restore(
     snapshot_id: String,
     paths: Vec<String>,
     target: PathBuf,
-    conflict: rsvault_engine::Conflict,
+    conflict: Conflict,
 ) -> Result<Outcome, rsvault_engine::Error> {
     use rsvault_engine::worker::{Request, Response};
     let spec = rsvault_engine::RestoreSpec {
         snapshot_id,
         paths,
         target,
-        conflict,
+        conflict: match conflict {
+            Conflict::Overwrite => rsvault_engine::Conflict::Overwrite,
+            Conflict::Skip => rsvault_engine::Conflict::Skip,
+            Conflict::Fail => rsvault_engine::Conflict::Fail,
+        },
     };
     let resp = engine_call(
         svc,
@@ -643,8 +471,14 @@ async fn delete_data(
     Ok(Outcome::Done { warnings: vec![] })
 }
 
-/// Marks an operation finished after the job it tracks ended (cancel operations).
-pub fn finish_op(op: &mut Operation, ok: bool) {
-    op.status = if ok { "Succeeded" } else { "Failed" }.into();
-    op.end = Some(Utc::now());
+/// Removes a job from the node's live set however its task ends.
+struct LiveGuard {
+    svc: Arc<Service>,
+    id: String,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.svc.runner.unregister(&self.id);
+    }
 }

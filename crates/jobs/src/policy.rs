@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::arm::{ArmError, ArmResult};
+use rsvault_types::arm::{ArmError, ArmResult};
 
 fn bad(target: &str, msg: impl Into<String>) -> ArmError {
     ArmError::invalid(msg).with_target(format!("properties.{target}"))

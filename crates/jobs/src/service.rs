@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
-use crate::arm::{ArmCode, ArmError, ArmResult};
 use crate::config::Config;
-use crate::job::{codes, Job, JobError, JobStatus, Work};
-use crate::model::{Item, OpKind, Operation, RecoveryPoint, SourceInfo, Vault, VaultRef};
-use crate::runner::{self, Runner};
-use crate::store::{self, Store};
+use rsvault_store::{self as store, JobRow, Store};
+use rsvault_types::arm::{ArmCode, ArmError, ArmResult};
+use rsvault_types::job::{codes, tasks_for, Job, JobError, JobStatus, Work};
+use rsvault_types::model::{Item, OpKind, Operation, RecoveryPoint, SourceInfo, Vault, VaultRef};
+
+use crate::live::Runner;
 
 pub const K_VAULT: &str = "vault";
 pub const K_POLICY: &str = "policy";
@@ -30,12 +31,6 @@ pub struct Service {
     pub signing_key: Vec<u8>,
     /// This process's identity for leases.
     pub node_id: String,
-}
-
-impl From<store::Error> for ArmError {
-    fn from(e: store::Error) -> Self {
-        ArmError::internal(e)
-    }
 }
 
 /// A decimal recovery point id, increasing with time.
@@ -213,7 +208,7 @@ impl Service {
             if let Some(body) = tx.get_job_body(&key, job_id)? {
                 let mut job: Job = serde_json::from_str(&body)?;
                 bag(&mut job);
-                tx.upsert_job(&job.row())?;
+                tx.upsert_job(&JobRow::of(&job))?;
             }
             Ok(())
         })
@@ -270,10 +265,10 @@ impl Service {
         self.store.tx(|tx| {
             let body = tx
                 .jobs_by_id(id)?
-                .ok_or(store::Error::Sql(rusqlite::Error::QueryReturnedNoRows))?;
+                .ok_or_else(|| store::Error::Missing(format!("job {id}")))?;
             let mut job: Job = serde_json::from_str(&body)?;
             f(&mut job);
-            tx.upsert_job(&job.row())?;
+            tx.upsert_job(&JobRow::of(&job))?;
             Ok(job)
         })
     }
@@ -284,14 +279,14 @@ impl Service {
         let key = job.vault.key();
         self.store.tx(|tx| {
             job.seq = tx.next_job_seq()?;
-            tx.upsert_job(&job.row())?;
+            tx.upsert_job(&JobRow::of(&job))?;
             if let Some(op) = op {
                 tx.put(K_OP, &key, &op.id, "", op)?;
             }
             Ok(())
         })?;
         if !matches!(job.work, Work::Instant) {
-            runner::spawn(self.clone(), job.id.clone());
+            self.runner.enqueue(&job.id);
         }
         Ok(job)
     }
@@ -331,7 +326,7 @@ impl Service {
             }
             j.status = JobStatus::Cancelling;
             j.cancel_op = Some(op_id.clone());
-            tx.upsert_job(&j.row())?;
+            tx.upsert_job(&JobRow::of(&j))?;
             tx.put(K_OP, &key, &op.id, "", &op)?;
             Ok(true)
         })?;
@@ -350,7 +345,7 @@ impl Service {
         let key = job.vault.key();
         let res = self.store.tx(|tx| {
             if let Some(mut op) = tx.get::<Operation>(K_OP, &key, op_id)? {
-                runner::finish_op(&mut op, job.status == JobStatus::Cancelled);
+                finish_op(&mut op, job.status == JobStatus::Cancelled);
                 if job.status != JobStatus::Cancelled {
                     op.error = Some((
                         "BMSUserErrorJobNotCancellable".into(),
@@ -400,7 +395,7 @@ impl Service {
             let job: Job = serde_json::from_str(&b)?;
             if !job.started && job.status == JobStatus::InProgress {
                 requeued += 1;
-                runner::spawn(self.clone(), job.id.clone());
+                self.runner.enqueue(&job.id);
                 continue;
             }
             let j = self.update_job(&job.id, |j| {
@@ -430,7 +425,7 @@ impl Service {
             id: uuid::Uuid::new_v4().to_string(),
             vault: vault.vault.clone(),
             seq: 0,
-            workload: crate::model::Workload::FileShare,
+            workload: rsvault_types::model::Workload::FileShare,
             operation: operation.into(),
             status: JobStatus::InProgress,
             started: false,
@@ -442,7 +437,10 @@ impl Service {
             end: None,
             activity_id: uuid::Uuid::new_v4().to_string(),
             is_user_triggered: user,
-            tasks: crate::job::tasks_for(crate::model::Workload::FileShare, operation),
+            tasks: rsvault_types::job::tasks_for(
+                rsvault_types::model::Workload::FileShare,
+                operation,
+            ),
             property_bag: Default::default(),
             progress: None,
             eta_seconds: None,
@@ -471,4 +469,51 @@ pub fn normalize_container(c: &str) -> String {
 
 pub fn normalize_item(i: &str) -> String {
     i.to_ascii_lowercase()
+}
+
+/// A job for an item, not yet stored. Instant jobs are born finished.
+pub fn new_job(vault: &Vault, it: &Item, operation: &str, work: Work, user: bool) -> Job {
+    let short = it
+        .container
+        .split_once(';')
+        .map(|(_, r)| r.to_string())
+        .unwrap_or_default();
+    let host = it.container.rsplit(';').next().unwrap_or("").to_string();
+    let instant = matches!(work, Work::Instant);
+    let now = Utc::now();
+    let mut job = Job {
+        id: uuid::Uuid::new_v4().to_string(),
+        vault: vault.vault.clone(),
+        seq: 0,
+        workload: it.workload,
+        operation: operation.into(),
+        status: JobStatus::InProgress,
+        started: false,
+        entity_friendly_name: it.friendly_name.clone(),
+        item_key: it.key(),
+        container_short: short,
+        host_name: host,
+        start: now,
+        end: None,
+        activity_id: uuid::Uuid::new_v4().to_string(),
+        is_user_triggered: user,
+        tasks: tasks_for(it.workload, operation),
+        property_bag: Default::default(),
+        progress: None,
+        eta_seconds: None,
+        errors: vec![],
+        cancel_op: None,
+        work,
+    };
+    if instant {
+        job.started = true;
+        job.finish(JobStatus::Completed);
+    }
+    job
+}
+
+/// Marks an operation finished after the job it tracks ended (cancel operations).
+pub fn finish_op(op: &mut Operation, ok: bool) {
+    op.status = if ok { "Succeeded" } else { "Failed" }.into();
+    op.end = Some(Utc::now());
 }

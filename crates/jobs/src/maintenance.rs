@@ -9,11 +9,11 @@ use rsvault_engine::worker::{Request, Response};
 use rsvault_engine::Error as EngineError;
 use serde::Serialize;
 
-use crate::job::{codes, Job, JobError};
-use crate::model::{Item, RecoveryPoint, Vault};
+use crate::context::{engine_call, repo_config, Ctx, Outcome};
 use crate::retention::{self, Decision, PointIn, Protection};
-use crate::runner::{engine_call, repo_config, Ctx, Outcome};
 use crate::service::{Service, K_ITEM, K_POLICY, K_RP};
+use rsvault_types::job::{codes, Job, JobError};
+use rsvault_types::model::{Item, RecoveryPoint, Vault};
 
 #[derive(Debug, Serialize)]
 pub struct ItemPreview {
@@ -24,7 +24,7 @@ pub struct ItemPreview {
     pub points: Vec<Decision>,
 }
 
-fn store_err(e: crate::store::Error) -> EngineError {
+fn store_err(e: rsvault_store::Error) -> EngineError {
     EngineError::Repository(format!("metadata store: {e}"))
 }
 
@@ -33,13 +33,13 @@ pub fn preview(
     svc: &Service,
     vault: &Vault,
     now: DateTime<Utc>,
-) -> Result<Vec<ItemPreview>, crate::store::Error> {
+) -> Result<Vec<ItemPreview>, rsvault_store::Error> {
     let key = vault.vault.key();
     let items: Vec<Item> = svc.store.tx(|tx| tx.list(K_ITEM, &key, None))?;
     let mut out = Vec::new();
     for it in items {
         let points = svc.recovery_points(vault, &it.key())?;
-        let policy: Option<crate::model::Policy> = match &it.policy {
+        let policy: Option<rsvault_types::model::Policy> = match &it.policy {
             Some(p) => svc
                 .store
                 .tx(|tx| tx.get(K_POLICY, &key, &p.to_ascii_lowercase()))?,

@@ -8,11 +8,13 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::{accepted, no_content, ok, Req};
-use crate::arm::{self, ArmCode, ArmError, ArmResult};
 use crate::filter;
-use crate::job::{tasks_for, Job, JobStatus, Work};
-use crate::model::{self, Item, OpKind, Operation, Policy, SourceInfo, Vault, VaultRef, Workload};
-use crate::service::{Service, K_CONTAINER, K_POLICY};
+use rsvault_jobs::service::{new_job, Service, K_CONTAINER, K_POLICY};
+use rsvault_types::arm::{self, ArmCode, ArmError, ArmResult};
+use rsvault_types::job::{Job, JobStatus, Work};
+use rsvault_types::model::{
+    self, Item, OpKind, Operation, Policy, SourceInfo, Vault, VaultRef, Workload,
+};
 
 pub async fn route(svc: &Arc<Service>, r: &Req) -> ArmResult<Response> {
     let l: Vec<String> = r.seg.iter().map(|s| s.to_ascii_lowercase()).collect();
@@ -123,7 +125,7 @@ async fn vault_routes(
         }
         ["backupjobsexport"] => {
             only(m, &[Method::POST])?;
-            super::export::start(svc, r, &vault)
+            super::export::start(svc, r, &vault, job_query(r.q("$filter"))?)
         }
         ["backupoperations", op] | ["operationstatus", op] => {
             only(m, &[Method::GET])?;
@@ -189,7 +191,7 @@ async fn vault_routes(
                 Some(t) => filter::parse_time("at", t)?,
                 None => Utc::now(),
             };
-            let items = crate::maintenance::preview(svc, &vault, at)?;
+            let items = rsvault_jobs::maintenance::preview(svc, &vault, at)?;
             Ok(ok(
                 json!({"vault": vault.vault.id(), "at": arm::time(at), "items": items}),
             ))
@@ -329,7 +331,7 @@ async fn fabric_routes(
         }
         ["protectioncontainers", _, "protecteditems", _, "recoverypoints", _, "restore"] => {
             only(m, &[Method::POST])?;
-            crate::api::handlers::restore::trigger(svc, r, vault, &orig[1], &orig[3], &orig[5])
+            crate::handlers::restore::trigger(svc, r, vault, &orig[1], &orig[3], &orig[5])
         }
         _ => Err(not_found_path(r)),
     }
@@ -632,8 +634,8 @@ fn one_of(field: &str, v: &str, allowed: &[&str]) -> ArmResult<String> {
         })
 }
 
-pub fn job_query(f: Option<&str>) -> ArmResult<crate::store::JobQuery> {
-    let mut q = crate::store::JobQuery::default();
+pub fn job_query(f: Option<&str>) -> ArmResult<rsvault_store::JobQuery> {
+    let mut q = rsvault_store::JobQuery::default();
     let Some(f) = f else { return Ok(q) };
     let statuses: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
     let (mut from, mut to) = (None, None);
@@ -773,7 +775,7 @@ fn policy(svc: &Service, r: &Req, vault: &Vault, name: &str) -> ArmResult<Respon
         Method::PUT => {
             arm::check_name("policy", name)?;
             let body = r.json()?;
-            let props = crate::policy::validate(body.get("properties"))?;
+            let props = rsvault_jobs::policy::validate(body.get("properties"))?;
             let key = name.to_ascii_lowercase();
             let existing: Option<Policy> = svc
                 .store
@@ -1082,46 +1084,6 @@ fn item(
     }
 }
 
-pub fn new_job(vault: &Vault, it: &Item, operation: &str, work: Work, user: bool) -> Job {
-    let short = it
-        .container
-        .split_once(';')
-        .map(|(_, r)| r.to_string())
-        .unwrap_or_default();
-    let host = it.container.rsplit(';').next().unwrap_or("").to_string();
-    let instant = matches!(work, Work::Instant);
-    let now = Utc::now();
-    let mut job = Job {
-        id: uuid::Uuid::new_v4().to_string(),
-        vault: vault.vault.clone(),
-        seq: 0,
-        workload: it.workload,
-        operation: operation.into(),
-        status: JobStatus::InProgress,
-        started: false,
-        entity_friendly_name: it.friendly_name.clone(),
-        item_key: it.key(),
-        container_short: short,
-        host_name: host,
-        start: now,
-        end: None,
-        activity_id: uuid::Uuid::new_v4().to_string(),
-        is_user_triggered: user,
-        tasks: tasks_for(it.workload, operation),
-        property_bag: Default::default(),
-        progress: None,
-        eta_seconds: None,
-        errors: vec![],
-        cancel_op: None,
-        work,
-    };
-    if instant {
-        job.started = true;
-        job.finish(JobStatus::Completed);
-    }
-    job
-}
-
 fn protect(
     svc: &Arc<Service>,
     r: &Req,
@@ -1236,7 +1198,7 @@ fn protect(
             last_backup_time: None,
             last_recovery_point: None,
             health_status: "Passed".into(),
-            data_id: crate::service::new_recovery_point_id(),
+            data_id: rsvault_jobs::service::new_recovery_point_id(),
             last_snapshot: None,
             last_verified: None,
             created: Utc::now(),
@@ -1539,7 +1501,7 @@ pub mod restore {
         ))
     }
 
-    type Plan = (Vec<String>, PathBuf, rsvault_engine::Conflict, String);
+    type Plan = (Vec<String>, PathBuf, rsvault_types::job::Conflict, String);
 
     fn expect_type(t: &str, allowed: &[&str]) -> ArmResult<()> {
         if allowed.iter().any(|a| a.eq_ignore_ascii_case(t)) {
@@ -1598,7 +1560,7 @@ pub mod restore {
                         "OriginalLocation restore needs all of the VM's disks in one directory; use RestoreDisks instead.",
                     ));
                 }
-                Ok((disks, first.to_path_buf(), rsvault_engine::Conflict::Overwrite, "OriginalLocation".into()))
+                Ok((disks, first.to_path_buf(), rsvault_types::job::Conflict::Overwrite, "OriginalLocation".into()))
             }
             "alternatelocation" | "restoredisks" => {
                 let rg = p
@@ -1610,7 +1572,7 @@ pub mod restore {
                 let rel = format!("{rg}/{}-{}", src.friendly_name, rp.id);
                 let target = confined(svc, &rel)?;
                 let kind = if rt.eq_ignore_ascii_case("restoredisks") { "RestoreDisks" } else { "AlternateLocation" };
-                Ok((disks, target, rsvault_engine::Conflict::Fail, kind.into()))
+                Ok((disks, target, rsvault_types::job::Conflict::Fail, kind.into()))
             }
             _ => Err(ArmError::invalid(format!(
                 "recoveryType '{rt}' is invalid for a VM; allowed: OriginalLocation, AlternateLocation, RestoreDisks."
@@ -1625,9 +1587,9 @@ pub mod restore {
             .and_then(Value::as_str)
             .unwrap_or("Overwrite");
         let conflict = match copy.to_ascii_lowercase().as_str() {
-            "overwrite" => rsvault_engine::Conflict::Overwrite,
-            "skip" => rsvault_engine::Conflict::Skip,
-            "failonconflict" => rsvault_engine::Conflict::Fail,
+            "overwrite" => rsvault_types::job::Conflict::Overwrite,
+            "skip" => rsvault_types::job::Conflict::Skip,
+            "failonconflict" => rsvault_types::job::Conflict::Fail,
             _ => {
                 return Err(ArmError::invalid(format!(
                     "copyOptions '{copy}' is not supported; use Overwrite, Skip or FailOnConflict."

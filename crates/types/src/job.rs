@@ -63,6 +63,17 @@ pub struct JobError {
 }
 
 /// Error codes of job `errorDetails` (Azure uses integer codes there).
+/// What a restore does with a file that already exists at the target (stored with the job; the
+/// runner hands the engine its own copy of this choice).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Conflict {
+    #[default]
+    Overwrite,
+    Skip,
+    Fail,
+}
+
 pub mod codes {
     pub const WARNING_FILE: i32 = 100;
     pub const INTERRUPTED: i32 = 200;
@@ -90,7 +101,7 @@ pub enum Work {
         snapshot_id: String,
         paths: Vec<String>,
         target: std::path::PathBuf,
-        conflict: rsvault_engine::Conflict,
+        conflict: Conflict,
         recovery_type: String,
     },
     DeleteData,
@@ -197,7 +208,7 @@ impl Job {
         }
     }
 
-    fn bmt(&self) -> &'static str {
+    pub fn bmt(&self) -> &'static str {
         if self.work.is_maintenance() {
             "Invalid"
         } else {
@@ -294,20 +305,6 @@ impl Job {
             "type": "Microsoft.RecoveryServices/vaults/backupJobs",
             "properties": p,
         })
-    }
-
-    pub fn row(&self) -> crate::store::JobRow {
-        crate::store::JobRow {
-            id: self.id.clone(),
-            vault: self.vault.key(),
-            seq: self.seq,
-            status: self.status.as_str().into(),
-            operation: self.operation.clone(),
-            bmt: self.bmt().into(),
-            start_time: arm::time(self.start),
-            item: self.item_key.clone(),
-            body: serde_json::to_string(self).expect("job serializes"),
-        }
     }
 }
 

@@ -1,9 +1,8 @@
 //! ARM conventions shared by every handler: the error body, api-version rules, time and duration
 //! spellings, and the absolute URLs handed back in `Location` / `Azure-AsyncOperation` / `nextLink`.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
+use http::StatusCode;
 use serde_json::json;
 
 /// The single table of ARM error codes rsvault answers with, and their HTTP status.
@@ -146,19 +145,6 @@ impl std::fmt::Display for ArmError {
     }
 }
 
-impl IntoResponse for ArmError {
-    fn into_response(self) -> Response {
-        let mut resp = (self.code.status(), axum::Json(self.body())).into_response();
-        if self.code == ArmCode::Unauthorized {
-            resp.headers_mut().insert(
-                "www-authenticate",
-                HeaderValue::from_static("Bearer realm=\"rsvault\""),
-            );
-        }
-        resp
-    }
-}
-
 pub type ArmResult<T> = Result<T, ArmError>;
 
 /// Validates `api-version`: any `YYYY-MM-DD` that is a real date, optionally `-preview` /
@@ -215,16 +201,6 @@ pub fn duration(d: chrono::Duration) -> String {
     out.push_str(s);
     out.push('S');
     out
-}
-
-/// The request's origin (`https://host:port`) for absolute URLs.
-pub fn origin(headers: &HeaderMap) -> String {
-    let host = headers
-        .get("x-forwarded-host")
-        .or_else(|| headers.get(axum::http::header::HOST))
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    format!("https://{host}")
 }
 
 /// Validates a resource name (vault, policy): 1–80 chars of letters, digits, `-` and `_`,

@@ -3,7 +3,9 @@
 //! handlers in the submodules.
 
 pub mod export;
+pub mod filter;
 pub mod handlers;
+pub mod openapi;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,8 +17,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use serde_json::Value;
 
-use crate::arm::{self, ArmCode, ArmError, ArmResult};
-use crate::service::Service;
+use rsvault_jobs::service::Service;
+use rsvault_types::arm::{self, ArmCode, ArmError, ArmResult};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -91,15 +93,16 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     let fut = std::panic::AssertUnwindSafe(handle(&app, req));
     let mut resp = match fut.catch_unwind().await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => e.into_response(),
+        Ok(Err(e)) => error_response(e),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
-            ArmError::internal(format!("handler panicked on {method} {path}: {msg}"))
-                .into_response()
+            error_response(ArmError::internal(format!(
+                "handler panicked on {method} {path}: {msg}"
+            )))
         }
     };
     tracing::info!(%method, %path, status = resp.status().as_u16(), request_id = %request_id);
@@ -144,12 +147,12 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
         && seg[0].eq_ignore_ascii_case("metadata")
         && seg[1].eq_ignore_ascii_case("endpoints")
     {
-        return Ok(axum::Json(cloud_metadata(&arm::origin(&parts.headers))).into_response());
+        return Ok(axum::Json(cloud_metadata(&origin(&parts.headers))).into_response());
     }
     check_auth(&parts.headers, &app.token)?;
     if seg.len() == 1 && seg[0].eq_ignore_ascii_case("openapi.json") && parts.method == Method::GET
     {
-        return Ok(axum::Json(crate::openapi::document()).into_response());
+        return Ok(axum::Json(openapi::document()).into_response());
     }
     let api_version = arm::check_api_version(query.get("api-version").map(String::as_str))?;
     let limit = app.svc.config.server.max_body_bytes;
@@ -159,7 +162,7 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
         seg,
         query,
         api_version,
-        origin: arm::origin(&parts.headers),
+        origin: origin(&parts.headers),
         body,
     };
     handlers::route(&app.svc, &r).await
@@ -280,4 +283,26 @@ pub fn random_token() -> String {
     let mut b = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The ARM error body with its status (and `WWW-Authenticate` on 401).
+pub fn error_response(e: ArmError) -> Response {
+    let mut resp = (e.code.status(), axum::Json(e.body())).into_response();
+    if e.code == ArmCode::Unauthorized {
+        resp.headers_mut().insert(
+            "www-authenticate",
+            HeaderValue::from_static("Bearer realm=\"rsvault\""),
+        );
+    }
+    resp
+}
+
+/// The request's origin (`https://host:port`) for absolute URLs.
+pub fn origin(headers: &HeaderMap) -> String {
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(axum::http::header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    format!("https://{host}")
 }

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use rsvault_types::model::{SourceInfo, Workload};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -170,5 +171,38 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// A configured source with its Azure names.
+pub fn source_info(s: &SourceConfig) -> SourceInfo {
+    match s {
+        SourceConfig::Vm {
+            resource_group,
+            name,
+            disks,
+        } => SourceInfo {
+            workload: Workload::Vm,
+            container: format!("IaasVMContainer;iaasvmcontainerv2;{resource_group};{name}"),
+            item: format!("VM;iaasvmcontainerv2;{resource_group};{name}"),
+            friendly_name: name.clone(),
+            rg: resource_group.clone(),
+            host_name: name.clone(),
+            paths: disks.clone(),
+        },
+        SourceConfig::Fileshare {
+            resource_group,
+            storage_account,
+            share,
+            path,
+        } => SourceInfo {
+            workload: Workload::FileShare,
+            container: format!("StorageContainer;Storage;{resource_group};{storage_account}"),
+            item: format!("AzureFileShare;{share}"),
+            friendly_name: share.clone(),
+            rg: resource_group.clone(),
+            host_name: storage_account.clone(),
+            paths: vec![path.clone()],
+        },
     }
 }

@@ -1,0 +1,121 @@
+//! The engine's view of a job (cancel flag, throttled progress, collected warnings) and the call
+//! that runs one engine request in a worker process. Shared by the runner and maintenance.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rsvault_engine::{JobContext, Progress, Warning};
+use rsvault_types::job::JobError;
+use rsvault_types::model::Vault;
+
+use crate::service::Service;
+
+pub(crate) enum Outcome {
+    Done {
+        warnings: Vec<Warning>,
+    },
+    /// Completed; these findings make it `CompletedWithWarnings`.
+    Warned(Vec<JobError>),
+    Cancelled,
+}
+
+/// The engine's view of the job: cancellation flag, throttled progress, collected warnings.
+pub(crate) struct Ctx {
+    pub(crate) svc: Arc<Service>,
+    pub(crate) job_id: String,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) last_write: Mutex<Option<Instant>>,
+    pub(crate) started: Instant,
+    pub(crate) warnings: Mutex<Vec<Warning>>,
+}
+
+impl Ctx {
+    pub(crate) fn is_cancelled_now(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+}
+
+impl JobContext for Ctx {
+    fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
+    fn progress(&self, p: &Progress) {
+        let mut last = self.last_write.lock().unwrap_or_else(|e| e.into_inner());
+        // Persist at most once a second: the job row is what every node and client reads.
+        if last.is_some_and(|t| t.elapsed().as_millis() < 1000) {
+            return;
+        }
+        *last = Some(Instant::now());
+        drop(last);
+        let pct = if p.bytes_total > 0 {
+            (p.bytes_done as f64 / p.bytes_total as f64 * 100.0).clamp(0.0, 99.9)
+        } else {
+            0.0
+        };
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let eta = if p.bytes_done > 0 && p.bytes_total > p.bytes_done {
+            Some(
+                ((p.bytes_total - p.bytes_done) as f64 * elapsed / p.bytes_done as f64).ceil()
+                    as i64,
+            )
+        } else {
+            None
+        };
+        let phase = format!("{:?}", p.phase);
+        let _ = self.svc.update_job(&self.job_id, |j| {
+            if j.status.is_terminal() {
+                return;
+            }
+            j.progress = Some((pct * 100.0).round() / 100.0);
+            j.eta_seconds = eta;
+            j.property_bag.insert("Phase".into(), phase.clone());
+            j.property_bag
+                .insert("Files Done".into(), p.files_done.to_string());
+            j.property_bag
+                .insert("Bytes Done".into(), p.bytes_done.to_string());
+            // "Take Snapshot" ends when the engine starts moving data.
+            if j.operation == "Backup" && matches!(p.phase, rsvault_engine::Phase::Transferring) {
+                if j.tasks.first().is_some_and(|t| t.status == "InProgress") {
+                    j.complete_task(0);
+                    j.start_task(1);
+                }
+                if let Some(t) = j.tasks.get_mut(1) {
+                    t.progress = Some((pct * 100.0).round() / 100.0);
+                }
+            }
+        });
+    }
+
+    fn warn(&self, warning: Warning) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(warning);
+    }
+}
+
+pub(crate) fn engine_call(
+    svc: &Service,
+    ctx: &Arc<Ctx>,
+    request: rsvault_engine::worker::Request,
+) -> impl std::future::Future<Output = Result<rsvault_engine::worker::Response, rsvault_engine::Error>>
+{
+    let (program, args) = svc.runner.worker.clone();
+    let ctx = ctx.clone();
+    async move {
+        tokio::task::spawn_blocking(move || {
+            rsvault_engine::worker::run_in_worker(&program, &args, &request, ctx.as_ref())
+        })
+        .await
+        .map_err(|e| rsvault_engine::Error::Worker(format!("engine task failed: {e}")))?
+    }
+}
+
+pub(crate) fn repo_config(svc: &Service, vault: &Vault) -> rsvault_engine::RepoConfig {
+    rsvault_engine::RepoConfig {
+        path: svc.repo_dir(vault),
+        password: vault.password.clone(),
+    }
+}
