@@ -604,6 +604,10 @@ const JOB_OPERATIONS: &[&str] = &[
     "CrossRegionRestore",
     "Undelete",
     "UpdateCustomerManagedKey",
+    // rsvault's vault maintenance jobs carry their own operation names (issue #5); they are in
+    // the job list, so they can be filtered on.
+    "GarbageCollection",
+    "Verify",
 ];
 pub const BMTS: &[&str] = &[
     "Invalid",
@@ -1394,8 +1398,7 @@ fn list_recovery_points(
                 "enddate",
                 "restorepointquerytype",
                 "extendedinfo",
-                "movereadyrpOnly",
-                "moverreadyrponly",
+                "movereadyrponly",
             ],
         )? {
             match k.as_str() {
@@ -1601,11 +1604,16 @@ pub mod restore {
             .get("restoreRequestType")
             .and_then(Value::as_str)
             .unwrap_or("FullShareRestore");
-        let specs = p
-            .get("restoreFileSpecs")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let specs = match p.get("restoreFileSpecs") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a.clone(),
+            Some(_) => {
+                return Err(ArmError::invalid(
+                    "restoreFileSpecs must be a list of {path, fileSpecType, targetFolderPath} objects.",
+                )
+                .with_target("properties.restoreFileSpecs"))
+            }
+        };
         let mut paths = Vec::new();
         let mut folder: Option<String> = None;
         let item_level = match req_type.to_ascii_lowercase().as_str() {

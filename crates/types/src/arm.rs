@@ -147,6 +147,9 @@ impl std::fmt::Display for ArmError {
 
 pub type ArmResult<T> = Result<T, ArmError>;
 
+/// The oldest api-version of the Recovery Services APIs.
+pub const OLDEST_API_VERSION: &str = "2016-06-01";
+
 /// Validates `api-version`: any `YYYY-MM-DD` that is a real date, optionally `-preview` /
 /// `-privatepreview` etc. Clients ship versions newer than any list, so no allow-list.
 pub fn check_api_version(value: Option<&str>) -> ArmResult<String> {
@@ -158,9 +161,11 @@ pub fn check_api_version(value: Option<&str>) -> ArmResult<String> {
     };
     let date = v.get(..10).unwrap_or("");
     let suffix = v.get(10..).unwrap_or("");
+    // The first published Recovery Services api-version is 2016-06-01; nothing older exists.
     let date_ok = date.len() == 10
         && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok()
-        && date.as_bytes()[4] == b'-';
+        && date.as_bytes()[4] == b'-'
+        && date >= OLDEST_API_VERSION;
     let suffix_ok = suffix.is_empty()
         || (suffix.starts_with('-')
             && suffix.len() > 1
@@ -171,8 +176,9 @@ pub fn check_api_version(value: Option<&str>) -> ArmResult<String> {
         Err(ArmError::new(
             ArmCode::InvalidApiVersion,
             format!(
-                "The api-version '{v}' is invalid. The supported versions are dates such as \
-                 '2019-05-13' or '2026-02-01', optionally followed by '-preview'."
+                "The api-version '{v}' is invalid. The supported versions are dates from \
+                 '{OLDEST_API_VERSION}' on, such as '2019-05-13' or '2026-02-01', optionally \
+                 followed by '-preview'."
             ),
         ))
     }
@@ -237,6 +243,7 @@ mod tests {
         assert!(check_api_version(Some("2019-05-13")).is_ok());
         assert!(check_api_version(Some("2026-10-01")).is_ok());
         assert!(check_api_version(Some("2026-03-31-preview")).is_ok());
+        assert!(check_api_version(Some("2016-06-01")).is_ok());
         assert_eq!(
             check_api_version(None).unwrap_err().code,
             ArmCode::MissingApiVersion
@@ -248,6 +255,8 @@ mod tests {
             "2019-05-13-",
             "2019/05/13",
             "2019-05-13-pr view",
+            "1999-01-01",
+            "2016-05-31",
         ] {
             assert_eq!(
                 check_api_version(Some(bad)).unwrap_err().code,

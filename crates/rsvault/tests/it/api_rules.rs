@@ -307,3 +307,62 @@ fn cloud_metadata_is_public_and_points_here() {
     assert_eq!(m["resourceManager"], format!("{}/", s.base));
     assert_eq!(m["authentication"]["audiences"][0], format!("{}/", s.base));
 }
+
+#[test]
+fn wire_defects_found_as_a_new_user_are_fixed() {
+    let env = Env::new();
+    let s = Server::start(&env, "");
+    let (v, item) = s.protected_share("v1");
+
+    // (b) api-versions older than the first published one are refused.
+    let r = s
+        .client
+        .get(format!("{}{v}?api-version=1999-01-01", s.base))
+        .bearer_auth(&s.token)
+        .send()
+        .unwrap();
+    assert_eq!(error_code(r, 400), "InvalidApiVersionParameter");
+
+    // (d) the operations the server emits can be filtered on.
+    for op in ["Verify", "GarbageCollection"] {
+        let r = s.req(
+            "GET",
+            &format!("{v}/backupJobs?$filter=operation eq '{op}'"),
+            None,
+        );
+        assert_eq!(r.status(), 200, "{op}: {}", r.text().unwrap());
+    }
+
+    // (e) moveReadyRPOnly is an accepted recovery-point filter field.
+    let r = s.req(
+        "GET",
+        &format!("{item}/recoveryPoints?$filter=moveReadyRPOnly eq 'true'"),
+        None,
+    );
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+
+    // (c) restoreFileSpecs must be a list, and nothing is queued when it is not.
+    s.backup_completed(&v, &item);
+    let rp = s.recovery_points(&item)[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let jobs_before = s.get(&format!("{v}/backupJobs"))["value"]
+        .as_array()
+        .unwrap()
+        .len();
+    let r = s.req(
+        "POST",
+        &format!("{item}/recoveryPoints/{rp}/restore"),
+        Some(json!({"properties": {
+            "objectType": "AzureFileShareRestoreRequest", "recoveryType": "AlternateLocation",
+            "copyOptions": "Overwrite", "restoreRequestType": "ItemLevelRestore",
+            "restoreFileSpecs": "a.txt", "targetDetails": {"name": "ilr"}}})),
+    );
+    assert_eq!(error_code(r, 400), "BMSUserErrorInvalidInput");
+    let jobs_after = s.get(&format!("{v}/backupJobs"))["value"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(jobs_before, jobs_after, "a refused restore queued a job");
+}
