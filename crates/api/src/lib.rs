@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use serde_json::Value;
 
+use rsvault_jobs::config::ServerConfig;
 use rsvault_jobs::service::Service;
 use rsvault_types::arm::{self, ArmCode, ArmError, ArmResult};
 
@@ -147,7 +148,9 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
         && seg[0].eq_ignore_ascii_case("metadata")
         && seg[1].eq_ignore_ascii_case("endpoints")
     {
-        return Ok(axum::Json(cloud_metadata(&origin(&parts.headers))).into_response());
+        return Ok(
+            axum::Json(cloud_metadata(&origin(&app.svc.config.server, &parts))).into_response(),
+        );
     }
     check_auth(&parts.headers, &app.token)?;
     if seg.len() == 1 && seg[0].eq_ignore_ascii_case("openapi.json") && parts.method == Method::GET
@@ -157,12 +160,13 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
     let api_version = arm::check_api_version(query.get("api-version").map(String::as_str))?;
     let limit = app.svc.config.server.max_body_bytes;
     let body = read_body(body, limit).await?;
+    let origin = origin(&app.svc.config.server, &parts);
     let r = Req {
         method: parts.method,
         seg,
         query,
         api_version,
-        origin: origin(&parts.headers),
+        origin,
         body,
     };
     handlers::route(&app.svc, &r).await
@@ -297,12 +301,22 @@ pub fn error_response(e: ArmError) -> Response {
     resp
 }
 
-/// The request's origin (`https://host:port`) for absolute URLs.
-pub fn origin(headers: &HeaderMap) -> String {
-    let host = headers
-        .get("x-forwarded-host")
-        .or_else(|| headers.get(axum::http::header::HOST))
-        .and_then(|h| h.to_str().ok())
+/// The request's origin (`https://host:port`) for absolute URLs: the configured public URL, else
+/// the request's authority (HTTP/2 `:authority`, or HTTP/1.1 `Host`, port included). A client
+/// controls `X-Forwarded-Host`, so it counts only where the operator says a proxy sets it.
+pub fn origin(cfg: &ServerConfig, parts: &axum::http::request::Parts) -> String {
+    if let Some(u) = &cfg.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let header = |name| parts.headers.get(name).and_then(|h| h.to_str().ok());
+    let forwarded = if cfg.trust_forwarded_host {
+        header("x-forwarded-host")
+    } else {
+        None
+    };
+    let host = forwarded
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .or_else(|| header("host"))
         .unwrap_or("127.0.0.1");
     format!("https://{host}")
 }

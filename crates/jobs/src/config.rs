@@ -88,6 +88,11 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Address-space limit of each engine worker process, in MiB (0 = the engine default).
     pub worker_memory_mib: u64,
+    /// The base of every absolute URL handed out (`Location`, `Azure-AsyncOperation`,
+    /// `nextLink`), e.g. `https://backup.example.com`. Unset: the request's own authority.
+    pub public_url: Option<String>,
+    /// Build absolute URLs from `X-Forwarded-Host` (only behind a proxy that sets it).
+    pub trust_forwarded_host: bool,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +102,8 @@ impl Default for ServerConfig {
             page_size: 200,
             max_body_bytes: 4 << 20,
             worker_memory_mib: 0,
+            public_url: None,
+            trust_forwarded_host: false,
         }
     }
 }
@@ -135,6 +142,14 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(u) = &self.server.public_url {
+            anyhow::ensure!(
+                (u.starts_with("https://") || u.starts_with("http://"))
+                    && u.len() > "https://".len()
+                    && !u.contains(['?', '#', ' ']),
+                "server.public_url '{u}' must be an absolute http(s) URL without query or fragment"
+            );
+        }
         anyhow::ensure!(
             (1..=200).contains(&self.server.page_size),
             "server.page_size must be between 1 and 200"

@@ -366,3 +366,66 @@ fn wire_defects_found_as_a_new_user_are_fixed() {
         .len();
     assert_eq!(jobs_before, jobs_after, "a refused restore queued a job");
 }
+
+#[test]
+fn absolute_urls_keep_the_port_over_http2() {
+    let env = Env::new();
+    let s = Server::start(&env, "");
+    let (v, item) = s.protected_share("v1");
+    let cert = std::fs::read(s.data.join("tls/cert.pem")).unwrap();
+    let h2 = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2
+        .post(s.url(&format!("{item}/backup")))
+        .bearer_auth(&s.token)
+        .json(&json!({"properties": {"objectType": "AzureFileShareBackupRequest"}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 202);
+    for h in ["location", "azure-asyncoperation"] {
+        let url = r.headers()[h].to_str().unwrap();
+        assert!(
+            url.starts_with(&s.base),
+            "{h} {url} lost the origin {}",
+            s.base
+        );
+    }
+    // A client-set X-Forwarded-Host is not trusted unless configured.
+    let r = s
+        .client
+        .post(s.url(&format!("{item}/backup")))
+        .bearer_auth(&s.token)
+        .header("x-forwarded-host", "evil.example")
+        .json(&json!({"properties": {"objectType": "AzureFileShareBackupRequest"}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap();
+    assert!(loc.starts_with(&s.base), "{loc}");
+    let _ = v;
+}
+
+#[test]
+fn public_url_is_the_base_of_every_link() {
+    let env = Env::new();
+    let s = Server::start(
+        &env,
+        "public_url = \"https://backup.example.com:9443/\"",
+    );
+    let (_v, item) = s.protected_share("v1");
+    let r = s.req(
+        "POST",
+        &format!("{item}/backup"),
+        Some(json!({"properties": {"objectType": "AzureFileShareBackupRequest"}})),
+    );
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap();
+    assert!(
+        loc.starts_with("https://backup.example.com:9443/subscriptions/"),
+        "{loc}"
+    );
+}
