@@ -35,6 +35,63 @@ pub fn load_config(data: &Path, explicit: Option<&Path>) -> anyhow::Result<Confi
     }
 }
 
+/// Makes the data dir private before anything is written into it: files rsvault creates are
+/// 0600 and directories 0700 whatever the caller's umask (SQLite creates its `-wal` / `-shm`
+/// files, and the engine workers their repository files, with the process umask), and a data dir
+/// that is already open to group or others is tightened, with a warning, contents included.
+pub fn secure_data_dir(data: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    if !data.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data)
+            .with_context(|| format!("creating data dir {}", data.display()))?;
+        return Ok(());
+    }
+    let mode = std::fs::metadata(data)
+        .with_context(|| format!("reading data dir {}", data.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    tracing::warn!(
+        data = %data.display(),
+        mode = format!("{:o}", mode & 0o777),
+        "the data dir is open to other users; making it and its contents private (0700/0600)"
+    );
+    let mut stack = vec![data.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        tighten(&dir)?;
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let entry = entry?;
+            let ty = entry.file_type()?;
+            if ty.is_dir() {
+                stack.push(entry.path());
+            } else if ty.is_file() {
+                tighten(&entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes group and other permission bits (never follows a symlink: only files and dirs get here).
+fn tighten(p: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(p)?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode & 0o700))
+            .with_context(|| format!("making {} private", p.display()))?;
+    }
+    Ok(())
+}
+
 /// Reads the admin token, creating it (0600) on first start. Returns (token, newly created).
 pub fn admin_token(data: &Path) -> anyhow::Result<(String, bool)> {
     let p = data.join("admin-token");
@@ -66,8 +123,7 @@ pub fn open_service(
     config: Config,
     worker: (PathBuf, Vec<String>),
 ) -> anyhow::Result<Arc<Service>> {
-    std::fs::create_dir_all(data)
-        .with_context(|| format!("creating data dir {}", data.display()))?;
+    secure_data_dir(data)?;
     let store = Store::open(&data.join("rsvault.db")).context("opening the metadata store")?;
     let sources = config.sources.iter().map(source_info).collect();
     Ok(Arc::new(Service {
