@@ -412,10 +412,7 @@ fn absolute_urls_keep_the_port_over_http2() {
 #[test]
 fn public_url_is_the_base_of_every_link() {
     let env = Env::new();
-    let s = Server::start(
-        &env,
-        "public_url = \"https://backup.example.com:9443/\"",
-    );
+    let s = Server::start(&env, "public_url = \"https://backup.example.com:9443/\"");
     let (_v, item) = s.protected_share("v1");
     let r = s.req(
         "POST",
