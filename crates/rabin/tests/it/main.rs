@@ -3,7 +3,6 @@
 
 mod data;
 mod pinned;
-mod speed;
 mod upstream;
 
 /// The lock file must resolve rustic_core's `rustic_cdc` to this crate: with the published crate

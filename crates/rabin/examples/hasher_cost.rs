@@ -1,16 +1,19 @@
+//! What a hasher costs to create and per byte, ours and the published crate's (BENCHMARKS.md).
+//! A measurement, not a check: `cargo run --release -p rustic_cdc@0.3.2 --example hasher_cost`
+
 use std::hint::black_box;
 use std::time::Instant;
 
 use rustic_cdc::Rabin64;
 use rustic_cdc_upstream::Rabin64 as UpstreamRabin64;
 
-use crate::data::{Fingerprint, Rng, RESTIC_DEFAULT};
+#[path = "../tests/it/data.rs"]
+#[allow(dead_code)]
+mod data;
 
-/// What a hasher costs to create and per byte, ours and the published crate's (BENCHMARKS.md).
-/// `cargo test --release -p rustic_cdc@0.3.2 --test it -- --ignored --nocapture`
-#[test]
-#[ignore = "timing, not a check; run in release"]
-fn creation_and_slide_cost() {
+use data::{Fingerprint, Rng, RESTIC_DEFAULT};
+
+fn main() {
     fn per_call(n: u32, mut f: impl FnMut()) -> f64 {
         let start = Instant::now();
         for _ in 0..n {
