@@ -21,8 +21,27 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     #[serde(default)]
     pub jobs: JobsConfig,
+    #[serde(default)]
+    pub runner: RunnerConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunnerConfig {
+    /// Jobs this node runs at once (0 = the number of CPUs); further jobs wait queued.
+    pub max_concurrent_jobs: usize,
+}
+
+impl RunnerConfig {
+    /// The effective cap: the configured one, or one job per CPU.
+    pub fn max_concurrent_jobs(&self) -> usize {
+        match self.max_concurrent_jobs {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

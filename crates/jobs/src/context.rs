@@ -102,7 +102,10 @@ pub(crate) fn engine_call(
     request: rsvault_engine::worker::Request,
 ) -> impl std::future::Future<Output = Result<rsvault_engine::worker::Response, rsvault_engine::Error>>
 {
-    let (program, args) = svc.runner.worker.clone();
+    let (program, mut args) = svc.runner.worker.clone();
+    if matches!(request, rsvault_engine::worker::Request::Restore { .. }) {
+        args.extend(["--umask".into(), format!("{:o}", svc.runner.restore_umask)]);
+    }
     let ctx = ctx.clone();
     async move {
         tokio::task::spawn_blocking(move || {

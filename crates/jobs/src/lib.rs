@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod context;
+pub mod failpoint;
 pub mod fsutil;
 pub mod live;
 pub mod maintenance;

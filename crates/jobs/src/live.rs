@@ -35,19 +35,29 @@ pub struct Runner {
     pub locks: Locks,
     /// The program and arguments that start an engine worker process.
     pub worker: (PathBuf, Vec<String>),
+    /// The umask restore workers write with (the server itself runs with a private one).
+    pub restore_umask: u32,
     queue: mpsc::UnboundedSender<String>,
+    /// Runner slots: a job holds one while it runs (`[runner] max_concurrent_jobs`).
+    pub slots: Arc<tokio::sync::Semaphore>,
     /// The receiving end, until the dispatcher takes it.
     queued: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
 
 impl Runner {
-    pub fn new(worker: (PathBuf, Vec<String>)) -> Self {
+    pub fn new(
+        worker: (PathBuf, Vec<String>),
+        max_concurrent_jobs: usize,
+        restore_umask: u32,
+    ) -> Self {
         let (queue, queued) = mpsc::unbounded_channel();
         Self {
             live: Mutex::new(HashMap::new()),
             locks: Locks::default(),
             worker,
+            restore_umask,
             queue,
+            slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent_jobs.max(1))),
             queued: Mutex::new(Some(queued)),
         }
     }

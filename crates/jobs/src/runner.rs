@@ -35,13 +35,23 @@ pub async fn dispatch(svc: Arc<Service>) {
     }
 }
 
-/// Starts a job in the background.
+/// Starts a job in the background. The job's own task runs inside a second one, so that a panic
+/// anywhere in it ends the job `Failed` at once instead of leaving it `InProgress`.
 fn spawn(svc: Arc<Service>, job_id: String) {
     tokio::spawn(async move {
-        if let Err(e) = run(svc.clone(), &job_id).await {
+        let task = tokio::spawn({
+            let (svc, job_id) = (svc.clone(), job_id.clone());
+            async move { run(svc, &job_id).await }
+        });
+        let result = match task.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => Err(anyhow::anyhow!("the job's task panicked")),
+            Err(e) => Err(anyhow::anyhow!("the job's task ended: {e}")),
+        };
+        if let Err(e) = result {
             tracing::error!(job = %job_id, "job runner error: {e:#}");
             // The job must not stay InProgress: record the failure.
-            let _ = svc.update_job(&job_id, |j| {
+            let failed = svc.update_job(&job_id, |j| {
                 if !j.status.is_terminal() {
                     j.errors.push(JobError {
                         code: codes::ENGINE,
@@ -54,6 +64,19 @@ fn spawn(svc: Arc<Service>, job_id: String) {
                     j.finish(JobStatus::Failed);
                 }
             });
+            if let Ok(job) = failed {
+                let _ = svc.after_job(&job);
+                svc.finish_cancel_op(&job);
+            }
+        }
+    });
+}
+
+/// Says in the job why it has not started (the wire shows a queued job as `InProgress`).
+fn note_queued(svc: &Service, job_id: &str, reason: &str) {
+    let _ = svc.update_job(job_id, |j| {
+        if !j.status.is_terminal() && !j.started {
+            j.property_bag.insert("Queued".into(), reason.into());
         }
     });
 }
@@ -70,16 +93,55 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
         .item(&format!("{vault_key}|{}", job.item_key));
     let exclusive = job.work.is_exclusive();
 
-    // Queue: one job per item at a time; delete-data excludes everything in the vault.
-    let _item_guard = item_lock.lock().await;
+    // Queue: one job per item at a time; delete-data excludes everything in the vault; at most
+    // `[runner] max_concurrent_jobs` at once on this node. Each wait is said in the job.
+    let _item_guard = match item_lock.clone().try_lock_owned() {
+        Ok(g) => g,
+        Err(_) => {
+            note_queued(
+                &svc,
+                job_id,
+                "Waiting for another job of this item to finish.",
+            );
+            item_lock.lock_owned().await
+        }
+    };
     let (_r, _w);
     if exclusive {
-        _w = Some(vault_lock.write().await);
+        _w = Some(match vault_lock.clone().try_write_owned() {
+            Ok(g) => g,
+            Err(_) => {
+                note_queued(
+                    &svc,
+                    job_id,
+                    "Waiting for the vault's running jobs to finish.",
+                );
+                vault_lock.write_owned().await
+            }
+        });
         _r = None;
     } else {
-        _r = Some(vault_lock.read().await);
+        _r = Some(match vault_lock.clone().try_read_owned() {
+            Ok(g) => g,
+            Err(_) => {
+                note_queued(&svc, job_id, "Waiting for vault maintenance to finish.");
+                vault_lock.read_owned().await
+            }
+        });
         _w = None;
     }
+    let slots = svc.runner.slots.clone();
+    let _slot = match slots.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(_) => {
+            note_queued(
+                &svc,
+                job_id,
+                "Waiting for a free runner slot ([runner] max_concurrent_jobs).",
+            );
+            slots.acquire_owned().await?
+        }
+    };
 
     let cancel = svc.runner.register(job_id);
     let _live_guard = LiveGuard {
@@ -93,9 +155,11 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
             j.finish(JobStatus::Cancelled);
         } else if !j.status.is_terminal() {
             j.started = true;
+            j.property_bag.remove("Queued");
             j.start_task(0);
         }
     })?;
+    crate::failpoint::hit("job.started");
     if job.status.is_terminal() {
         svc.finish_cancel_op(&job);
         return Ok(());
@@ -327,6 +391,7 @@ async fn backup(
         damaged: false,
     };
     let elapsed = t0.elapsed().as_secs_f64().max(0.001);
+    crate::failpoint::hit("backup.before_record");
     svc.record_backup(vault, &job.id, &item, rp, |j| {
         let bag = &mut j.property_bag;
         bag.remove("Phase");
@@ -357,6 +422,7 @@ async fn backup(
         );
     })
     .map_err(|e| rsvault_engine::Error::Repository(e.to_string()))?;
+    crate::failpoint::hit("backup.after_record");
     let mut warnings = out.warnings;
     for w in ctx
         .warnings

@@ -33,6 +33,9 @@ pub struct Service {
     pub node_id: String,
 }
 
+/// The property-bag key that names the recovery point a backup job recorded.
+pub const RECOVERY_POINT_KEY: &str = "Recovery Point Id";
+
 /// A decimal recovery point id, increasing with time.
 pub fn new_recovery_point_id() -> String {
     let micros = Utc::now().timestamp_micros().max(0) as u64;
@@ -207,6 +210,10 @@ impl Service {
             }
             if let Some(body) = tx.get_job_body(&key, job_id)? {
                 let mut job: Job = serde_json::from_str(&body)?;
+                // Written with the point, in one transaction: a restart that finds it knows the
+                // point exists even if the job never got to finish.
+                job.property_bag
+                    .insert(RECOVERY_POINT_KEY.into(), rp.id.clone());
                 bag(&mut job);
                 tx.upsert_job(&JobRow::of(&job))?;
             }
@@ -399,7 +406,14 @@ impl Service {
                 continue;
             }
             let j = self.update_job(&job.id, |j| {
-                if j.status == JobStatus::Cancelling {
+                if j.property_bag.contains_key(RECOVERY_POINT_KEY) {
+                    // The recovery point was recorded; only the job's last step was cut off.
+                    j.property_bag.insert(
+                        "Note".into(),
+                        "The server stopped after this backup's recovery point was recorded; the job was completed at the next start.".into(),
+                    );
+                    j.finish(JobStatus::Completed);
+                } else if j.status == JobStatus::Cancelling {
                     j.finish(JobStatus::Cancelled);
                 } else {
                     j.errors.push(JobError {

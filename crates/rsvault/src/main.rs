@@ -38,6 +38,13 @@ enum Command {
         /// Address-space limit of this worker in MiB (0: the engine's default).
         #[arg(long, default_value_t = 0)]
         memory_mib: u64,
+        /// File-creation mask (octal) for this worker: restores write with the operator's umask,
+        /// repository work with the server's private one.
+        #[arg(long, value_parser = parse_octal)]
+        umask: Option<u32>,
+        /// The server's pid: a worker whose parent is already another process exits at once.
+        #[arg(long)]
+        parent_pid: Option<u32>,
     },
     /// Inspect, wait for and cancel jobs of a vault.
     Job {
@@ -133,7 +140,21 @@ enum RetentionCmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::EngineWorker { memory_mib } => {
+        Command::EngineWorker {
+            memory_mib,
+            umask,
+            parent_pid,
+        } => {
+            // A worker dies with the server that started it: an orphan must never go on writing
+            // into a repository that a restarted server (or another node) now owns.
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            // The server may have died before the line above ran: then the worker has a new parent.
+            if parent_pid.is_some_and(|p| p != std::os::unix::process::parent_id()) {
+                anyhow::bail!("the server that started this worker is gone");
+            }
+            if let Some(mask) = umask {
+                nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+            }
             if memory_mib > 0 {
                 // Still single-threaded here: nothing else reads the environment concurrently.
                 std::env::set_var(
@@ -314,4 +335,11 @@ fn job_cmd(cmd: JobCmd, c: &Client) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("'{s}' is not an octal file mode mask"))
 }

@@ -39,23 +39,34 @@ pub fn load_config(data: &Path, explicit: Option<&Path>) -> anyhow::Result<Confi
 /// 0600 and directories 0700 whatever the caller's umask (SQLite creates its `-wal` / `-shm`
 /// files, and the engine workers their repository files, with the process umask), and a data dir
 /// that is already open to group or others is tightened, with a warning, contents included.
-pub fn secure_data_dir(data: &Path) -> anyhow::Result<()> {
+///
+/// Returns the umask the process had before, which restore workers write with (restored files
+/// get their recorded modes; new folders of a restore target the operator's usual ones).
+pub fn secure_data_dir(data: &Path) -> anyhow::Result<u32> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let private = nix::sys::stat::Mode::from_bits_truncate(0o077);
+    let previous = nix::sys::stat::umask(private);
+    if previous == private {
+        // Called twice in one process (tests open several services): keep the first answer.
+        if let Some(p) = ORIGINAL_UMASK.get() {
+            return Ok(*p);
+        }
+    }
+    let previous = *ORIGINAL_UMASK.get_or_init(|| previous.bits());
     if !data.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(data)
             .with_context(|| format!("creating data dir {}", data.display()))?;
-        return Ok(());
+        return Ok(previous);
     }
     let mode = std::fs::metadata(data)
         .with_context(|| format!("reading data dir {}", data.display()))?
         .permissions()
         .mode();
     if mode & 0o077 == 0 {
-        return Ok(());
+        return Ok(previous);
     }
     tracing::warn!(
         data = %data.display(),
@@ -77,8 +88,11 @@ pub fn secure_data_dir(data: &Path) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(previous)
 }
+
+/// The process's umask before `secure_data_dir` made it private.
+static ORIGINAL_UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 
 /// Removes group and other permission bits (never follows a symlink: only files and dirs get here).
 fn tighten(p: &Path) -> anyhow::Result<()> {
@@ -90,6 +104,39 @@ fn tighten(p: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("making {} private", p.display()))?;
     }
     Ok(())
+}
+
+/// Takes the data dir's exclusive lock (`DATA/rsvault.lock`, holding the owner's pid), or says
+/// which process holds it.
+pub fn lock_data_dir(data: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    let path = data.join("rsvault.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    {
+        Ok(l) => l,
+        Err((mut file, _)) => {
+            let mut owner = String::new();
+            let _ = file.read_to_string(&mut owner);
+            anyhow::bail!(
+                "another rsvault process (pid {}) holds the lock {} on this data dir; \
+                 one data dir (and its embedded SQLite store) serves one rsvault process",
+                owner.trim(),
+                path.display()
+            );
+        }
+    };
+    lock.set_len(0)?;
+    lock.rewind()?;
+    write!(lock, "{}", std::process::id())?;
+    lock.flush()?;
+    Ok(lock)
 }
 
 /// Reads the admin token, creating it (0600) on first start. Returns (token, newly created).
@@ -123,14 +170,14 @@ pub fn open_service(
     config: Config,
     worker: (PathBuf, Vec<String>),
 ) -> anyhow::Result<Arc<Service>> {
-    secure_data_dir(data)?;
+    let restore_umask = secure_data_dir(data)?;
     let store = Store::open(&data.join("rsvault.db")).context("opening the metadata store")?;
     let sources = config.sources.iter().map(source_info).collect();
     Ok(Arc::new(Service {
         store,
         sources,
         data_dir: data.to_path_buf(),
-        runner: Runner::new(worker),
+        runner: Runner::new(worker, config.runner.max_concurrent_jobs(), restore_umask),
         signing_key: signing_key(data)?,
         node_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
         config,
@@ -140,12 +187,19 @@ pub fn open_service(
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let config = load_config(&opts.data, opts.config.as_deref())?;
     let mut worker = opts.worker.clone();
+    worker
+        .1
+        .extend(["--parent-pid".to_string(), std::process::id().to_string()]);
     if config.server.worker_memory_mib > 0 {
         worker.1.extend([
             "--memory-mib".to_string(),
             config.server.worker_memory_mib.to_string(),
         ]);
     }
+    secure_data_dir(&opts.data)?;
+    // Held until the process exits: the embedded SQLite store and the interrupted-job recovery
+    // below are one node's; a second server on this data dir would fail the first one's jobs.
+    let _lock = lock_data_dir(&opts.data)?;
     let svc = open_service(&opts.data, config, worker)?;
     let (token, fresh) = admin_token(&opts.data)?;
     let (failed, requeued) = svc

@@ -54,3 +54,23 @@ fn data_dir_and_everything_in_it_are_private() {
     let open = open_to_others(&data);
     assert!(open.is_empty(), "readable by others: {open:#?}");
 }
+
+#[test]
+fn a_second_server_on_the_same_data_dir_exits_naming_the_lock() {
+    let env = Env::new();
+    let s = Server::start(&env, "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rsvault"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&s.data)
+        .arg("--config")
+        .arg(&s.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rsvault.lock"), "{err}");
+    assert!(err.contains(&s.child.id().to_string()), "{err}");
+    // The first server is unharmed.
+    let (v, item) = s.protected_share("v1");
+    s.backup_completed(&v, &item);
+}
