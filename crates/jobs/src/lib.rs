@@ -3,7 +3,8 @@
 //! (retention, garbage collection, verification) and the scheduler.
 //!
 //! Nothing here speaks HTTP: the api crate calls in, never the other way. Module imports run one
-//! way: `scheduler -> runner -> maintenance -> context -> service -> live`.
+//! way: `scheduler -> runner -> maintenance -> context -> service -> {live, state}`; every job
+//! status change goes through `state::transition`.
 
 pub mod config;
 pub mod context;
@@ -17,3 +18,4 @@ pub mod runner;
 pub mod schedule;
 pub mod scheduler;
 pub mod service;
+pub mod state;

@@ -18,11 +18,12 @@ use std::time::Instant;
 
 use chrono::Utc;
 use rsvault_engine::JobContext;
-use rsvault_types::job::{codes, Conflict, Job, JobError, JobStatus, Work};
+use rsvault_types::job::{codes, Conflict, Job, JobError, Work};
 use rsvault_types::model::{Item, RecoveryPoint, SourceInfo, Vault, Workload};
 
 use crate::context::{engine_call, repo_config, Ctx, Outcome};
 use crate::service::Service;
+use crate::state::{transition, Event, State};
 
 /// Takes queued job ids from the service's queue and runs each in its own task.
 pub async fn dispatch(svc: Arc<Service>) {
@@ -52,7 +53,7 @@ fn spawn(svc: Arc<Service>, job_id: String) {
             tracing::error!(job = %job_id, "job runner error: {e:#}");
             // The job must not stay InProgress: record the failure.
             let failed = svc.update_job(&job_id, |j| {
-                if !j.status.is_terminal() {
+                if !State::of(j).is_terminal() {
                     j.errors.push(JobError {
                         code: codes::ENGINE,
                         title: "Internal error".into(),
@@ -61,7 +62,7 @@ fn spawn(svc: Arc<Service>, job_id: String) {
                             "Retry the operation; if it fails again, check the server log.".into(),
                         ],
                     });
-                    j.finish(JobStatus::Failed);
+                    let _ = transition(j, Event::Fail);
                 }
             });
             if let Ok(job) = failed {
@@ -151,10 +152,8 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
 
     // Cancelled while queued: nothing ran, nothing to undo.
     let mut job = svc.update_job(job_id, |j| {
-        if j.status == JobStatus::Cancelling {
-            j.finish(JobStatus::Cancelled);
-        } else if !j.status.is_terminal() {
-            j.started = true;
+        // Cancelled while queued: Start ends it Cancelled, nothing ran.
+        if transition(j, Event::Start) == Ok(State::Running) {
             j.property_bag.remove("Queued");
             j.start_task(0);
         }
@@ -209,46 +208,48 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
         }
     };
 
-    job = svc.update_job(job_id, |j| match &outcome {
-        Ok(Outcome::Done { warnings }) => {
-            for w in warnings {
-                j.errors.push(JobError {
-                    code: codes::WARNING_FILE,
-                    title: "File skipped".into(),
-                    message: format!("{}: {}", w.path, w.reason),
-                    recommendations: vec![
-                        "Check that the file is readable and not changing during backup.".into(),
-                    ],
-                });
+    job = svc.update_job(job_id, |j| {
+        if State::of(j).is_terminal() {
+            // Ended elsewhere (e.g. failed by a restart's recovery): the first end stands.
+            return;
+        }
+        let event = match &outcome {
+            Ok(Outcome::Done { warnings }) => {
+                for w in warnings {
+                    j.errors.push(JobError {
+                        code: codes::WARNING_FILE,
+                        title: "File skipped".into(),
+                        message: format!("{}: {}", w.path, w.reason),
+                        recommendations: vec![
+                            "Check that the file is readable and not changing during backup."
+                                .into(),
+                        ],
+                    });
+                }
+                Event::Succeed {
+                    warnings: !warnings.is_empty(),
+                }
             }
-            j.finish(if warnings.is_empty() {
-                JobStatus::Completed
-            } else {
-                JobStatus::CompletedWithWarnings
-            });
-        }
-        Ok(Outcome::Warned(errors)) => {
-            j.errors.extend(errors.iter().cloned());
-            j.finish(if errors.is_empty() {
-                JobStatus::Completed
-            } else {
-                JobStatus::CompletedWithWarnings
-            });
-        }
-        Ok(Outcome::Cancelled) => j.finish(JobStatus::Cancelled),
-        Err(e) => {
-            let (code, title, rec) = classify(e);
-            j.errors.push(JobError {
-                code,
-                title: title.into(),
-                message: e.to_string(),
-                recommendations: vec![rec.into()],
-            });
-            j.finish(if j.status == JobStatus::Cancelling {
-                JobStatus::Cancelled
-            } else {
-                JobStatus::Failed
-            });
+            Ok(Outcome::Warned(errors)) => {
+                j.errors.extend(errors.iter().cloned());
+                Event::Succeed {
+                    warnings: !errors.is_empty(),
+                }
+            }
+            Ok(Outcome::Cancelled) => Event::Stopped,
+            Err(e) => {
+                let (code, title, rec) = classify(e);
+                j.errors.push(JobError {
+                    code,
+                    title: title.into(),
+                    message: e.to_string(),
+                    recommendations: vec![rec.into()],
+                });
+                Event::Fail
+            }
+        };
+        if let Err(e) = transition(j, event) {
+            tracing::error!(job = %j.id, "{e}");
         }
     })?;
     svc.after_job(&job)?;

@@ -13,6 +13,7 @@ use rsvault_types::job::{codes, tasks_for, Job, JobError, JobStatus, Work};
 use rsvault_types::model::{Item, OpKind, Operation, RecoveryPoint, SourceInfo, Vault, VaultRef};
 
 use crate::live::Runner;
+use crate::state::{transition, Event, State};
 
 pub const K_VAULT: &str = "vault";
 pub const K_POLICY: &str = "policy";
@@ -328,10 +329,11 @@ impl Service {
                 return Ok(false);
             };
             let mut j: Job = serde_json::from_str(&body)?;
-            if j.status != JobStatus::InProgress {
+            if !matches!(State::of(&j), State::Queued | State::Running)
+                || transition(&mut j, Event::RequestCancel).is_err()
+            {
                 return Ok(false);
             }
-            j.status = JobStatus::Cancelling;
             j.cancel_op = Some(op_id.clone());
             tx.upsert_job(&JobRow::of(&j))?;
             tx.put(K_OP, &key, &op.id, "", &op)?;
@@ -400,7 +402,7 @@ impl Service {
         let (mut failed, mut requeued) = (0, 0);
         for b in bodies {
             let job: Job = serde_json::from_str(&b)?;
-            if !job.started && job.status == JobStatus::InProgress {
+            if State::of(&job) == State::Queued {
                 requeued += 1;
                 self.runner.enqueue(&job.id);
                 continue;
@@ -412,9 +414,9 @@ impl Service {
                         "Note".into(),
                         "The server stopped after this backup's recovery point was recorded; the job was completed at the next start.".into(),
                     );
-                    j.finish(JobStatus::Completed);
-                } else if j.status == JobStatus::Cancelling {
-                    j.finish(JobStatus::Cancelled);
+                    let _ = transition(j, Event::Succeed { warnings: false });
+                } else if matches!(State::of(j), State::Cancelling { .. }) {
+                    let _ = transition(j, Event::Interrupt);
                 } else {
                     j.errors.push(JobError {
                         code: codes::INTERRUPTED,
@@ -422,7 +424,7 @@ impl Service {
                         message: "The job was interrupted because the rsvault server stopped while it was running. No recovery point was created by it; earlier recovery points are unaffected.".into(),
                         recommendations: vec!["Trigger the operation again.".into()],
                     });
-                    j.finish(JobStatus::Failed);
+                    let _ = transition(j, Event::Interrupt);
                 }
             })?;
             self.after_job(&j)?;
@@ -520,8 +522,8 @@ pub fn new_job(vault: &Vault, it: &Item, operation: &str, work: Work, user: bool
         work,
     };
     if instant {
-        job.started = true;
-        job.finish(JobStatus::Completed);
+        let _ = transition(&mut job, Event::Start);
+        let _ = transition(&mut job, Event::Succeed { warnings: false });
     }
     job
 }
