@@ -3,7 +3,7 @@
 //! (retention, garbage collection, verification) and the scheduler.
 //!
 //! Nothing here speaks HTTP: the api crate calls in, never the other way. Module imports run one
-//! way: `scheduler -> runner -> maintenance -> context -> service -> {live, state}`; every job
+//! way: `scheduler -> runner -> {maintenance, queue} -> context -> service -> {live, state}`; every job
 //! status change goes through `state::transition`.
 
 pub mod config;
@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod live;
 pub mod maintenance;
 pub mod policy;
+pub mod queue;
 pub mod retention;
 pub mod runner;
 pub mod schedule;

@@ -25,24 +25,58 @@ use crate::context::{engine_call, repo_config, Ctx, Outcome};
 use crate::service::Service;
 use crate::state::{transition, Event, State};
 
-/// Takes queued job ids from the service's queue and runs each in its own task.
+/// The node's job loop: claims what the store's queue lets this node run, renews the leases of
+/// its running jobs, passes on cancel requests made through any node, and (on the elected node)
+/// reaps the jobs of nodes that went silent. Wakes when a job is queued here, else once a second,
+/// so a cancel made through another node is seen within 2 s.
 pub async fn dispatch(svc: Arc<Service>) {
-    let Some(mut rx) = svc.runner.take_queue() else {
+    if !svc.runner.start_dispatching() {
         tracing::error!("the job dispatcher was started twice");
         return;
-    };
-    while let Some(job_id) = rx.recv().await {
-        spawn(svc.clone(), job_id);
+    }
+    let renew_every = std::time::Duration::from_secs((svc.config.runner.lease_seconds / 3).max(1));
+    let mut last_renew = Instant::now();
+    loop {
+        loop {
+            match svc.claim_next() {
+                Ok(Some((job, attempt))) => spawn(svc.clone(), job, attempt),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!("claiming a job: {e}");
+                    break;
+                }
+            }
+        }
+        if let Err(e) = svc.explain_queued() {
+            tracing::warn!("describing queued jobs: {e}");
+        }
+        if last_renew.elapsed() >= renew_every {
+            last_renew = Instant::now();
+            if let Err(e) = svc.renew_leases() {
+                tracing::error!("renewing job leases: {e}");
+            }
+        }
+        if let Err(e) = svc.poll_cancel_requests() {
+            tracing::warn!("reading cancel requests: {e}");
+        }
+        if let Err(e) = svc.reap_expired() {
+            tracing::error!("reaping expired job leases: {e}");
+        }
+        tokio::select! {
+            _ = svc.runner.wake.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
     }
 }
 
-/// Starts a job in the background. The job's own task runs inside a second one, so that a panic
-/// anywhere in it ends the job `Failed` at once instead of leaving it `InProgress`.
-fn spawn(svc: Arc<Service>, job_id: String) {
+/// Runs a claimed job in the background. The job's own task runs inside a second one, so that a
+/// panic anywhere in it ends the job `Failed` at once instead of leaving it `InProgress`.
+fn spawn(svc: Arc<Service>, job: Job, attempt: i64) {
     tokio::spawn(async move {
+        let job_id = job.id.clone();
         let task = tokio::spawn({
-            let (svc, job_id) = (svc.clone(), job_id.clone());
-            async move { run(svc, &job_id).await }
+            let svc = svc.clone();
+            async move { run(svc, job, attempt).await }
         });
         let result = match task.await {
             Ok(r) => r,
@@ -51,8 +85,8 @@ fn spawn(svc: Arc<Service>, job_id: String) {
         };
         if let Err(e) = result {
             tracing::error!(job = %job_id, "job runner error: {e:#}");
-            // The job must not stay InProgress: record the failure.
-            let failed = svc.update_job(&job_id, |j| {
+            // The job must not stay InProgress: record the failure (if this node still holds it).
+            let failed = svc.update_running_job(&job_id, attempt, |j| {
                 if !State::of(j).is_terminal() {
                     j.errors.push(JobError {
                         code: codes::ENGINE,
@@ -70,96 +104,22 @@ fn spawn(svc: Arc<Service>, job_id: String) {
                 svc.finish_cancel_op(&job);
             }
         }
+        // A slot is free: claim the next job now rather than at the next tick.
+        svc.runner.wake.notify_one();
     });
 }
 
-/// Says in the job why it has not started (the wire shows a queued job as `InProgress`).
-fn note_queued(svc: &Service, job_id: &str, reason: &str) {
-    let _ = svc.update_job(job_id, |j| {
-        if !j.status.is_terminal() && !j.started {
-            j.property_bag.insert("Queued".into(), reason.into());
-        }
-    });
-}
-
-async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
-    let job = svc
-        .get_job_any(job_id)?
-        .ok_or_else(|| anyhow::anyhow!("job {job_id} vanished"))?;
+async fn run(svc: Arc<Service>, job: Job, attempt: i64) -> anyhow::Result<()> {
+    let job_id = job.id.as_str();
     let vault_key = job.vault.key();
-    let vault_lock = svc.runner.locks.vault(&vault_key);
-    let item_lock = svc
-        .runner
-        .locks
-        .item(&format!("{vault_key}|{}", job.item_key));
-    let exclusive = job.work.is_exclusive();
-
-    // Queue: one job per item at a time; delete-data excludes everything in the vault; at most
-    // `[runner] max_concurrent_jobs` at once on this node. Each wait is said in the job.
-    let _item_guard = match item_lock.clone().try_lock_owned() {
-        Ok(g) => g,
-        Err(_) => {
-            note_queued(
-                &svc,
-                job_id,
-                "Waiting for another job of this item to finish.",
-            );
-            item_lock.lock_owned().await
-        }
-    };
-    let (_r, _w);
-    if exclusive {
-        _w = Some(match vault_lock.clone().try_write_owned() {
-            Ok(g) => g,
-            Err(_) => {
-                note_queued(
-                    &svc,
-                    job_id,
-                    "Waiting for the vault's running jobs to finish.",
-                );
-                vault_lock.write_owned().await
-            }
-        });
-        _r = None;
-    } else {
-        _r = Some(match vault_lock.clone().try_read_owned() {
-            Ok(g) => g,
-            Err(_) => {
-                note_queued(&svc, job_id, "Waiting for vault maintenance to finish.");
-                vault_lock.read_owned().await
-            }
-        });
-        _w = None;
-    }
-    let slots = svc.runner.slots.clone();
-    let _slot = match slots.clone().try_acquire_owned() {
-        Ok(p) => p,
-        Err(_) => {
-            note_queued(
-                &svc,
-                job_id,
-                "Waiting for a free runner slot ([runner] max_concurrent_jobs).",
-            );
-            slots.acquire_owned().await?
-        }
-    };
-
     let cancel = svc.runner.register(job_id);
     let _live_guard = LiveGuard {
         svc: svc.clone(),
         id: job_id.to_string(),
     };
-
-    // Cancelled while queued: nothing ran, nothing to undo.
-    let mut job = svc.update_job(job_id, |j| {
-        // Cancelled while queued: Start ends it Cancelled, nothing ran.
-        if transition(j, Event::Start) == Ok(State::Running) {
-            j.property_bag.remove("Queued");
-            j.start_task(0);
-        }
-    })?;
     crate::failpoint::hit("job.started");
     if job.status.is_terminal() {
+        // Cancelled while queued: the claim ended it, nothing ran.
         svc.finish_cancel_op(&job);
         return Ok(());
     }
@@ -170,6 +130,7 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
     let ctx = Arc::new(Ctx {
         svc: svc.clone(),
         job_id: job_id.to_string(),
+        attempt,
         cancel,
         last_write: Mutex::new(None),
         started: Instant::now(),
@@ -208,7 +169,7 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
         }
     };
 
-    job = svc.update_job(job_id, |j| {
+    let job = svc.update_running_job(job_id, attempt, |j| {
         if State::of(j).is_terminal() {
             // Ended elsewhere (e.g. failed by a restart's recovery): the first end stands.
             return;
@@ -393,7 +354,7 @@ async fn backup(
     };
     let elapsed = t0.elapsed().as_secs_f64().max(0.001);
     crate::failpoint::hit("backup.before_record");
-    svc.record_backup(vault, &job.id, &item, rp, |j| {
+    svc.record_backup(vault, &job.id, ctx.attempt, &item, rp, |j| {
         let bag = &mut j.property_bag;
         bag.remove("Phase");
         bag.remove("Files Done");

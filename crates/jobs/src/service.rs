@@ -37,6 +37,31 @@ pub struct Service {
 /// The property-bag key that names the recovery point a backup job recorded.
 pub const RECOVERY_POINT_KEY: &str = "Recovery Point Id";
 
+/// Ends a started job whose runner stopped before it finished, truthfully: `Completed` when its
+/// recovery point was already recorded (only the last step was cut off), `Cancelled` when a cancel
+/// was pending, else `Failed` with `why` and the assurance that earlier points are unaffected.
+pub fn interrupt(j: &mut Job, why: &str) {
+    if j.property_bag.contains_key(RECOVERY_POINT_KEY) {
+        j.property_bag.insert(
+            "Note".into(),
+            format!("{why} Its recovery point had been recorded, so the job was completed."),
+        );
+        let _ = transition(j, Event::Succeed { warnings: false });
+    } else if matches!(State::of(j), State::Cancelling { .. }) {
+        let _ = transition(j, Event::Interrupt);
+    } else {
+        j.errors.push(JobError {
+            code: codes::INTERRUPTED,
+            title: "Job interrupted".into(),
+            message: format!(
+                "{why} No recovery point was created by it; earlier recovery points are unaffected."
+            ),
+            recommendations: vec!["Trigger the operation again.".into()],
+        });
+        let _ = transition(j, Event::Interrupt);
+    }
+}
+
 /// A decimal recovery point id, increasing with time.
 pub fn new_recovery_point_id() -> String {
     let micros = Utc::now().timestamp_micros().max(0) as u64;
@@ -188,6 +213,7 @@ impl Service {
         &self,
         vault: &Vault,
         job_id: &str,
+        attempt: i64,
         item: &Item,
         rp: RecoveryPoint,
         bag: impl FnOnce(&mut Job),
@@ -195,6 +221,11 @@ impl Service {
         let key = vault.vault.key();
         let mut rp = rp;
         self.store.tx(|tx| {
+            // A job this node no longer holds (reaped as lost) must not gain a point: its job
+            // already says it made none. The snapshot stays unreferenced until garbage collection.
+            if !tx.holds_job(job_id, &self.node_id, attempt)? {
+                return Err(store::Error::Fenced(job_id.to_string()));
+            }
             // Ids are time-based; never let two points share one (that would overwrite a point).
             while tx.get::<RecoveryPoint>(K_RP, &key, &rp.id)?.is_some() {
                 rp.id = (rp.id.parse::<u64>().unwrap_or(0) + 1).to_string();
@@ -271,6 +302,28 @@ impl Service {
     /// Applies `f` to a job in one transaction and returns the new state.
     pub fn update_job(&self, id: &str, f: impl FnOnce(&mut Job)) -> Result<Job, store::Error> {
         self.store.tx(|tx| {
+            let body = tx
+                .jobs_by_id(id)?
+                .ok_or_else(|| store::Error::Missing(format!("job {id}")))?;
+            let mut job: Job = serde_json::from_str(&body)?;
+            f(&mut job);
+            tx.upsert_job(&JobRow::of(&job))?;
+            Ok(job)
+        })
+    }
+
+    /// Like [`Service::update_job`] for a job this node runs as `attempt`: the write lands only
+    /// while the node still holds the job (a reaped job is never written by its old runner).
+    pub fn update_running_job(
+        &self,
+        id: &str,
+        attempt: i64,
+        f: impl FnOnce(&mut Job),
+    ) -> Result<Job, store::Error> {
+        self.store.tx(|tx| {
+            if !tx.holds_job(id, &self.node_id, attempt)? {
+                return Err(store::Error::Fenced(id.to_string()));
+            }
             let body = tx
                 .jobs_by_id(id)?
                 .ok_or_else(|| store::Error::Missing(format!("job {id}")))?;
@@ -393,45 +446,32 @@ impl Service {
             })
     }
 
-    /// Resolves jobs left running by a previous process: queued ones start again, started ones
-    /// end `Failed` (or `Cancelled` if a cancel was pending) with an error that says why.
+    /// Resolves jobs left running by a previous process on this data dir (its lock says that
+    /// process is gone): started ones end as [`interrupt`] says; queued ones stay queued for the
+    /// dispatcher. Returns (ended, still queued).
     pub fn recover_interrupted(self: &Arc<Self>) -> anyhow::Result<(usize, usize)> {
         let bodies = self
             .store
             .tx(|tx| tx.jobs_with_status(&["InProgress", "Cancelling"]))?;
-        let (mut failed, mut requeued) = (0, 0);
+        let (mut ended, mut queued) = (0, 0);
         for b in bodies {
             let job: Job = serde_json::from_str(&b)?;
-            if State::of(&job) == State::Queued {
-                requeued += 1;
-                self.runner.enqueue(&job.id);
+            if !job.started {
+                queued += 1;
                 continue;
             }
             let j = self.update_job(&job.id, |j| {
-                if j.property_bag.contains_key(RECOVERY_POINT_KEY) {
-                    // The recovery point was recorded; only the job's last step was cut off.
-                    j.property_bag.insert(
-                        "Note".into(),
-                        "The server stopped after this backup's recovery point was recorded; the job was completed at the next start.".into(),
-                    );
-                    let _ = transition(j, Event::Succeed { warnings: false });
-                } else if matches!(State::of(j), State::Cancelling { .. }) {
-                    let _ = transition(j, Event::Interrupt);
-                } else {
-                    j.errors.push(JobError {
-                        code: codes::INTERRUPTED,
-                        title: "Job interrupted".into(),
-                        message: "The job was interrupted because the rsvault server stopped while it was running. No recovery point was created by it; earlier recovery points are unaffected.".into(),
-                        recommendations: vec!["Trigger the operation again.".into()],
-                    });
-                    let _ = transition(j, Event::Interrupt);
-                }
+                interrupt(
+                    j,
+                    "The job was interrupted because the rsvault server stopped while it was running.",
+                )
             })?;
             self.after_job(&j)?;
             self.finish_cancel_op(&j);
-            failed += 1;
+            ended += 1;
         }
-        Ok((failed, requeued))
+        self.runner.enqueue("");
+        Ok((ended, queued))
     }
 
     /// A vault-wide maintenance job (not yet stored).

@@ -106,6 +106,18 @@ fn tighten(p: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This node's default name: `HOST:PORT`, or `HOST-PID` where the port is not known in advance.
+pub fn default_node_id(port: Option<u16>) -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "rsvault".into());
+    match port {
+        Some(p) if p != 0 => format!("{host}:{p}"),
+        _ => format!("{host}-{}", std::process::id()),
+    }
+}
+
 /// Takes the data dir's exclusive lock (`DATA/rsvault.lock`, holding the owner's pid), or says
 /// which process holds it.
 pub fn lock_data_dir(data: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
@@ -179,7 +191,11 @@ pub fn open_service(
         data_dir: data.to_path_buf(),
         runner: Runner::new(worker, config.runner.max_concurrent_jobs(), restore_umask),
         signing_key: signing_key(data)?,
-        node_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
+        node_id: config
+            .node
+            .id
+            .clone()
+            .unwrap_or_else(|| default_node_id(None)),
         config,
     }))
 }
@@ -200,6 +216,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // Held until the process exits: the embedded SQLite store and the interrupted-job recovery
     // below are one node's; a second server on this data dir would fail the first one's jobs.
     let _lock = lock_data_dir(&opts.data)?;
+    let mut config = config;
+    if config.node.id.is_none() {
+        config.node.id = Some(default_node_id(Some(opts.listen.port())));
+    }
     let svc = open_service(&opts.data, config, worker)?;
     let (token, fresh) = admin_token(&opts.data)?;
     let (failed, requeued) = svc
