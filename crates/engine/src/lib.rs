@@ -32,6 +32,8 @@
 //!   Each file is written under a temporary name in its directory, synced, given its metadata
 //!   and renamed over the original: a crash, a full disk or a cancel leaves the original.
 //!   Alternate-location restores never recreate setuid/setgid bits, device nodes or FIFOs.
+//! - Backups open each file without following symlinks and check that it is the file the walk
+//!   saw (device and inode); anything else swapped in is a warning, never read.
 //! - Small repository files (snapshots, indexes, keys) are written via temp file + rename, so a
 //!   killed worker leaves at most orphan packs, which `check` tolerates and [`prune`] removes.
 //!

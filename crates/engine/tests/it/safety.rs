@@ -1,4 +1,5 @@
-//! Restores that cannot be turned against the host and atomic overwrites (issue #9). Run as root here, like the service: the attacks matter
+//! Restores that cannot be turned against the host, atomic overwrites, and backups that read
+//! only what they walked (issue #9). Run as root here, like the service: the attacks matter
 //! most then.
 
 use std::fs;
@@ -367,6 +368,67 @@ fn disk_full_during_an_overwrite_restore_leaves_the_original_intact() {
     assert!(big.unwrap() == original, "the original was changed");
     assert!(left.is_empty(), "temporary files left: {left:?}");
     assert!(free.unwrap() > 0, "the failed restore still fills the disk");
+}
+
+#[test]
+fn symlink_swapped_in_after_the_backup_walk_is_a_warning_not_a_read() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), b"public a").unwrap();
+    fs::write(src.join("b.txt"), b"public b").unwrap();
+    fs::write(src.join("c.txt"), b"public c").unwrap();
+    fs::write(fx.path("secret"), b"SECRET").unwrap();
+    fs::write(fx.path("other"), b"OTHER FILE").unwrap();
+    {
+        let src = src.clone();
+        let secret = fx.path("secret");
+        let other = fx.path("other");
+        let fired = Arc::new(AtomicBool::new(false));
+        rsvault_engine::failpoint::add(
+            "backup.open",
+            Arc::new(move |p: &str| {
+                if Path::new(p) == src.join("b.txt") && !fired.swap(true, Ordering::SeqCst) {
+                    // b.txt: a symlink to a file the backup must not read.
+                    fs::remove_file(src.join("b.txt")).unwrap();
+                    symlink(&secret, src.join("b.txt")).unwrap();
+                    // c.txt: another regular file renamed over it.
+                    fs::rename(&other, src.join("c.txt")).unwrap();
+                }
+            }),
+        );
+    }
+    let ctx = TestCtx::default();
+    let out = rsvault_engine::backup(
+        &fx.repo,
+        &rsvault_engine::Source::Directory { path: src.clone() },
+        &Default::default(),
+        &ctx,
+    )
+    .unwrap();
+    let mut warned: Vec<&str> = out.warnings.iter().map(|w| w.path.as_str()).collect();
+    warned.sort();
+    warned.dedup();
+    assert_eq!(warned, ["b.txt", "c.txt"], "{:?}", out.warnings);
+    assert!(
+        out.warnings
+            .iter()
+            .all(|w| w.reason.contains("replaced after the directory walk")),
+        "{:?}",
+        out.warnings
+    );
+    let t = fx.path("t");
+    fx.restore(&out.snapshot_id, &[], &t);
+    assert_eq!(fs::read(t.join("a.txt")).unwrap(), b"public a");
+    for p in walk(&t) {
+        if let Ok(data) = fs::read(&p) {
+            assert!(
+                !data.windows(6).any(|w| w == b"SECRET") && !data.starts_with(b"OTHER"),
+                "{} holds what was swapped in",
+                p.display()
+            );
+        }
+    }
 }
 
 #[test]
