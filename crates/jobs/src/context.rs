@@ -108,7 +108,11 @@ pub(crate) fn engine_call(
 ) -> impl std::future::Future<Output = Result<rsvault_engine::worker::Response, rsvault_engine::Error>>
 {
     let (program, mut args) = svc.runner.worker.clone();
-    if matches!(request, rsvault_engine::worker::Request::Restore { .. }) {
+    if matches!(
+        request,
+        rsvault_engine::worker::Request::Restore { .. }
+            | rsvault_engine::worker::Request::RestoreScoped { .. }
+    ) {
         args.extend(["--umask".into(), format!("{:o}", svc.runner.restore_umask)]);
     }
     let ctx = ctx.clone();

@@ -12,7 +12,6 @@
 //! Backups and restores hold the vault's lock shared; deleting data (forget + prune) holds it
 //! exclusively, so prune never runs next to a backup of the same repository.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -142,24 +141,7 @@ async fn run(svc: Arc<Service>, job: Job, attempt: i64) -> anyhow::Result<()> {
         Work::Backup { expiry, scheduled } => {
             backup(&svc, &vault, &job, ctx.clone(), expiry, scheduled).await
         }
-        Work::Restore {
-            snapshot_id,
-            paths,
-            target,
-            conflict,
-            ..
-        } => {
-            restore(
-                &svc,
-                &vault,
-                ctx.clone(),
-                snapshot_id,
-                paths,
-                target,
-                conflict,
-            )
-            .await
-        }
+        work @ Work::Restore { .. } => restore(&svc, &vault, ctx.clone(), work).await,
         Work::DeleteData => delete_data(&svc, &vault, &job, ctx.clone()).await,
         Work::GarbageCollection => {
             crate::maintenance::garbage_collect(&svc, &vault, &job, ctx.clone()).await
@@ -403,12 +385,39 @@ async fn restore(
     svc: &Arc<Service>,
     vault: &Vault,
     ctx: Arc<Ctx>,
-    snapshot_id: String,
-    paths: Vec<String>,
-    target: PathBuf,
-    conflict: Conflict,
+    work: Work,
 ) -> Result<Outcome, rsvault_engine::Error> {
     use rsvault_engine::worker::{Request, Response};
+    let Work::Restore {
+        snapshot_id,
+        paths,
+        target,
+        conflict,
+        recovery_type,
+        ..
+    } = work
+    else {
+        unreachable!("restore() is called with restore work only");
+    };
+    // The engine writes only below `root`, reached from one opened handle without following
+    // symlinks, whatever is swapped in after the request was accepted. An original-location
+    // restore is confined to the source itself (the share, or the VM's disk folder); an
+    // alternate one to the configured restore root that holds its target.
+    let original_location = recovery_type.eq_ignore_ascii_case("OriginalLocation");
+    let root = if original_location {
+        Some(target.clone())
+    } else {
+        let canonical = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        svc.config
+            .restore_roots
+            .iter()
+            .find(|r| target.starts_with(r) || target.starts_with(canonical(r)))
+            .cloned()
+    };
+    let scope = rsvault_engine::RestoreScope {
+        root,
+        original_location,
+    };
     let spec = rsvault_engine::RestoreSpec {
         snapshot_id,
         paths,
@@ -422,9 +431,10 @@ async fn restore(
     let resp = engine_call(
         svc,
         &ctx,
-        Request::Restore {
+        Request::RestoreScoped {
             repo: repo_config(svc, vault),
             spec,
+            scope,
         },
     )
     .await;
