@@ -25,6 +25,8 @@ pub struct Config {
     pub runner: RunnerConfig,
     #[serde(default)]
     pub node: NodeConfig,
+    #[serde(default)]
+    pub secrets: SecretsConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
 }
@@ -45,6 +47,14 @@ impl Default for RunnerConfig {
             lease_seconds: 30,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// The key-encryption key that wraps every vault key (default `DATA/master.key`; every
+    /// node of a deployment names the same file). `RSVAULT_MASTER_KEY` overrides it.
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -125,9 +125,15 @@ pub(crate) fn engine_call(
     }
 }
 
-pub(crate) fn repo_config(svc: &Service, vault: &Vault) -> rsvault_engine::RepoConfig {
-    rsvault_engine::RepoConfig {
+/// The engine's view of a vault's repository, its key unwrapped for the worker's pipe only.
+pub(crate) fn repo_config(
+    svc: &Service,
+    vault: &Vault,
+) -> Result<rsvault_engine::RepoConfig, rsvault_engine::Error> {
+    Ok(rsvault_engine::RepoConfig {
         path: svc.repo_dir(vault),
-        password: vault.password.clone(),
-    }
+        password: svc
+            .vault_password(vault)
+            .map_err(|e| rsvault_engine::Error::WrongKey(format!("{e:#}")))?,
+    })
 }

@@ -18,5 +18,6 @@ pub mod retention;
 pub mod runner;
 pub mod schedule;
 pub mod scheduler;
+pub mod secrets;
 pub mod service;
 pub mod state;

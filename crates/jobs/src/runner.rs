@@ -281,7 +281,7 @@ async fn backup(
         host: Some(source.host_name.clone()),
         bytes_per_second: (limit > 0).then_some(limit),
     };
-    let repo = repo_config(svc, vault);
+    let repo = repo_config(svc, vault)?;
     if !repo.path.join("config").exists() {
         // First backup into this vault: create its repository (idempotent if another job raced us).
         engine_call(svc, &ctx, Request::Init { repo: repo.clone() }).await?;
@@ -314,7 +314,7 @@ async fn backup(
             svc,
             &ctx,
             Request::Forget {
-                repo: repo_config(svc, vault),
+                repo: repo_config(svc, vault)?,
                 ids: vec![out.snapshot_id.clone()],
             },
         )
@@ -432,7 +432,7 @@ async fn restore(
         svc,
         &ctx,
         Request::RestoreScoped {
-            repo: repo_config(svc, vault),
+            repo: repo_config(svc, vault)?,
             spec,
             scope,
         },
@@ -486,7 +486,7 @@ async fn delete_data(
             svc,
             &ctx,
             Request::Forget {
-                repo: repo_config(svc, vault),
+                repo: repo_config(svc, vault)?,
                 ids,
             },
         )
@@ -495,7 +495,7 @@ async fn delete_data(
             svc,
             &ctx,
             Request::Prune {
-                repo: repo_config(svc, vault),
+                repo: repo_config(svc, vault)?,
             },
         )
         .await?;

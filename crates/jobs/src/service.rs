@@ -30,6 +30,8 @@ pub struct Service {
     pub sources: Vec<SourceInfo>,
     /// Secret for signing export links.
     pub signing_key: Vec<u8>,
+    /// The key-encryption key that wraps every vault's repository key.
+    pub kek: crate::secrets::Kek,
     /// This process's identity for leases.
     pub node_id: String,
 }
@@ -96,6 +98,61 @@ impl Service {
 
     pub fn get_vault_by_key(&self, key: &str) -> Result<Option<Vault>, store::Error> {
         self.store.tx(|tx| tx.get(K_VAULT, key, ""))
+    }
+
+    /// A new vault's repository key, already wrapped for the vault `v`.
+    pub fn new_vault_key(&self, v: &VaultRef, secret: &str) -> String {
+        self.kek.wrap(secret, &v.key())
+    }
+
+    /// The vault's repository key, in plain text: for the engine worker's pipe and the escrow
+    /// export only.
+    pub fn vault_password(&self, vault: &Vault) -> anyhow::Result<String> {
+        match &vault.legacy_password {
+            Some(p) => Ok(p.clone()),
+            None => self.kek.unwrap(&vault.wrapped_key, &vault.vault.key()),
+        }
+    }
+
+    /// Wraps the keys of vaults stored before keys were wrapped, then rewrites the database
+    /// file so no page keeps the plain text. Returns how many.
+    pub fn wrap_legacy_keys(&self) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for key in self.store.tx(|tx| tx.vault_keys())? {
+            let Some(mut vault) = self.get_vault_by_key(&key)? else {
+                continue;
+            };
+            if let Some(plain) = vault.legacy_password.take() {
+                vault.wrapped_key = self.kek.wrap(&plain, &vault.vault.key());
+                self.store.tx(|tx| tx.put(K_VAULT, &key, "", "", &vault))?;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.store.compact()?;
+        }
+        Ok(n)
+    }
+
+    /// Re-wraps every vault key from this service's KEK to `new`, in one transaction. The
+    /// caller makes `new` the deployment's KEK afterwards.
+    pub fn rewrap_keys(&self, new: &crate::secrets::Kek) -> anyhow::Result<usize> {
+        let mut out = Vec::new();
+        for key in self.store.tx(|tx| tx.vault_keys())? {
+            if let Some(mut vault) = self.get_vault_by_key(&key)? {
+                let plain = self.vault_password(&vault)?;
+                vault.legacy_password = None;
+                vault.wrapped_key = new.wrap(&plain, &vault.vault.key());
+                out.push((key, vault));
+            }
+        }
+        self.store.tx(|tx| {
+            for (key, vault) in &out {
+                tx.put(K_VAULT, key, "", "", vault)?;
+            }
+            Ok(())
+        })?;
+        Ok(out.len())
     }
 
     pub fn put_vault(&self, vault: &Vault) -> ArmResult<()> {

@@ -60,6 +60,22 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Vault keys: `rsvault vault key export --vault SUB/RG/VAULT` prints a vault's repository
+    /// and key so stock `restic` can open it (the escrow; reads the data dir: its owner only).
+    Vault {
+        #[command(subcommand)]
+        cmd: VaultCmd,
+        #[command(flatten)]
+        local: Local,
+    },
+    /// The key-encryption key: `rsvault secrets rotate` re-wraps every vault key under a new one
+    /// (with the server stopped).
+    Secrets {
+        #[command(subcommand)]
+        cmd: SecretsCmd,
+        #[command(flatten)]
+        local: Local,
+    },
     /// Retention: which recovery points each policy keeps and expires, and why.
     Retention {
         #[command(subcommand)]
@@ -67,6 +83,46 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+}
+
+/// Commands that read the data dir directly instead of calling a server.
+#[derive(clap::Args)]
+struct Local {
+    /// Data directory.
+    #[arg(
+        long,
+        global = true,
+        default_value = "./rsvault-data",
+        env = "RSVAULT_DATA"
+    )]
+    data: PathBuf,
+    /// Configuration file (TOML). Default: DATA/rsvault.toml when present.
+    #[arg(long, global = true, env = "RSVAULT_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum VaultCmd {
+    Key {
+        #[command(subcommand)]
+        cmd: VaultKeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum VaultKeyCmd {
+    /// Print `{"repository": ..., "password": ...}` for `restic -r REPOSITORY`.
+    Export {
+        /// SUBSCRIPTION/RESOURCEGROUP/VAULT
+        #[arg(long)]
+        vault: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCmd {
+    /// Re-wrap every vault key under a new key-encryption key.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -165,6 +221,44 @@ fn main() -> anyhow::Result<()> {
             rsvault_engine::worker::serve_stdio()
         }
         Command::Job { cmd, conn } => job_cmd(cmd, &Client::new(&conn)?),
+        Command::Vault {
+            cmd: VaultCmd::Key {
+                cmd: VaultKeyCmd::Export { vault },
+            },
+            local,
+        } => {
+            let mut parts = vault.splitn(3, '/');
+            let (Some(sub), Some(rg), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
+                anyhow::bail!("--vault must be SUBSCRIPTION/RESOURCEGROUP/VAULT, not '{vault}'");
+            };
+            let config = rsvault::server::load_config(&local.data, local.config.as_deref())?;
+            let svc = rsvault::server::open_service(&local.data, config, (PathBuf::new(), vec![]))?;
+            let v = svc
+                .get_vault(&rsvault_types::model::VaultRef {
+                    sub: sub.into(),
+                    rg: rg.into(),
+                    name: name.into(),
+                })
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "{}",
+                json!({
+                    "repository": svc.repo_dir(&v),
+                    "password": svc.vault_password(&v)?,
+                })
+            );
+            Ok(())
+        }
+        Command::Secrets {
+            cmd: SecretsCmd::Rotate,
+            local,
+        } => {
+            let config = rsvault::server::load_config(&local.data, local.config.as_deref())?;
+            let (n, id) = rsvault::server::rotate_kek(&local.data, config)?;
+            println!("re-wrapped {n} vault key(s) under key-encryption key {id}");
+            Ok(())
+        }
         Command::Maintenance { cmd, conn } => {
             let c = Client::new(&conn)?;
             let (vault, op, body, no_wait) = match cmd {

@@ -10,6 +10,7 @@ use anyhow::Context;
 use rsvault_api::{self as api, AppState};
 use rsvault_jobs::config::{source_info, Config};
 use rsvault_jobs::live::Runner;
+use rsvault_jobs::secrets::{self, Kek};
 use rsvault_jobs::service::Service;
 use rsvault_store::Store;
 
@@ -106,6 +107,61 @@ fn tighten(p: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The deployment's key-encryption key file.
+pub fn key_file(data: &Path, config: &Config) -> PathBuf {
+    config
+        .secrets
+        .key_file
+        .clone()
+        .unwrap_or_else(|| data.join("master.key"))
+}
+
+/// Loads the KEK, finishing a rotation that was cut short: if `KEY_FILE.new` exists, it becomes
+/// the KEK when the store's keys are already wrapped with it, else it is dropped.
+fn load_kek(store: &Store, key_file: &Path) -> anyhow::Result<Kek> {
+    let pending = secrets::pending_path(key_file);
+    if std::env::var_os(secrets::MASTER_KEY_ENV).is_none() && pending.exists() {
+        let new = Kek::parse(&std::fs::read_to_string(&pending)?)
+            .with_context(|| format!("reading {}", pending.display()))?;
+        let vaults: Vec<rsvault_types::model::Vault> =
+            store.tx(|tx| tx.list_prefix(rsvault_jobs::service::K_VAULT, ""))?;
+        let rewrapped = vaults
+            .iter()
+            .any(|v| secrets::parse_wrapped(&v.wrapped_key).is_ok_and(|(id, _)| id == new.id()));
+        if rewrapped {
+            std::fs::rename(&pending, key_file).with_context(|| {
+                format!("finishing the key rotation into {}", key_file.display())
+            })?;
+            tracing::warn!("finished a key rotation that was interrupted");
+        } else {
+            std::fs::remove_file(&pending)?;
+        }
+    }
+    Kek::load_or_create(key_file)
+}
+
+/// Re-wraps every vault key under a new key-encryption key (`rsvault secrets rotate`). Runs with
+/// the data dir's lock held, so no server uses the old KEK meanwhile. Returns (vaults, new KEK id).
+pub fn rotate_kek(data: &Path, config: Config) -> anyhow::Result<(usize, String)> {
+    anyhow::ensure!(
+        std::env::var_os(secrets::MASTER_KEY_ENV).is_none(),
+        "the key-encryption key comes from {}: rotate it there (set the new value for a \
+         rotation with the key file unset is not supported)",
+        secrets::MASTER_KEY_ENV
+    );
+    secure_data_dir(data)?;
+    let _lock = lock_data_dir(data)?;
+    let file = key_file(data, &config);
+    let svc = open_service(data, config, (PathBuf::new(), vec![]))?;
+    let new = Kek::generate();
+    // Written first, so a crash after the store is re-wrapped still has the key (see load_kek).
+    rsvault_jobs::fsutil::write_private(&secrets::pending_path(&file), new.encode().as_bytes())?;
+    let n = svc.rewrap_keys(&new)?;
+    std::fs::rename(secrets::pending_path(&file), &file)?;
+    svc.store.compact()?;
+    Ok((n, new.id().to_string()))
+}
+
 /// This node's default name: `HOST:PORT`, or `HOST-PID` where the port is not known in advance.
 pub fn default_node_id(port: Option<u16>) -> String {
     let host = nix::unistd::gethostname()
@@ -184,6 +240,7 @@ pub fn open_service(
 ) -> anyhow::Result<Arc<Service>> {
     let restore_umask = secure_data_dir(data)?;
     let store = Store::open(&data.join("rsvault.db")).context("opening the metadata store")?;
+    let kek = load_kek(&store, &key_file(data, &config))?;
     let sources = config.sources.iter().map(source_info).collect();
     Ok(Arc::new(Service {
         store,
@@ -191,6 +248,7 @@ pub fn open_service(
         data_dir: data.to_path_buf(),
         runner: Runner::new(worker, config.runner.max_concurrent_jobs(), restore_umask),
         signing_key: signing_key(data)?,
+        kek,
         node_id: config
             .node
             .id
@@ -222,6 +280,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
     let svc = open_service(&opts.data, config, worker)?;
     let (token, fresh) = admin_token(&opts.data)?;
+    let wrapped = svc
+        .wrap_legacy_keys()
+        .context("wrapping stored vault keys")?;
+    if wrapped > 0 {
+        tracing::warn!(
+            vaults = wrapped,
+            "wrapped vault keys that were stored in plain text"
+        );
+    }
     let (failed, requeued) = svc
         .recover_interrupted()
         .context("resolving interrupted jobs")?;

@@ -111,6 +111,14 @@ impl Store {
         })
     }
 
+    /// Rewrites the database so that no free page or journal keeps data that was overwritten
+    /// (after secrets were moved out of it).
+    pub fn compact(&self) -> Result<()> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+        Ok(())
+    }
+
     /// Runs `f` in one immediate transaction: all of its writes land, or none.
     pub fn tx<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
