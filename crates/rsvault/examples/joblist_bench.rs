@@ -17,9 +17,13 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(1_000_000);
-    let dir = match std::env::args().nth(2) {
-        Some(d) => std::path::PathBuf::from(d),
-        None => std::env::temp_dir().join(format!("rsvault-joblist-{}", std::process::id())),
+    // A DIR given on the command line is kept (bench/jobapi serves it afterwards).
+    let (dir, keep) = match std::env::args().nth(2) {
+        Some(d) => (std::path::PathBuf::from(d), true),
+        None => (
+            std::env::temp_dir().join(format!("rsvault-joblist-{}", std::process::id())),
+            false,
+        ),
     };
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("rsvault.db");
@@ -128,6 +132,8 @@ fn main() -> anyhow::Result<()> {
         times.sort_by(|a, b| a.total_cmp(b));
         println!("{name:<90} {:>10.2} {rows:>6}", times[times.len() / 2]);
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }
