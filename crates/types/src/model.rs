@@ -135,6 +135,8 @@ pub struct SourceInfo {
     /// VM name or storage account name.
     pub host_name: String,
     pub paths: Vec<PathBuf>,
+    /// Configured Azure region of the VM or storage account, if any.
+    pub location: Option<String>,
 }
 
 impl SourceInfo {
