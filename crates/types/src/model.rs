@@ -333,6 +333,8 @@ pub enum OpKind {
     Export,
     PolicyDelete,
     VaultDelete,
+    /// A restore validation (`backupTriggerValidateOperation`); its result is the response.
+    Validate,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
