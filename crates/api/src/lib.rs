@@ -6,6 +6,8 @@ pub mod export;
 pub mod filter;
 pub mod handlers;
 pub mod openapi;
+pub mod resources;
+pub mod vault_config;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -157,7 +159,13 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
     {
         return Ok(axum::Json(openapi::document()).into_response());
     }
-    let api_version = arm::check_api_version(query.get("api-version").map(String::as_str))?;
+    let oldest = if is_neighbour(&seg) {
+        arm::OLDEST_NEIGHBOUR_API_VERSION
+    } else {
+        arm::OLDEST_API_VERSION
+    };
+    let api_version =
+        arm::check_api_version_since(query.get("api-version").map(String::as_str), oldest)?;
     let limit = app.svc.config.server.max_body_bytes;
     let body = read_body(body, limit).await?;
     let origin = origin(&app.svc.config.server, &parts);
@@ -170,6 +178,21 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
         body,
     };
     handlers::route(&app.svc, &r).await
+}
+
+/// A path under the Compute, Storage or ClassicStorage providers of a resource group.
+fn is_neighbour(seg: &[String]) -> bool {
+    seg.len() > 5
+        && seg[0].eq_ignore_ascii_case("subscriptions")
+        && seg[2].eq_ignore_ascii_case("resourcegroups")
+        && seg[4].eq_ignore_ascii_case("providers")
+        && [
+            "microsoft.compute",
+            "microsoft.storage",
+            "microsoft.classicstorage",
+        ]
+        .iter()
+        .any(|p| seg[5].eq_ignore_ascii_case(p))
 }
 
 /// Reads the body up to `limit` bytes. A larger body is drained (up to a cap) before the 413 is

@@ -9,5 +9,6 @@ mod backup_restore;
 mod data_dir;
 mod examples;
 mod jobs;
+mod neighbours;
 mod policies;
 mod restart;
