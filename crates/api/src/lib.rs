@@ -169,6 +169,24 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
     let limit = app.svc.config.server.max_body_bytes;
     let body = read_body(body, limit).await?;
     let origin = origin(&app.svc.config.server, &parts);
+    // The route table is the gate: nothing outside the OpenAPI document reaches a handler.
+    match openapi::find(openapi::table(), parts.method.as_str(), &seg) {
+        openapi::Found::Route(_) => {}
+        openapi::Found::OtherMethods(m) => {
+            return Err(ArmError::new(
+                ArmCode::MethodNotAllowed,
+                format!(
+                    "The method {} is not allowed here; use {}.",
+                    parts.method,
+                    m.iter()
+                        .map(|x| x.to_ascii_uppercase())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            ))
+        }
+        openapi::Found::NotFound => return Err(unrouted(&seg, &api_version)),
+    }
     let r = Req {
         method: parts.method,
         seg,
@@ -193,6 +211,28 @@ fn is_neighbour(seg: &[String]) -> bool {
         ]
         .iter()
         .any(|p| seg[5].eq_ignore_ascii_case(p))
+}
+
+/// The answer for a path outside the route table: ARM's 404 for a resource that does not exist
+/// under the neighbouring providers rsvault resolves, `InvalidResourceType` elsewhere.
+fn unrouted(seg: &[String], api_version: &str) -> ArmError {
+    if is_neighbour(seg) {
+        return ArmError::new(
+            ArmCode::ResourceNotFound,
+            format!(
+                "The Resource '{}' under resource group '{}' was not found. rsvault serves only the virtual machines and storage accounts of its configuration.",
+                seg[5..].join("/"),
+                seg[3]
+            ),
+        );
+    }
+    ArmError::new(
+        ArmCode::PathNotFound,
+        format!(
+            "No resource type matches the path '/{}' for api version '{api_version}'.",
+            seg.join("/")
+        ),
+    )
 }
 
 /// Reads the body up to `limit` bytes. A larger body is drained (up to a cap) before the 413 is
