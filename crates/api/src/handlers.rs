@@ -451,6 +451,10 @@ fn put_vault(svc: &Service, r: &Req, v: VaultRef) -> ArmResult<Response> {
         }
     };
     let now = Utc::now();
+    let wrapped_key = match &existing {
+        Some(e) => e.wrapped_key.clone(),
+        None => svc.new_vault_key(&v, &random_secret()),
+    };
     let vault = Vault {
         vault: existing.as_ref().map(|e| e.vault.clone()).unwrap_or(v),
         location,
@@ -462,10 +466,8 @@ fn put_vault(svc: &Service, r: &Req, v: VaultRef) -> ArmResult<Response> {
             .as_ref()
             .map(|e| e.etag.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
-        password: existing
-            .as_ref()
-            .map(|e| e.password.clone())
-            .unwrap_or_else(random_secret),
+        wrapped_key,
+        legacy_password: existing.as_ref().and_then(|e| e.legacy_password.clone()),
         created: existing.as_ref().map(|e| e.created).unwrap_or(now),
     };
     svc.put_vault(&vault)?;

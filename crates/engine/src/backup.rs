@@ -260,7 +260,42 @@ struct DirOpen {
     rel: String,
     size: u64,
     mtime: Option<Timestamp>,
+    /// What the walk saw: the read must be of this inode (and device, when the walk recorded
+    /// it), never of something swapped in since.
+    inode: u64,
+    device_id: u64,
     shared: Arc<Shared>,
+}
+
+/// Why a file is not the one the walk saw, if it is not.
+const SWAPPED: &str = "not backed up: it was replaced after the directory walk (a symbolic link or another file was swapped in), and what replaced it is not read";
+
+/// Opens `abs` for reading without following any symlink on the way (the source root is
+/// canonical, so a symlink in the path can only have been swapped in) and without blocking on
+/// a FIFO swapped in, and checks it is the regular file the walk saw.
+fn open_walked(abs: &Path, inode: u64, device_id: u64) -> io::Result<File> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let how = OpenHow::new()
+        .flags(flags)
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = match openat2(nix::fcntl::AT_FDCWD, abs, how) {
+        // Kernels before 5.6: the last component at least, and the inode check below.
+        Err(nix::errno::Errno::ENOSYS) => {
+            nix::fcntl::open(abs, flags, nix::sys::stat::Mode::empty())
+        }
+        other => other,
+    };
+    let file = match fd {
+        Ok(fd) => File::from(fd),
+        Err(nix::errno::Errno::ELOOP) => return Err(io::Error::other(SWAPPED)),
+        Err(e) => return Err(e.into()),
+    };
+    let m = file.metadata()?;
+    if !m.is_file() || m.ino() != inode || (device_id != 0 && m.dev() != device_id) {
+        return Err(io::Error::other(SWAPPED));
+    }
+    Ok(file)
 }
 
 impl ReadSourceOpen for DirOpen {
@@ -273,12 +308,18 @@ impl ReadSourceOpen for DirOpen {
                 "backup cancelled",
             ));
         }
-        // Opened here rather than through rustic's `OpenFile` to keep the plain I/O error.
-        let file = match File::open(&self.abs) {
+        crate::failpoint::hit("backup.open", &self.abs.to_string_lossy());
+        // Opened here rather than through rustic's `OpenFile` to keep the plain I/O error, and
+        // to read only what the walk saw.
+        let file = match open_walked(&self.abs, self.inode, self.device_id) {
             Ok(f) => f,
             Err(e) => {
-                self.shared
-                    .warn(&self.rel, format!("unreadable, not backed up: {e}"));
+                let reason = if e.to_string() == SWAPPED {
+                    SWAPPED.to_string()
+                } else {
+                    format!("unreadable, not backed up: {e}")
+                };
+                self.shared.warn(&self.rel, reason);
                 return Err(rustic_core::RusticError::with_source(
                     rustic_core::ErrorKind::InputOutput,
                     "Failed to open file `{path}`.",
@@ -335,6 +376,8 @@ impl Iterator for DirIter {
                     rel: display_rel(&rel),
                     size: node.meta.size,
                     mtime: node.meta.mtime,
+                    inode: node.meta.inode,
+                    device_id: node.meta.device_id,
                     shared: self.shared.clone(),
                 });
                 Ok(ReadSourceEntry {
@@ -397,6 +440,18 @@ struct Disk {
     name: String,
     node: Node,
     block_device: bool,
+    /// (device, inode) of the image, or (0, device number) of a block device, as first seen.
+    id: (u64, u64),
+}
+
+/// The identity a disk is checked against when it is opened: (device, inode) of an image, (0,
+/// device number) of a block device.
+fn disk_id(m: &fs::Metadata) -> (u64, u64) {
+    if m.file_type().is_block_device() {
+        (0, m.rdev())
+    } else {
+        (m.dev(), m.ino())
+    }
 }
 
 struct DiskSource {
@@ -409,6 +464,7 @@ struct DiskOpen {
     size: u64,
     mtime: Option<Timestamp>,
     block_device: bool,
+    id: (u64, u64),
     shared: Arc<Shared>,
 }
 
@@ -417,7 +473,20 @@ impl ReadSourceOpen for DiskOpen {
 
     fn open(self) -> RusticResult<Self::Reader> {
         let display = self.path.display().to_string();
-        let file = File::open(&self.path).map_err(|e| {
+        crate::failpoint::hit("backup.open", &display);
+        // Disk paths are configuration and may be symlinks (`/dev/disk/by-id/…`): followed, but
+        // what they lead to must still be what was found before the backup started.
+        let file = File::open(&self.path)
+            .and_then(|f| {
+                if disk_id(&f.metadata()?) == self.id {
+                    Ok(f)
+                } else {
+                    Err(io::Error::other(
+                        "it was replaced after the backup started, and what replaced it is not read",
+                    ))
+                }
+            })
+            .map_err(|e| {
             self.shared
                 .warn(&display, format!("unreadable, not backed up: {e}"));
             rustic_core::RusticError::with_source(
@@ -460,6 +529,7 @@ impl ReadSource for DiskSource {
                     size: d.node.meta.size,
                     mtime: d.node.meta.mtime,
                     block_device: d.block_device,
+                    id: d.id,
                     shared: self.shared.clone(),
                 }),
             }));
@@ -566,6 +636,7 @@ fn prepare_disks(paths: &[PathBuf], shared: &Shared) -> Result<Vec<Disk>> {
             name,
             node,
             block_device,
+            id: disk_id(&m),
         });
     }
     disks.sort_by(|a, b| a.name.cmp(&b.name));

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand, ValueEnum};
 use rsvault_engine::worker::{run_request, Request};
 use rsvault_engine::{
-    BackupOptions, Conflict, JobContext, Progress, RepoConfig, RestoreSpec, Source, Warning,
+    BackupOptions, Conflict, JobContext, Progress, RepoConfig, RestoreScope, RestoreSpec, Source,
+    Warning,
 };
 
 #[derive(Parser)]
@@ -82,6 +83,12 @@ enum Cmd {
         path: Vec<String>,
         #[arg(long, value_enum, default_value = "overwrite")]
         conflict: ConflictArg,
+        /// Directory the restore may never write outside of (default: the target's parent).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Restoring where the data came from: recreate setuid/setgid bits and device nodes.
+        #[arg(long)]
+        original_location: bool,
         #[arg(long)]
         progress: bool,
     },
@@ -180,11 +187,17 @@ fn main() -> ExitCode {
             target,
             path,
             conflict,
+            root,
+            original_location,
             progress,
         } => {
             show_progress = progress;
-            repo_config(repo).map(|repo| Request::Restore {
+            repo_config(repo).map(|repo| Request::RestoreScoped {
                 repo,
+                scope: RestoreScope {
+                    root,
+                    original_location,
+                },
                 spec: RestoreSpec {
                     snapshot_id: snapshot,
                     paths: path,

@@ -5,22 +5,45 @@
 //! and blobs, and writes files itself: a fixed number of threads, each holding at most one blob,
 //! pre-sized sparse files whose zero blobs are never written, a cancel check per blob, and
 //! errors instead of panics.
+//!
+//! Rules (issue #9):
+//! - Every write is relative to the target directory opened once below the opened root
+//!   ([`RestoreScope`]) and reached without following symlinks ([`crate::confine`]); a symlink
+//!   found where a directory should be fails the job, and a target moved or replaced while the
+//!   job ran fails it too, naming where the files went.
+//! - A file is written under a temporary name in its own directory, synced, given its owner,
+//!   mode and times through its descriptor, and only then renamed over whatever had its name:
+//!   an original is never truncated or deleted before its replacement is complete on disk. A
+//!   cancel, an error, a full disk or damaged repository data removes the temporary files; a
+//!   crash leaves at most `.rsvault-restore-*` files next to intact originals.
+//! - A disk image restored in place over a block device (original location only) is written
+//!   into the device, never unlinked.
+//! - Alternate locations get no setuid/setgid bits, device nodes or FIFOs; each left out is a
+//!   warning.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustic_core::repofile::{BlobType, Node, NodeType};
 use rustic_core::{BlobId, IndexedFullStatus, LsOptions, Repository};
 
+use nix::errno::Errno;
+use nix::fcntl::{openat, renameat, AtFlags, OFlag};
+use nix::sys::stat::{fstat, FileStat, Mode, SFlag};
+
 use crate::backup::{monitored, Shared};
+use crate::confine::{self, is_escape, Beneath};
 use crate::repo::{find_snapshot, map_err, open};
 use crate::{
-    Conflict, Error, JobContext, Phase, RepoConfig, RestoreOutcome, RestoreSpec, Result, Warning,
+    Conflict, Error, JobContext, Phase, RepoConfig, RestoreOutcome, RestoreScope, RestoreSpec,
+    Result, Warning,
 };
 
 /// Blobs per unit of work: big files are written by several threads at once.
@@ -41,6 +64,13 @@ struct FileJob {
     remaining: AtomicUsize,
     started: AtomicBool,
     damaged: AtomicBool,
+    /// Temporary name in the file's directory; `None`: written in place (a block device).
+    tmp: Option<OsString>,
+    /// Device and inode of what is written (the temporary file, or the device in place): a
+    /// reopen that finds anything else is refused.
+    id: (u64, u64),
+    /// Renamed over its final name (or synced in place), or removed: nothing left to clean up.
+    settled: AtomicBool,
 }
 
 struct Segment {
@@ -72,8 +102,16 @@ fn io_error(path: &Path, e: &io::Error) -> Error {
         Some(code) if code == libc::ENOSPC || code == libc::EDQUOT => {
             Error::DiskFull(format!("writing '{}': {e}", path.display()))
         }
+        _ if is_escape(e) => Error::Repository(format!(
+            "restore target '{}': a symbolic link or other non-directory was found where a directory was expected (swapped in after the restore was requested?); it was not followed and nothing was written through it: {e}",
+            path.display()
+        )),
         _ => Error::Repository(format!("restore target '{}': {e}", path.display())),
     }
+}
+
+fn nix_io(e: Errno) -> io::Error {
+    io::Error::from(e)
 }
 
 fn unix_perm_from_go(go: u32) -> u32 {
@@ -100,17 +138,66 @@ fn is_zero(data: &[u8]) -> bool {
         && tail.iter().all(|b| *b == 0)
 }
 
-/// Restores `spec` from the repository. Conflicts are resolved before anything is written
-/// (`Conflict::Fail` writes nothing). On cancellation the incomplete files are reported as
-/// warnings through `ctx` and the result is `Error::Cancelled`.
+/// Restores `spec` from the repository with the default [`RestoreScope`]: confined to the
+/// target itself, as an alternate location.
 pub fn restore(
     repo: &RepoConfig,
     spec: &RestoreSpec,
     ctx: &dyn JobContext,
 ) -> Result<RestoreOutcome> {
+    restore_scoped(repo, spec, &RestoreScope::default(), ctx)
+}
+
+/// The root to open and the target's path below it.
+fn split_target(spec: &RestoreSpec, scope: &RestoreScope) -> Result<(PathBuf, PathBuf)> {
+    let target = &spec.target;
+    let (root, rel) = match &scope.root {
+        Some(root) => {
+            let rel = target.strip_prefix(root).map_err(|_| {
+                Error::Repository(format!(
+                    "restore target '{}' is not below the restore root '{}'",
+                    target.display(),
+                    root.display()
+                ))
+            })?;
+            (root.clone(), rel.to_path_buf())
+        }
+        // The deepest existing ancestor: what is missing below it is created without
+        // following symlinks, like the target itself.
+        None => {
+            let mut root = target.clone();
+            let mut rel = PathBuf::new();
+            while let (Some(parent), Some(name)) = (root.parent(), root.file_name()) {
+                rel = Path::new(name).join(&rel);
+                root = if parent.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    parent.to_path_buf()
+                };
+                if std::fs::symlink_metadata(&root).is_ok() {
+                    break;
+                }
+            }
+            (root, rel)
+        }
+    };
+    Ok((root, confined(&rel)?))
+}
+
+/// Restores `spec` from the repository, writing only below `scope.root`. Conflicts are
+/// resolved before anything is written (`Conflict::Fail` writes nothing). On cancellation the
+/// files not restored are reported as warnings through `ctx` and the result is
+/// `Error::Cancelled`.
+pub fn restore_scoped(
+    repo: &RepoConfig,
+    spec: &RestoreSpec,
+    scope: &RestoreScope,
+    ctx: &dyn JobContext,
+) -> Result<RestoreOutcome> {
     if ctx.is_cancelled() {
         return Err(Error::Cancelled);
     }
+    let (open_root, target_rel) = split_target(spec, scope)?;
     let r = open(repo)?;
     let snap = find_snapshot(&r, &spec.snapshot_id)?;
     let r = r.to_indexed().map_err(map_err)?;
@@ -172,23 +259,44 @@ pub fn restore(
         .map(|(rel, node)| Entry { rel, node })
         .collect();
 
-    // 2. Conflicts, before anything is written.
-    let target = &spec.target;
+    // 2. Conflicts, before anything is written. Nothing is created yet: a target that does
+    // not exist has no conflicts.
+    let shown = &spec.target;
+    // A configured root that does not exist yet is created like any configuration directory.
+    if scope.root.is_some() {
+        std::fs::create_dir_all(&open_root).map_err(|e| io_error(&open_root, &e))?;
+    }
+    let existing_target =
+        Beneath::open(&open_root, &target_rel, false).map_err(|e| io_error(shown, &e))?;
+    let lstat = |rel: &Path| -> Result<Option<FileStat>> {
+        let Some(t) = &existing_target else {
+            return Ok(None);
+        };
+        match t.lstat(rel) {
+            Ok(st) => Ok(st),
+            // An ancestor is not a directory: it is an entry (or an ancestor) of its own, whose
+            // conflict is decided there.
+            Err(e) if is_escape(&e) => Ok(None),
+            Err(e) => Err(io_error(&shown.join(rel), &e)),
+        }
+    };
     let mut skipped = Vec::new();
     let mut skip = vec![false; entries.len()];
     let mut replace = vec![false; entries.len()];
+    // What is in the way of a replaced entry: (is a directory, is a block device).
+    let mut in_the_way: Vec<Option<(bool, bool)>> = vec![None; entries.len()];
     for anc in &ancestors {
-        if let Ok(m) = fs::symlink_metadata(target.join(anc)) {
-            if !m.is_dir() {
+        if let Some(st) = lstat(anc)? {
+            if !confine::is_dir(&st) {
                 return Err(Error::Conflict(anc.display().to_string()));
             }
         }
     }
     for (i, e) in entries.iter().enumerate() {
-        let Ok(m) = fs::symlink_metadata(target.join(&e.rel)) else {
+        let Some(st) = lstat(&e.rel)? else {
             continue;
         };
-        if e.node.is_dir() && m.is_dir() {
+        if e.node.is_dir() && confine::is_dir(&st) {
             continue;
         }
         match spec.conflict {
@@ -197,9 +305,13 @@ pub fn restore(
                 skip[i] = true;
                 skipped.push(e.rel.to_string_lossy().into_owned());
             }
-            Conflict::Overwrite => replace[i] = true,
+            Conflict::Overwrite => {
+                replace[i] = true;
+                in_the_way[i] = Some((confine::is_dir(&st), confine::is_block_device(&st)));
+            }
         }
     }
+    drop(existing_target);
     // Children of a skipped non-directory entry cannot be restored either.
     for i in 0..entries.len() {
         if skip[i] && entries[i].node.is_dir() {
@@ -234,81 +346,138 @@ pub fn restore(
         }
     }
 
-    // 3. Directories and file placeholders.
-    fs::create_dir_all(target).map_err(|e| io_error(target, &e))?;
+    // 3. The target, directories, and a temporary file per file.
+    let target = Beneath::open(&open_root, &target_rel, true)
+        .map_err(|e| io_error(shown, &e))?
+        .expect("created");
+    let target_id = stat_id(&fstat(target.fd()).map_err(|e| io_error(shown, &nix_io(e)))?);
     for anc in ancestors.iter().rev() {
-        fs::create_dir_all(target.join(anc)).map_err(|e| io_error(&target.join(anc), &e))?;
+        target
+            .walk(anc, true)
+            .map_err(|e| io_error(&shown.join(anc), &e))?;
     }
+    let w = Writer {
+        target: &target,
+        shown,
+        scope,
+        is_root: nix::unistd::geteuid().is_root(),
+    };
+    let mut parents = ParentCache::default();
     let mut files: Vec<FileJob> = Vec::new();
     let mut segments: Vec<Segment> = Vec::new();
     let shared = Arc::new(Shared::default());
-    for (i, e) in entries.iter().enumerate() {
-        if skip[i] {
-            continue;
-        }
-        let path = target.join(&e.rel);
-        if replace[i] {
-            let m = fs::symlink_metadata(&path).map_err(|err| io_error(&path, &err))?;
-            if m.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
+    let setup = (|| -> Result<()> {
+        for (i, e) in entries.iter().enumerate() {
+            if skip[i] {
+                continue;
             }
-            .map_err(|err| io_error(&path, &err))?;
-        }
-        match e.node.node_type {
-            NodeType::Dir => match fs::create_dir(&path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(err) => return Err(io_error(&path, &err)),
-            },
-            NodeType::File if hardlink_to.contains_key(&i) => {
-                // Linked to its group's first restored member after the contents are written.
+            if i % 256 == 0 && ctx.is_cancelled() {
+                return Err(Error::Cancelled);
             }
-            NodeType::File => {
-                let f = File::create(&path).map_err(|err| io_error(&path, &err))?;
-                f.set_len(e.node.meta.size)
-                    .map_err(|err| io_error(&path, &err))?;
-                let content = e.node.content.as_deref().unwrap_or(&[]);
-                let file_idx = files.len();
-                let mut offset = 0;
-                let mut n_seg = 0;
-                for (k, chunk) in content.chunks(BLOBS_PER_SEGMENT).enumerate() {
-                    segments.push(Segment {
-                        file: file_idx,
-                        first_blob: k * BLOBS_PER_SEGMENT,
-                        offset,
-                    });
-                    n_seg += 1;
-                    for id in chunk {
-                        let ie = r.get_index_entry(id).map_err(map_err);
-                        offset += ie.map_or(0, |ie| u64::from(ie.location.data_length()));
+            let path = shown.join(&e.rel);
+            let (dir, name) = parents
+                .get(&target, &e.rel)
+                .map_err(|err| io_error(&path, &err))?;
+            match e.node.node_type {
+                NodeType::Dir => {
+                    if replace[i] {
+                        // A non-directory in the way: the one replacement that cannot wait for
+                        // the new content, which is the directory's children.
+                        confine::remove_all(dir, name).map_err(|err| io_error(&path, &err))?;
+                    }
+                    match nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(0o700)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(err) => return Err(io_error(&path, &nix_io(err))),
                     }
                 }
-                files.push(FileJob {
-                    entry: i,
-                    size: e.node.meta.size,
-                    remaining: AtomicUsize::new(n_seg),
-                    started: AtomicBool::new(false),
-                    damaged: AtomicBool::new(false),
-                });
-                shared.files_total.fetch_add(1, Ordering::Relaxed);
-                if n_seg == 0 {
-                    // Empty files are complete once created.
-                    shared.files_done.fetch_add(1, Ordering::Relaxed);
+                NodeType::File if hardlink_to.contains_key(&i) => {
+                    // Linked to its group's first restored member after the contents are written.
                 }
-                shared
-                    .bytes_total
-                    .fetch_add(e.node.meta.size, Ordering::Relaxed);
+                NodeType::File => {
+                    let in_place = scope.original_location
+                        && in_the_way[i].is_some_and(|(_, blockdev)| blockdev);
+                    let (tmp, id) = if in_place {
+                        let fd = openat(
+                            dir,
+                            name,
+                            OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                            Mode::empty(),
+                        )
+                        .map_err(|err| io_error(&path, &nix_io(err)))?;
+                        let st = fstat(&fd).map_err(|err| io_error(&path, &nix_io(err)))?;
+                        (None, stat_id(&st))
+                    } else {
+                        let (tmp, f) = create_temp(dir, i).map_err(|err| io_error(&path, &err))?;
+                        let res = f
+                            .set_len(e.node.meta.size)
+                            .and_then(|()| f.metadata())
+                            .map_err(|err| io_error(&path, &err));
+                        let meta = match res {
+                            Ok(m) => m,
+                            Err(err) => {
+                                let _ = nix::unistd::unlinkat(
+                                    dir,
+                                    tmp.as_os_str(),
+                                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                                );
+                                return Err(err);
+                            }
+                        };
+                        use std::os::unix::fs::MetadataExt;
+                        (Some(tmp), (meta.dev(), meta.ino()))
+                    };
+                    let content = e.node.content.as_deref().unwrap_or(&[]);
+                    let file_idx = files.len();
+                    let mut offset = 0;
+                    let mut n_seg = 0;
+                    for (k, chunk) in content.chunks(BLOBS_PER_SEGMENT).enumerate() {
+                        segments.push(Segment {
+                            file: file_idx,
+                            first_blob: k * BLOBS_PER_SEGMENT,
+                            offset,
+                        });
+                        n_seg += 1;
+                        for id in chunk {
+                            let ie = r.get_index_entry(id).map_err(map_err);
+                            offset += ie.map_or(0, |ie| u64::from(ie.location.data_length()));
+                        }
+                    }
+                    files.push(FileJob {
+                        entry: i,
+                        size: e.node.meta.size,
+                        remaining: AtomicUsize::new(n_seg),
+                        started: AtomicBool::new(false),
+                        damaged: AtomicBool::new(false),
+                        tmp,
+                        id,
+                        settled: AtomicBool::new(false),
+                    });
+                    shared.files_total.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .bytes_total
+                        .fetch_add(e.node.meta.size, Ordering::Relaxed);
+                    if n_seg == 0 {
+                        // Empty files are complete once created.
+                        let job = &files[file_idx];
+                        let f = w.reopen(&entries[i], job)?;
+                        w.finish_file(&entries[i], job, &f, in_the_way[i], &shared)?;
+                        shared.files_done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                _ => {}
             }
-            _ => {}
         }
+        Ok(())
+    })();
+    if let Err(err) = setup {
+        w.clean_up(&entries, &files);
+        return Err(err);
     }
+    drop(parents);
 
     // 4. Contents, in parallel.
     let fatal: Mutex<Option<Error>> = Mutex::new(None);
     let next = AtomicUsize::new(0);
-    let bytes_written = AtomicU64::new(0);
     let phase = || Phase::Restoring;
     let outcome = monitored(&shared, ctx, Some(&phase), || {
         std::thread::scope(|s| {
@@ -316,14 +485,14 @@ pub fn restore(
                 s.spawn(|| {
                     write_segments(
                         &r,
+                        &w,
                         &entries,
+                        &in_the_way,
                         &files,
                         &segments,
-                        target,
                         &next,
                         &shared,
                         &fatal,
-                        &bytes_written,
                     )
                 });
             }
@@ -334,14 +503,14 @@ pub fn restore(
         if shared.cancelled.load(Ordering::SeqCst) {
             let incomplete: Vec<&FileJob> = files
                 .iter()
-                .filter(|f| f.remaining.load(Ordering::SeqCst) > 0)
+                .filter(|f| !f.settled.load(Ordering::SeqCst))
                 .collect();
             for f in incomplete.iter().take(MAX_LISTED) {
                 let rel = entries[f.entry].rel.to_string_lossy().into_owned();
                 let reason = if f.started.load(Ordering::SeqCst) {
-                    "incomplete: the restore was cancelled while writing it"
+                    "not restored (incomplete): the restore was cancelled while writing it; an existing file of that name was left as it was"
                 } else {
-                    "incomplete: the restore was cancelled before it was written (empty placeholder)"
+                    "not restored (incomplete): the restore was cancelled before it was written; an existing file of that name was left as it was"
                 };
                 shared.warnings.lock().expect("warnings").push(Warning {
                     path: rel,
@@ -350,9 +519,9 @@ pub fn restore(
             }
             if incomplete.len() > MAX_LISTED {
                 shared.warnings.lock().expect("warnings").push(Warning {
-                    path: target.display().to_string(),
+                    path: shown.display().to_string(),
                     reason: format!(
-                        "{} further files are incomplete: the restore was cancelled",
+                        "{} further files are incomplete (not restored): the restore was cancelled",
                         incomplete.len() - MAX_LISTED
                     ),
                 });
@@ -361,75 +530,98 @@ pub fn restore(
         }
         Ok(())
     });
-    outcome?;
+    if let Err(err) = outcome {
+        w.clean_up(&entries, &files);
+        return Err(err);
+    }
 
-    // Files whose data is damaged are removed rather than left with wrong bytes.
+    // Files whose data is damaged were never renamed into place.
     let damaged: Vec<String> = files
         .iter()
         .filter(|f| f.damaged.load(Ordering::SeqCst))
-        .map(|f| {
-            let rel = &entries[f.entry].rel;
-            let _ = fs::remove_file(target.join(rel));
-            rel.to_string_lossy().into_owned()
-        })
+        .map(|f| entries[f.entry].rel.to_string_lossy().into_owned())
         .collect();
 
-    // 5. Symlinks, special files, then metadata (directories last, deepest first).
+    // 5. Hard links, symlinks, special files, then directory metadata (deepest first).
     let mut warnings = shared.warnings.lock().expect("warnings").clone();
-    let is_root = nix::unistd::geteuid().is_root();
+    let forwarded = warnings.len();
     let damaged_set: std::collections::HashSet<&str> = damaged.iter().map(String::as_str).collect();
+    let mut parents = ParentCache::default();
     for (i, e) in entries.iter().enumerate() {
         if skip[i] || damaged_set.contains(e.rel.to_string_lossy().as_ref()) {
             continue;
         }
-        let path = target.join(&e.rel);
-        if let Some(&canonical) = hardlink_to.get(&i) {
+        if matches!(e.node.node_type, NodeType::Dir)
+            || (e.node.is_file() && !hardlink_to.contains_key(&i))
+        {
+            continue;
+        }
+        if i % 256 == 0 && ctx.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let path = shown.join(&e.rel);
+        let (dir, name) = parents
+            .get(&target, &e.rel)
+            .map_err(|err| io_error(&path, &err))?;
+        let made = if let Some(&canonical) = hardlink_to.get(&i) {
             let canonical_rel = &entries[canonical].rel;
-            let res = if damaged_set.contains(canonical_rel.to_string_lossy().as_ref()) {
+            if damaged_set.contains(canonical_rel.to_string_lossy().as_ref()) {
                 Err(io::Error::other("the linked file's data is damaged"))
             } else {
-                fs::hard_link(target.join(canonical_rel), &path)
-            };
-            if let Err(err) = res {
-                warnings.push(Warning {
-                    path: e.rel.to_string_lossy().into_owned(),
-                    reason: format!("could not create the hard link: {err}"),
-                });
+                w.link(canonical_rel, dir, name, i, in_the_way[i])
             }
-            continue;
-        }
-        if let Err(err) = create_special(&path, &e.node) {
-            warnings.push(Warning {
+            .map_err(|err| ("could not create the hard link", err))
+        } else {
+            w.special(dir, name, &e.node, i, in_the_way[i], &mut warnings, &e.rel)
+                .map_err(|err| ("could not create", err))
+        };
+        match made {
+            Ok(true) => {
+                if !hardlink_to.contains_key(&i) {
+                    w.set_metadata_at(dir, name, &e.node, &e.rel, &mut warnings);
+                }
+            }
+            Ok(false) => {}
+            Err((_, err)) if is_escape(&err) => return Err(io_error(&path, &err)),
+            Err((what, err)) => warnings.push(Warning {
                 path: e.rel.to_string_lossy().into_owned(),
-                reason: format!("could not create {:?}: {err}", kind(&e.node)),
-            });
-            continue;
-        }
-        if !e.node.is_dir() {
-            set_metadata(&path, &e.node, is_root, &e.rel, &mut warnings);
+                reason: if what.ends_with("create") {
+                    format!("{what} {:?}: {err}", kind(&e.node))
+                } else {
+                    format!("{what}: {err}")
+                },
+            }),
         }
     }
+    drop(parents);
     for (i, e) in entries.iter().enumerate().rev() {
         if !skip[i] && e.node.is_dir() {
-            set_metadata(
-                &target.join(&e.rel),
-                &e.node,
-                is_root,
-                &e.rel,
-                &mut warnings,
-            );
+            let path = shown.join(&e.rel);
+            let fd = target.dir(&e.rel).map_err(|err| io_error(&path, &err))?;
+            w.set_metadata_fd(&fd, &e.node, &e.rel, &mut warnings);
         }
     }
-    for w in warnings
-        .iter()
-        .skip(shared.warnings.lock().expect("warnings").len())
-    {
+    for w in warnings.iter().skip(forwarded) {
         ctx.warn(w.clone());
+    }
+
+    // The target must still be where the request put it: if it was moved or replaced while the
+    // job ran, the files went to the directory opened at the start, wherever that is now.
+    let still = Beneath::open(&open_root, &target_rel, false)
+        .ok()
+        .flatten()
+        .and_then(|t| fstat(t.fd()).ok())
+        .map(|st| stat_id(&st));
+    if still != Some(target_id) {
+        return Err(Error::Repository(format!(
+            "restore target '{}' was moved or replaced while the restore ran; the files were written to the directory that was there when it started, not through what replaced it",
+            shown.display()
+        )));
     }
 
     if !damaged.is_empty() {
         return Err(Error::Repository(format!(
-            "{} file(s) could not be restored because their repository data is damaged or missing (removed from the target): {}",
+            "{} file(s) could not be restored because their repository data is damaged or missing (not written; an existing file of that name was left as it was): {}",
             damaged.len(),
             damaged.join(", ")
         )));
@@ -441,6 +633,384 @@ pub fn restore(
         skipped,
         warnings,
     })
+}
+
+fn stat_id(st: &FileStat) -> (u64, u64) {
+    #[allow(clippy::useless_conversion)]
+    (u64::from(st.st_dev), u64::from(st.st_ino))
+}
+
+/// The parent directory of the last entry, reopened only when the entry's parent changes
+/// (entries come sorted, so mostly it does not).
+#[derive(Default)]
+struct ParentCache {
+    last: Option<(PathBuf, OwnedFd)>,
+}
+
+impl ParentCache {
+    fn get<'a>(&mut self, target: &Beneath, rel: &'a Path) -> io::Result<(&OwnedFd, &'a OsStr)> {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let name = rel
+            .file_name()
+            .ok_or_else(|| io::Error::other("an entry without a name"))?;
+        if self.last.as_ref().is_none_or(|(p, _)| p != parent) {
+            let fd = target.dir(parent)?;
+            self.last = Some((parent.to_path_buf(), fd));
+        }
+        Ok((&self.last.as_ref().expect("set").1, name))
+    }
+}
+
+fn temp_name(i: usize, attempt: u32) -> OsString {
+    OsString::from(format!(
+        ".rsvault-restore-{}-{i}-{attempt}.tmp",
+        std::process::id()
+    ))
+}
+
+/// Creates a new temporary file in `dir` (never an existing name, never through a symlink).
+fn create_temp(dir: &OwnedFd, i: usize) -> io::Result<(OsString, File)> {
+    for attempt in 0..16 {
+        let name = temp_name(i, attempt);
+        match openat(
+            dir,
+            name.as_os_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        ) {
+            Ok(fd) => return Ok((name, File::from(fd))),
+            // Left by an earlier worker with the same pid that crashed.
+            Err(Errno::EEXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::other("no free temporary name"))
+}
+
+/// The write side of one restore: everything relative to `target`.
+struct Writer<'a> {
+    target: &'a Beneath,
+    shown: &'a Path,
+    scope: &'a RestoreScope,
+    is_root: bool,
+}
+
+impl Writer<'_> {
+    /// Opens the file `job` writes (its temporary file, or the device in place) for writing,
+    /// without following symlinks, and checks it is still the one created.
+    fn reopen(&self, entry: &Entry, job: &FileJob) -> Result<File> {
+        let path = self.shown.join(&entry.rel);
+        crate::failpoint::hit("restore.open", &path.to_string_lossy());
+        let (dir, name) = self
+            .target
+            .parent(&entry.rel)
+            .map_err(|e| io_error(&path, &e))?;
+        let name = job.tmp.as_deref().unwrap_or(name);
+        let fd = openat(
+            &dir,
+            name,
+            OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_error(&path, &nix_io(e)))?;
+        let st = fstat(&fd).map_err(|e| io_error(&path, &nix_io(e)))?;
+        if stat_id(&st) != job.id {
+            return Err(Error::Repository(format!(
+                "restore target '{}': the file being written was replaced by another one during the restore; it was not written to",
+                path.display()
+            )));
+        }
+        Ok(File::from(fd))
+    }
+
+    /// Completes a file whose segments are all written: sync, metadata through the descriptor,
+    /// then the rename over the original. Damaged files are removed instead.
+    fn finish_file(
+        &self,
+        entry: &Entry,
+        job: &FileJob,
+        file: &File,
+        in_the_way: Option<(bool, bool)>,
+        shared: &Shared,
+    ) -> Result<()> {
+        let path = self.shown.join(&entry.rel);
+        let (dir, name) = self
+            .target
+            .parent(&entry.rel)
+            .map_err(|e| io_error(&path, &e))?;
+        let Some(tmp) = &job.tmp else {
+            // In place (a block device): its metadata is the device's, not the image's.
+            file.sync_all().map_err(|e| io_error(&path, &e))?;
+            job.settled.store(true, Ordering::SeqCst);
+            return Ok(());
+        };
+        if job.damaged.load(Ordering::SeqCst) {
+            let _ = nix::unistd::unlinkat(
+                &dir,
+                tmp.as_os_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+            job.settled.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
+        file.sync_all().map_err(|e| io_error(&path, &e))?;
+        let mut warnings = Vec::new();
+        self.set_metadata_fd(file, &entry.node, &entry.rel, &mut warnings);
+        if !warnings.is_empty() {
+            shared.warnings.lock().expect("warnings").extend(warnings);
+        }
+        self.rename_into_place(&dir, tmp, name, in_the_way)
+            .map_err(|e| io_error(&path, &e))?;
+        job.settled.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Renames `tmp` over `name` in `dir`; a directory in the way goes first (a rename cannot
+    /// replace it), and only now that its replacement is complete.
+    fn rename_into_place(
+        &self,
+        dir: &OwnedFd,
+        tmp: &OsStr,
+        name: &OsStr,
+        in_the_way: Option<(bool, bool)>,
+    ) -> io::Result<()> {
+        if in_the_way.is_some_and(|(is_dir, _)| is_dir) {
+            match confine::remove_all(dir, name) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        renameat(dir, tmp, dir, name).map_err(nix_io)
+    }
+
+    /// Removes the temporary files of every file not renamed into place.
+    fn clean_up(&self, entries: &[Entry], files: &[FileJob]) {
+        for f in files {
+            if f.settled.load(Ordering::SeqCst) {
+                continue;
+            }
+            if let (Some(tmp), Ok((dir, _))) = (&f.tmp, self.target.parent(&entries[f.entry].rel)) {
+                let _ = nix::unistd::unlinkat(
+                    &dir,
+                    tmp.as_os_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+            }
+        }
+    }
+
+    /// Makes `name` a hard link to the restored `canonical`. `Ok(true)`: created.
+    fn link(
+        &self,
+        canonical: &Path,
+        dir: &OwnedFd,
+        name: &OsStr,
+        i: usize,
+        in_the_way: Option<(bool, bool)>,
+    ) -> io::Result<bool> {
+        let (cdir, cname) = self.target.parent(canonical)?;
+        self.create_then_place(dir, name, i, in_the_way, |at| {
+            nix::unistd::linkat(&cdir, cname, dir, at, AtFlags::empty()).map_err(nix_io)
+        })?;
+        Ok(true)
+    }
+
+    /// Creates `name` with `make` (which gets the name to create): directly when nothing is in
+    /// the way, else under a temporary name renamed over what is there.
+    fn create_then_place(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        i: usize,
+        in_the_way: Option<(bool, bool)>,
+        make: impl Fn(&OsStr) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if in_the_way.is_none() {
+            return make(name);
+        }
+        let mut attempt = 0;
+        let tmp = loop {
+            let tmp = temp_name(i, attempt);
+            match make(&tmp) {
+                Ok(()) => break tmp,
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && attempt < 16 => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        self.rename_into_place(dir, &tmp, name, in_the_way)
+            .inspect_err(|_| {
+                let _ = nix::unistd::unlinkat(
+                    dir,
+                    tmp.as_os_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+            })
+    }
+
+    /// Creates a symlink or special file. `Ok(false)`: left out on purpose (a warning says so).
+    #[allow(clippy::too_many_arguments)]
+    fn special(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        node: &Node,
+        i: usize,
+        in_the_way: Option<(bool, bool)>,
+        warnings: &mut Vec<Warning>,
+        rel: &Path,
+    ) -> io::Result<bool> {
+        let perm = Mode::from_bits_truncate(0o600);
+        let (kind_flag, dev) = match &node.node_type {
+            NodeType::Symlink { .. } => {
+                let link = node.node_type.to_link();
+                self.create_then_place(dir, name, i, in_the_way, |at| {
+                    nix::unistd::symlinkat(link, dir, at).map_err(nix_io)
+                })?;
+                return Ok(true);
+            }
+            NodeType::Fifo => (SFlag::S_IFIFO, 0),
+            NodeType::Socket => (SFlag::S_IFSOCK, 0),
+            NodeType::Dev { device } => (SFlag::S_IFBLK, *device),
+            NodeType::Chardev { device } => (SFlag::S_IFCHR, *device),
+            NodeType::Dir | NodeType::File => return Ok(false),
+        };
+        if !self.scope.original_location
+            && matches!(
+                node.node_type,
+                NodeType::Fifo | NodeType::Dev { .. } | NodeType::Chardev { .. }
+            )
+        {
+            warnings.push(Warning {
+                path: rel.to_string_lossy().into_owned(),
+                reason: format!(
+                    "{} not restored: device nodes and FIFOs are recreated only by an original-location restore",
+                    kind(node)
+                ),
+            });
+            return Ok(false);
+        }
+        self.create_then_place(dir, name, i, in_the_way, |at| {
+            nix::sys::stat::mknodat(dir, at, kind_flag, perm, dev).map_err(nix_io)
+        })?;
+        Ok(true)
+    }
+
+    /// The mode to set: setuid/setgid bits only in the original location.
+    fn mode_for(&self, node: &Node, rel: &Path, warnings: &mut Vec<Warning>) -> Option<Mode> {
+        let mut mode = unix_perm_from_go(node.meta.mode?);
+        if !self.scope.original_location && mode & 0o6000 != 0 {
+            mode &= !0o6000;
+            warnings.push(Warning {
+                path: rel.to_string_lossy().into_owned(),
+                reason: "setuid/setgid bits not restored: an alternate-location restore never recreates them".into(),
+            });
+        }
+        Some(Mode::from_bits_truncate(mode))
+    }
+
+    /// Owner (as root), mode and times through an open descriptor: nothing to follow.
+    fn set_metadata_fd(
+        &self,
+        fd: &impl AsFd,
+        node: &Node,
+        rel: &Path,
+        warnings: &mut Vec<Warning>,
+    ) {
+        let mut fail = |what: &str, e: &dyn std::fmt::Display| {
+            warnings.push(Warning {
+                path: rel.to_string_lossy().into_owned(),
+                reason: format!("could not restore {what}: {e}"),
+            });
+        };
+        let meta = &node.meta;
+        if self.is_root {
+            // Before the mode: a change of owner clears setuid/setgid bits.
+            if let Err(e) = nix::unistd::fchown(
+                fd,
+                meta.uid.map(nix::unistd::Uid::from_raw),
+                meta.gid.map(nix::unistd::Gid::from_raw),
+            ) {
+                fail("ownership", &e);
+            }
+        }
+        let mut mode_warnings = Vec::new();
+        if let Some(mode) = self.mode_for(node, rel, &mut mode_warnings) {
+            if let Err(e) = nix::sys::stat::fchmod(fd, mode) {
+                fail("permissions", &e);
+            }
+        }
+        if let Some((atime, mtime)) = times(node) {
+            if let Err(e) = nix::sys::stat::futimens(fd, &atime, &mtime) {
+                fail("times", &e);
+            }
+        }
+        warnings.extend(mode_warnings);
+    }
+
+    /// Owner, mode and times of a symlink or special file by name, never following a symlink.
+    fn set_metadata_at(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        node: &Node,
+        rel: &Path,
+        warnings: &mut Vec<Warning>,
+    ) {
+        let mut fail = |what: &str, e: &dyn std::fmt::Display| {
+            warnings.push(Warning {
+                path: rel.to_string_lossy().into_owned(),
+                reason: format!("could not restore {what}: {e}"),
+            });
+        };
+        let meta = &node.meta;
+        if self.is_root {
+            if let Err(e) = nix::unistd::fchownat(
+                dir,
+                name,
+                meta.uid.map(nix::unistd::Uid::from_raw),
+                meta.gid.map(nix::unistd::Gid::from_raw),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                fail("ownership", &e);
+            }
+        }
+        let mut mode_warnings = Vec::new();
+        if !node.is_symlink() {
+            if let Some(mode) = self.mode_for(node, rel, &mut mode_warnings) {
+                // With AT_SYMLINK_NOFOLLOW a symlink swapped in is refused, not followed.
+                if let Err(e) = nix::sys::stat::fchmodat(
+                    dir,
+                    name,
+                    mode,
+                    nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+                ) {
+                    fail("permissions", &e);
+                }
+            }
+        }
+        if let Some((atime, mtime)) = times(node) {
+            if let Err(e) = nix::sys::stat::utimensat(
+                dir,
+                name,
+                &atime,
+                &mtime,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            ) {
+                fail("times", &e);
+            }
+        }
+        warnings.extend(mode_warnings);
+    }
+}
+
+fn times(node: &Node) -> Option<(nix::sys::time::TimeSpec, nix::sys::time::TimeSpec)> {
+    use nix::sys::time::TimeSpec;
+    let ts = |t: rustic_core::jiff::Timestamp| {
+        TimeSpec::new(t.as_second(), i64::from(t.subsec_nanosecond()))
+    };
+    let mtime = node.meta.mtime?;
+    Some((ts(node.meta.atime.unwrap_or(mtime)), ts(mtime)))
 }
 
 fn kind(node: &Node) -> &'static str {
@@ -458,14 +1028,14 @@ fn kind(node: &Node) -> &'static str {
 #[allow(clippy::too_many_arguments)]
 fn write_segments(
     r: &Repository<IndexedFullStatus>,
+    w: &Writer<'_>,
     entries: &[Entry],
+    in_the_way: &[Option<(bool, bool)>],
     files: &[FileJob],
     segments: &[Segment],
-    target: &Path,
     next: &AtomicUsize,
     shared: &Shared,
     fatal: &Mutex<Option<Error>>,
-    bytes_written: &AtomicU64,
 ) {
     let mut open: Option<(usize, File)> = None;
     loop {
@@ -477,48 +1047,64 @@ fn write_segments(
             return;
         };
         let job = &files[seg.file];
-        if job.damaged.load(Ordering::SeqCst) {
-            job.remaining.fetch_sub(1, Ordering::SeqCst);
-            continue;
-        }
-        job.started.store(true, Ordering::SeqCst);
         let entry = &entries[job.entry];
-        let path = target.join(&entry.rel);
-        if open.as_ref().is_none_or(|(f, _)| *f != seg.file) {
-            match OpenOptions::new().write(true).open(&path) {
-                Ok(f) => open = Some((seg.file, f)),
-                Err(e) => {
+        let path = w.shown.join(&entry.rel);
+        if !job.damaged.load(Ordering::SeqCst) {
+            job.started.store(true, Ordering::SeqCst);
+            if open.as_ref().is_none_or(|(f, _)| *f != seg.file) {
+                match w.reopen(entry, job) {
+                    Ok(f) => open = Some((seg.file, f)),
+                    Err(e) => {
+                        set_fatal(fatal, shared, e);
+                        return;
+                    }
+                }
+            }
+            let file = &open.as_ref().expect("open file").1;
+            let content = entry.node.content.as_deref().unwrap_or(&[]);
+            let end = (seg.first_blob + BLOBS_PER_SEGMENT).min(content.len());
+            let mut offset = seg.offset;
+            for id in &content[seg.first_blob..end] {
+                if shared.cancelled.load(Ordering::SeqCst) {
+                    return;
+                }
+                let data = match r.get_blob_cached(&BlobId::from(*id), BlobType::Data) {
+                    Ok(d) => d,
+                    Err(_) => {
+                        job.damaged.store(true, Ordering::SeqCst);
+                        break;
+                    }
+                };
+                // A device written in place has old blocks where the image has zeros.
+                let res = if job.tmp.is_some() {
+                    write_sparse(file, &data, offset)
+                } else {
+                    file.write_all_at(&data, offset)
+                };
+                if let Err(e) = res {
                     set_fatal(fatal, shared, io_error(&path, &e));
                     return;
                 }
+                offset += data.len() as u64;
+                shared
+                    .bytes_done
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
             }
-        }
-        let file = &open.as_ref().expect("open file").1;
-        let content = entry.node.content.as_deref().unwrap_or(&[]);
-        let end = (seg.first_blob + BLOBS_PER_SEGMENT).min(content.len());
-        let mut offset = seg.offset;
-        for id in &content[seg.first_blob..end] {
-            if shared.cancelled.load(Ordering::SeqCst) {
-                return;
-            }
-            let data = match r.get_blob_cached(&BlobId::from(*id), BlobType::Data) {
-                Ok(d) => d,
-                Err(_) => {
-                    job.damaged.store(true, Ordering::SeqCst);
-                    break;
-                }
-            };
-            if let Err(e) = write_sparse(file, &data, offset) {
-                set_fatal(fatal, shared, io_error(&path, &e));
-                return;
-            }
-            offset += data.len() as u64;
-            bytes_written.fetch_add(data.len() as u64, Ordering::Relaxed);
-            shared
-                .bytes_done
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         if job.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // The last segment: every other writer of this file is done with it.
+            let done = match &open {
+                Some((f, file)) if *f == seg.file => {
+                    w.finish_file(entry, job, file, in_the_way[job.entry], shared)
+                }
+                _ => w.reopen(entry, job).and_then(|file| {
+                    w.finish_file(entry, job, &file, in_the_way[job.entry], shared)
+                }),
+            };
+            if let Err(e) = done {
+                set_fatal(fatal, shared, e);
+                return;
+            }
             shared.files_done.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -564,60 +1150,4 @@ fn set_fatal(fatal: &Mutex<Option<Error>>, shared: &Shared, err: Error) {
     }
     // Stop the other writers; the error, not `Cancelled`, is what the caller sees.
     shared.cancelled.store(true, Ordering::SeqCst);
-}
-
-fn create_special(path: &Path, node: &Node) -> io::Result<()> {
-    use nix::sys::stat::{mknod, Mode, SFlag};
-    let perm = Mode::from_bits_truncate(0o600);
-    let res = match &node.node_type {
-        NodeType::Symlink { .. } => {
-            return std::os::unix::fs::symlink(node.node_type.to_link(), path);
-        }
-        NodeType::Fifo => mknod(path, SFlag::S_IFIFO, perm, 0),
-        NodeType::Socket => mknod(path, SFlag::S_IFSOCK, perm, 0),
-        NodeType::Dev { device } => mknod(path, SFlag::S_IFBLK, perm, *device),
-        NodeType::Chardev { device } => mknod(path, SFlag::S_IFCHR, perm, *device),
-        NodeType::Dir | NodeType::File => return Ok(()),
-    };
-    res.map_err(io::Error::from)
-}
-
-fn set_metadata(path: &Path, node: &Node, is_root: bool, rel: &Path, warnings: &mut Vec<Warning>) {
-    let mut fail = |what: &str, e: &dyn std::fmt::Display| {
-        warnings.push(Warning {
-            path: rel.to_string_lossy().into_owned(),
-            reason: format!("could not restore {what}: {e}"),
-        });
-    };
-    let meta = &node.meta;
-    if is_root {
-        if let Err(e) = std::os::unix::fs::lchown(path, meta.uid, meta.gid) {
-            fail("ownership", &e);
-        }
-    }
-    if !node.is_symlink() {
-        if let Some(mode) = meta.mode {
-            let perm = fs::Permissions::from_mode(unix_perm_from_go(mode));
-            if let Err(e) = fs::set_permissions(path, perm) {
-                fail("permissions", &e);
-            }
-        }
-    }
-    if let Some(mtime) = meta.mtime {
-        use nix::sys::stat::{utimensat, UtimensatFlags};
-        use nix::sys::time::TimeSpec;
-        let ts = |t: rustic_core::jiff::Timestamp| {
-            TimeSpec::new(t.as_second(), i64::from(t.subsec_nanosecond()))
-        };
-        let atime = meta.atime.unwrap_or(mtime);
-        if let Err(e) = utimensat(
-            nix::fcntl::AT_FDCWD,
-            path,
-            &ts(atime),
-            &ts(mtime),
-            UtimensatFlags::NoFollowSymlink,
-        ) {
-            fail("times", &e);
-        }
-    }
 }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     BackupOptions, BackupOutcome, Error, JobContext, Progress, RepoConfig, RestoreOutcome,
-    RestoreSpec, Result, SnapshotInfo, Source, VerifyReport, Warning,
+    RestoreScope, RestoreSpec, Result, SnapshotInfo, Source, VerifyReport, Warning,
 };
 
 /// Environment variable with the child's address-space limit in MiB (`0`: unlimited).
@@ -49,9 +49,17 @@ pub enum Request {
         #[serde(default)]
         options: BackupOptions,
     },
+    /// A restore with the default [`RestoreScope`] (confined to the target, alternate location).
     Restore {
         repo: RepoConfig,
         spec: RestoreSpec,
+    },
+    /// A restore confined to `scope.root`; `scope.original_location` allows setuid/setgid bits
+    /// and device nodes.
+    RestoreScoped {
+        repo: RepoConfig,
+        spec: RestoreSpec,
+        scope: RestoreScope,
     },
     Snapshots {
         repo: RepoConfig,
@@ -155,6 +163,9 @@ pub fn run_request(request: &Request, ctx: &dyn JobContext) -> Result<Response> 
             options,
         } => Response::Backup(crate::backup(repo, source, options, ctx)?),
         Request::Restore { repo, spec } => Response::Restore(crate::restore(repo, spec, ctx)?),
+        Request::RestoreScoped { repo, spec, scope } => {
+            Response::Restore(crate::restore_scoped(repo, spec, scope, ctx)?)
+        }
         Request::Snapshots { repo } => Response::Snapshots(crate::snapshots(repo)?),
         Request::Forget { repo, ids } => {
             crate::forget(repo, ids)?;

@@ -21,6 +21,12 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     #[serde(default)]
     pub jobs: JobsConfig,
+    #[serde(default)]
+    pub runner: RunnerConfig,
+    #[serde(default)]
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub secrets: SecretsConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
     /// Restore roots named as storage accounts, so clients that take a storage account (`az
@@ -40,6 +46,49 @@ pub struct RestoreAccount {
     /// Azure region reported for the account (default: that of the first vault created).
     #[serde(default)]
     pub location: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunnerConfig {
+    /// Jobs this node runs at once (0 = the number of CPUs); further jobs wait queued.
+    pub max_concurrent_jobs: usize,
+    /// A node silent this long loses its running jobs (they end `Failed`, naming it).
+    pub lease_seconds: u64,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_jobs: 0,
+            lease_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// The key-encryption key that wraps every vault key (default `DATA/master.key`; every
+    /// node of a deployment names the same file). `RSVAULT_MASTER_KEY` overrides it.
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// This node's name in leases and in jobs' `Node` (default: host name and listen port).
+    pub id: Option<String>,
+}
+
+impl RunnerConfig {
+    /// The effective cap: the configured one, or one job per CPU.
+    pub fn max_concurrent_jobs(&self) -> usize {
+        match self.max_concurrent_jobs {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +214,16 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (3..=3600).contains(&self.runner.lease_seconds),
+            "runner.lease_seconds must be between 3 and 3600"
+        );
+        if let Some(id) = &self.node.id {
+            anyhow::ensure!(
+                !id.is_empty() && id.len() <= 128 && !id.chars().any(char::is_control),
+                "node.id must be 1 to 128 printable characters"
+            );
+        }
         if let Some(u) = &self.server.public_url {
             anyhow::ensure!(
                 (u.starts_with("https://") || u.starts_with("http://"))

@@ -24,6 +24,8 @@ pub(crate) enum Outcome {
 pub(crate) struct Ctx {
     pub(crate) svc: Arc<Service>,
     pub(crate) job_id: String,
+    /// The attempt this node runs the job as: the fence of its writes.
+    pub(crate) attempt: i64,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) last_write: Mutex<Option<Instant>>,
     pub(crate) started: Instant,
@@ -64,28 +66,31 @@ impl JobContext for Ctx {
             None
         };
         let phase = format!("{:?}", p.phase);
-        let _ = self.svc.update_job(&self.job_id, |j| {
-            if j.status.is_terminal() {
-                return;
-            }
-            j.progress = Some((pct * 100.0).round() / 100.0);
-            j.eta_seconds = eta;
-            j.property_bag.insert("Phase".into(), phase.clone());
-            j.property_bag
-                .insert("Files Done".into(), p.files_done.to_string());
-            j.property_bag
-                .insert("Bytes Done".into(), p.bytes_done.to_string());
-            // "Take Snapshot" ends when the engine starts moving data.
-            if j.operation == "Backup" && matches!(p.phase, rsvault_engine::Phase::Transferring) {
-                if j.tasks.first().is_some_and(|t| t.status == "InProgress") {
-                    j.complete_task(0);
-                    j.start_task(1);
+        let _ = self
+            .svc
+            .update_running_job(&self.job_id, self.attempt, |j| {
+                if j.status.is_terminal() {
+                    return;
                 }
-                if let Some(t) = j.tasks.get_mut(1) {
-                    t.progress = Some((pct * 100.0).round() / 100.0);
+                j.progress = Some((pct * 100.0).round() / 100.0);
+                j.eta_seconds = eta;
+                j.property_bag.insert("Phase".into(), phase.clone());
+                j.property_bag
+                    .insert("Files Done".into(), p.files_done.to_string());
+                j.property_bag
+                    .insert("Bytes Done".into(), p.bytes_done.to_string());
+                // "Take Snapshot" ends when the engine starts moving data.
+                if j.operation == "Backup" && matches!(p.phase, rsvault_engine::Phase::Transferring)
+                {
+                    if j.tasks.first().is_some_and(|t| t.status == "InProgress") {
+                        j.complete_task(0);
+                        j.start_task(1);
+                    }
+                    if let Some(t) = j.tasks.get_mut(1) {
+                        t.progress = Some((pct * 100.0).round() / 100.0);
+                    }
                 }
-            }
-        });
+            });
     }
 
     fn warn(&self, warning: Warning) {
@@ -102,7 +107,14 @@ pub(crate) fn engine_call(
     request: rsvault_engine::worker::Request,
 ) -> impl std::future::Future<Output = Result<rsvault_engine::worker::Response, rsvault_engine::Error>>
 {
-    let (program, args) = svc.runner.worker.clone();
+    let (program, mut args) = svc.runner.worker.clone();
+    if matches!(
+        request,
+        rsvault_engine::worker::Request::Restore { .. }
+            | rsvault_engine::worker::Request::RestoreScoped { .. }
+    ) {
+        args.extend(["--umask".into(), format!("{:o}", svc.runner.restore_umask)]);
+    }
     let ctx = ctx.clone();
     async move {
         tokio::task::spawn_blocking(move || {
@@ -113,9 +125,15 @@ pub(crate) fn engine_call(
     }
 }
 
-pub(crate) fn repo_config(svc: &Service, vault: &Vault) -> rsvault_engine::RepoConfig {
-    rsvault_engine::RepoConfig {
+/// The engine's view of a vault's repository, its key unwrapped for the worker's pipe only.
+pub(crate) fn repo_config(
+    svc: &Service,
+    vault: &Vault,
+) -> Result<rsvault_engine::RepoConfig, rsvault_engine::Error> {
+    Ok(rsvault_engine::RepoConfig {
         path: svc.repo_dir(vault),
-        password: vault.password.clone(),
-    }
+        password: svc
+            .vault_password(vault)
+            .map_err(|e| rsvault_engine::Error::WrongKey(format!("{e:#}")))?,
+    })
 }

@@ -3,18 +3,23 @@
 //! (retention, garbage collection, verification) and the scheduler.
 //!
 //! Nothing here speaks HTTP: the api crate calls in, never the other way. Module imports run one
-//! way: `scheduler -> runner -> maintenance -> context -> service -> live`.
+//! way: `scheduler -> runner -> {maintenance, queue} -> context -> service -> {live, state}`; every job
+//! status change goes through `state::transition`.
 
 pub mod config;
 pub mod context;
+pub mod failpoint;
 pub mod fsutil;
 pub mod live;
 pub mod maintenance;
 pub mod neighbours;
 pub mod policy;
+pub mod queue;
 pub mod retention;
 pub mod runner;
 pub mod schedule;
 pub mod scheduler;
+pub mod secrets;
 pub mod service;
+pub mod state;
 pub mod status;

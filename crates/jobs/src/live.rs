@@ -1,67 +1,55 @@
-//! What this node knows about its own running jobs and nothing else: the queue of job ids waiting
-//! to be dispatched, the cancel flag of each running job, the per-item and per-vault locks that
-//! serialise them, and how to start an engine worker.
+//! What this node knows about its own running jobs and nothing else: the cancel flag of each job
+//! it runs, how to start an engine worker, and the bell that wakes its dispatcher when a job is
+//! queued. The queue itself is in the store (see `runner`).
 //!
-//! The service writes into it (enqueue, signal a cancel); the runner reads from it. It imports
-//! neither, so the two never import each other.
+//! The service writes into it (ring the bell, signal a cancel); the runner reads from it. It
+//! imports neither, so the two never import each other.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
-
-#[derive(Default)]
-pub struct Locks {
-    items: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    vaults: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
-}
-
-impl Locks {
-    pub fn item(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut m = self.items.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(key.to_string()).or_default().clone()
-    }
-    pub fn vault(&self, key: &str) -> Arc<tokio::sync::RwLock<()>> {
-        let mut m = self.vaults.lock().unwrap_or_else(|p| p.into_inner());
-        m.entry(key.to_string()).or_default().clone()
-    }
-}
+use tokio::sync::Notify;
 
 pub struct Runner {
     /// Cancel flags of the jobs running on this node, by job id.
     live: Mutex<HashMap<String, Arc<AtomicBool>>>,
-    pub locks: Locks,
     /// The program and arguments that start an engine worker process.
     pub worker: (PathBuf, Vec<String>),
-    queue: mpsc::UnboundedSender<String>,
-    /// The receiving end, until the dispatcher takes it.
-    queued: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Jobs this node runs at once (`[runner] max_concurrent_jobs`, resolved).
+    pub max_concurrent_jobs: usize,
+    /// The umask restore workers write with (the server itself runs with a private one).
+    pub restore_umask: u32,
+    /// Rung when a job is queued or ends, so the dispatcher claims without waiting for its tick.
+    pub wake: Notify,
+    dispatching: AtomicBool,
 }
 
 impl Runner {
-    pub fn new(worker: (PathBuf, Vec<String>)) -> Self {
-        let (queue, queued) = mpsc::unbounded_channel();
+    pub fn new(
+        worker: (PathBuf, Vec<String>),
+        max_concurrent_jobs: usize,
+        restore_umask: u32,
+    ) -> Self {
         Self {
             live: Mutex::new(HashMap::new()),
-            locks: Locks::default(),
             worker,
-            queue,
-            queued: Mutex::new(Some(queued)),
+            max_concurrent_jobs: max_concurrent_jobs.max(1),
+            restore_umask,
+            wake: Notify::new(),
+            dispatching: AtomicBool::new(false),
         }
     }
 
-    /// Hands a stored job to the dispatcher.
-    pub fn enqueue(&self, job_id: &str) {
-        // The receiver lives as long as the service; a send fails only during shutdown, when
-        // the job stays queued in the store and the next start picks it up.
-        let _ = self.queue.send(job_id.to_string());
+    /// Tells the dispatcher that a job was stored in the queue.
+    pub fn enqueue(&self, _job_id: &str) {
+        self.wake.notify_one();
     }
 
-    /// The queue's receiving end, once: the dispatcher's.
-    pub fn take_queue(&self) -> Option<mpsc::UnboundedReceiver<String>> {
-        self.queued.lock().unwrap_or_else(|p| p.into_inner()).take()
+    /// True for the first caller only: one dispatcher per service.
+    pub fn start_dispatching(&self) -> bool {
+        !self.dispatching.swap(true, Ordering::SeqCst)
     }
 
     /// Records that `job_id` runs here and returns its cancel flag.

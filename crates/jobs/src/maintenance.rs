@@ -138,7 +138,7 @@ pub(crate) async fn garbage_collect(
         })
         .map_err(store_err)?;
 
-    let repo = repo_config(svc, vault);
+    let repo = repo_config(svc, vault)?;
     if !repo.path.join("config").exists() {
         svc.update_job(&job.id, |j| {
             j.property_bag
@@ -211,7 +211,7 @@ pub(crate) async fn verify(
     read_data_percent: Option<u8>,
 ) -> Result<Outcome, EngineError> {
     let key = vault.vault.key();
-    let repo = repo_config(svc, vault);
+    let repo = repo_config(svc, vault)?;
     let now = Utc::now();
     let report = if repo.path.join("config").exists() {
         match engine_call(

@@ -12,37 +12,81 @@
 //! Backups and restores hold the vault's lock shared; deleting data (forget + prune) holds it
 //! exclusively, so prune never runs next to a backup of the same repository.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use chrono::Utc;
 use rsvault_engine::JobContext;
-use rsvault_types::job::{codes, Conflict, Job, JobError, JobStatus, Work};
+use rsvault_types::job::{codes, Conflict, Job, JobError, Work};
 use rsvault_types::model::{Item, RecoveryPoint, SourceInfo, Vault, Workload};
 
 use crate::context::{engine_call, repo_config, Ctx, Outcome};
 use crate::service::Service;
+use crate::state::{transition, Event, State};
 
-/// Takes queued job ids from the service's queue and runs each in its own task.
+/// The node's job loop: claims what the store's queue lets this node run, renews the leases of
+/// its running jobs, passes on cancel requests made through any node, and (on the elected node)
+/// reaps the jobs of nodes that went silent. Wakes when a job is queued here, else once a second,
+/// so a cancel made through another node is seen within 2 s.
 pub async fn dispatch(svc: Arc<Service>) {
-    let Some(mut rx) = svc.runner.take_queue() else {
+    if !svc.runner.start_dispatching() {
         tracing::error!("the job dispatcher was started twice");
         return;
-    };
-    while let Some(job_id) = rx.recv().await {
-        spawn(svc.clone(), job_id);
+    }
+    let renew_every = std::time::Duration::from_secs((svc.config.runner.lease_seconds / 3).max(1));
+    let mut last_renew = Instant::now();
+    loop {
+        loop {
+            match svc.claim_next() {
+                Ok(Some((job, attempt))) => spawn(svc.clone(), job, attempt),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!("claiming a job: {e}");
+                    break;
+                }
+            }
+        }
+        if let Err(e) = svc.explain_queued() {
+            tracing::warn!("describing queued jobs: {e}");
+        }
+        if last_renew.elapsed() >= renew_every {
+            last_renew = Instant::now();
+            if let Err(e) = svc.renew_leases() {
+                tracing::error!("renewing job leases: {e}");
+            }
+        }
+        if let Err(e) = svc.poll_cancel_requests() {
+            tracing::warn!("reading cancel requests: {e}");
+        }
+        if let Err(e) = svc.reap_expired() {
+            tracing::error!("reaping expired job leases: {e}");
+        }
+        tokio::select! {
+            _ = svc.runner.wake.notified() => {}
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
     }
 }
 
-/// Starts a job in the background.
-fn spawn(svc: Arc<Service>, job_id: String) {
+/// Runs a claimed job in the background. The job's own task runs inside a second one, so that a
+/// panic anywhere in it ends the job `Failed` at once instead of leaving it `InProgress`.
+fn spawn(svc: Arc<Service>, job: Job, attempt: i64) {
     tokio::spawn(async move {
-        if let Err(e) = run(svc.clone(), &job_id).await {
+        let job_id = job.id.clone();
+        let task = tokio::spawn({
+            let svc = svc.clone();
+            async move { run(svc, job, attempt).await }
+        });
+        let result = match task.await {
+            Ok(r) => r,
+            Err(e) if e.is_panic() => Err(anyhow::anyhow!("the job's task panicked")),
+            Err(e) => Err(anyhow::anyhow!("the job's task ended: {e}")),
+        };
+        if let Err(e) = result {
             tracing::error!(job = %job_id, "job runner error: {e:#}");
-            // The job must not stay InProgress: record the failure.
-            let _ = svc.update_job(&job_id, |j| {
-                if !j.status.is_terminal() {
+            // The job must not stay InProgress: record the failure (if this node still holds it).
+            let failed = svc.update_running_job(&job_id, attempt, |j| {
+                if !State::of(j).is_terminal() {
                     j.errors.push(JobError {
                         code: codes::ENGINE,
                         title: "Internal error".into(),
@@ -51,52 +95,30 @@ fn spawn(svc: Arc<Service>, job_id: String) {
                             "Retry the operation; if it fails again, check the server log.".into(),
                         ],
                     });
-                    j.finish(JobStatus::Failed);
+                    let _ = transition(j, Event::Fail);
                 }
             });
+            if let Ok(job) = failed {
+                let _ = svc.after_job(&job);
+                svc.finish_cancel_op(&job);
+            }
         }
+        // A slot is free: claim the next job now rather than at the next tick.
+        svc.runner.wake.notify_one();
     });
 }
 
-async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
-    let job = svc
-        .get_job_any(job_id)?
-        .ok_or_else(|| anyhow::anyhow!("job {job_id} vanished"))?;
+async fn run(svc: Arc<Service>, job: Job, attempt: i64) -> anyhow::Result<()> {
+    let job_id = job.id.as_str();
     let vault_key = job.vault.key();
-    let vault_lock = svc.runner.locks.vault(&vault_key);
-    let item_lock = svc
-        .runner
-        .locks
-        .item(&format!("{vault_key}|{}", job.item_key));
-    let exclusive = job.work.is_exclusive();
-
-    // Queue: one job per item at a time; delete-data excludes everything in the vault.
-    let _item_guard = item_lock.lock().await;
-    let (_r, _w);
-    if exclusive {
-        _w = Some(vault_lock.write().await);
-        _r = None;
-    } else {
-        _r = Some(vault_lock.read().await);
-        _w = None;
-    }
-
     let cancel = svc.runner.register(job_id);
     let _live_guard = LiveGuard {
         svc: svc.clone(),
         id: job_id.to_string(),
     };
-
-    // Cancelled while queued: nothing ran, nothing to undo.
-    let mut job = svc.update_job(job_id, |j| {
-        if j.status == JobStatus::Cancelling {
-            j.finish(JobStatus::Cancelled);
-        } else if !j.status.is_terminal() {
-            j.started = true;
-            j.start_task(0);
-        }
-    })?;
+    crate::failpoint::hit("job.started");
     if job.status.is_terminal() {
+        // Cancelled while queued: the claim ended it, nothing ran.
         svc.finish_cancel_op(&job);
         return Ok(());
     }
@@ -107,6 +129,7 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
     let ctx = Arc::new(Ctx {
         svc: svc.clone(),
         job_id: job_id.to_string(),
+        attempt,
         cancel,
         last_write: Mutex::new(None),
         started: Instant::now(),
@@ -118,24 +141,7 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
         Work::Backup { expiry, scheduled } => {
             backup(&svc, &vault, &job, ctx.clone(), expiry, scheduled).await
         }
-        Work::Restore {
-            snapshot_id,
-            paths,
-            target,
-            conflict,
-            ..
-        } => {
-            restore(
-                &svc,
-                &vault,
-                ctx.clone(),
-                snapshot_id,
-                paths,
-                target,
-                conflict,
-            )
-            .await
-        }
+        work @ Work::Restore { .. } => restore(&svc, &vault, ctx.clone(), work).await,
         Work::DeleteData => delete_data(&svc, &vault, &job, ctx.clone()).await,
         Work::GarbageCollection => {
             crate::maintenance::garbage_collect(&svc, &vault, &job, ctx.clone()).await
@@ -145,46 +151,48 @@ async fn run(svc: Arc<Service>, job_id: &str) -> anyhow::Result<()> {
         }
     };
 
-    job = svc.update_job(job_id, |j| match &outcome {
-        Ok(Outcome::Done { warnings }) => {
-            for w in warnings {
-                j.errors.push(JobError {
-                    code: codes::WARNING_FILE,
-                    title: "File skipped".into(),
-                    message: format!("{}: {}", w.path, w.reason),
-                    recommendations: vec![
-                        "Check that the file is readable and not changing during backup.".into(),
-                    ],
-                });
+    let job = svc.update_running_job(job_id, attempt, |j| {
+        if State::of(j).is_terminal() {
+            // Ended elsewhere (e.g. failed by a restart's recovery): the first end stands.
+            return;
+        }
+        let event = match &outcome {
+            Ok(Outcome::Done { warnings }) => {
+                for w in warnings {
+                    j.errors.push(JobError {
+                        code: codes::WARNING_FILE,
+                        title: "File skipped".into(),
+                        message: format!("{}: {}", w.path, w.reason),
+                        recommendations: vec![
+                            "Check that the file is readable and not changing during backup."
+                                .into(),
+                        ],
+                    });
+                }
+                Event::Succeed {
+                    warnings: !warnings.is_empty(),
+                }
             }
-            j.finish(if warnings.is_empty() {
-                JobStatus::Completed
-            } else {
-                JobStatus::CompletedWithWarnings
-            });
-        }
-        Ok(Outcome::Warned(errors)) => {
-            j.errors.extend(errors.iter().cloned());
-            j.finish(if errors.is_empty() {
-                JobStatus::Completed
-            } else {
-                JobStatus::CompletedWithWarnings
-            });
-        }
-        Ok(Outcome::Cancelled) => j.finish(JobStatus::Cancelled),
-        Err(e) => {
-            let (code, title, rec) = classify(e);
-            j.errors.push(JobError {
-                code,
-                title: title.into(),
-                message: e.to_string(),
-                recommendations: vec![rec.into()],
-            });
-            j.finish(if j.status == JobStatus::Cancelling {
-                JobStatus::Cancelled
-            } else {
-                JobStatus::Failed
-            });
+            Ok(Outcome::Warned(errors)) => {
+                j.errors.extend(errors.iter().cloned());
+                Event::Succeed {
+                    warnings: !errors.is_empty(),
+                }
+            }
+            Ok(Outcome::Cancelled) => Event::Stopped,
+            Err(e) => {
+                let (code, title, rec) = classify(e);
+                j.errors.push(JobError {
+                    code,
+                    title: title.into(),
+                    message: e.to_string(),
+                    recommendations: vec![rec.into()],
+                });
+                Event::Fail
+            }
+        };
+        if let Err(e) = transition(j, event) {
+            tracing::error!(job = %j.id, "{e}");
         }
     })?;
     svc.after_job(&job)?;
@@ -273,7 +281,7 @@ async fn backup(
         host: Some(source.host_name.clone()),
         bytes_per_second: (limit > 0).then_some(limit),
     };
-    let repo = repo_config(svc, vault);
+    let repo = repo_config(svc, vault)?;
     if !repo.path.join("config").exists() {
         // First backup into this vault: create its repository (idempotent if another job raced us).
         engine_call(svc, &ctx, Request::Init { repo: repo.clone() }).await?;
@@ -306,7 +314,7 @@ async fn backup(
             svc,
             &ctx,
             Request::Forget {
-                repo: repo_config(svc, vault),
+                repo: repo_config(svc, vault)?,
                 ids: vec![out.snapshot_id.clone()],
             },
         )
@@ -327,7 +335,8 @@ async fn backup(
         damaged: false,
     };
     let elapsed = t0.elapsed().as_secs_f64().max(0.001);
-    svc.record_backup(vault, &job.id, &item, rp, |j| {
+    crate::failpoint::hit("backup.before_record");
+    svc.record_backup(vault, &job.id, ctx.attempt, &item, rp, |j| {
         let bag = &mut j.property_bag;
         bag.remove("Phase");
         bag.remove("Files Done");
@@ -357,6 +366,7 @@ async fn backup(
         );
     })
     .map_err(|e| rsvault_engine::Error::Repository(e.to_string()))?;
+    crate::failpoint::hit("backup.after_record");
     let mut warnings = out.warnings;
     for w in ctx
         .warnings
@@ -375,12 +385,39 @@ async fn restore(
     svc: &Arc<Service>,
     vault: &Vault,
     ctx: Arc<Ctx>,
-    snapshot_id: String,
-    paths: Vec<String>,
-    target: PathBuf,
-    conflict: Conflict,
+    work: Work,
 ) -> Result<Outcome, rsvault_engine::Error> {
     use rsvault_engine::worker::{Request, Response};
+    let Work::Restore {
+        snapshot_id,
+        paths,
+        target,
+        conflict,
+        recovery_type,
+        ..
+    } = work
+    else {
+        unreachable!("restore() is called with restore work only");
+    };
+    // The engine writes only below `root`, reached from one opened handle without following
+    // symlinks, whatever is swapped in after the request was accepted. An original-location
+    // restore is confined to the source itself (the share, or the VM's disk folder); an
+    // alternate one to the configured restore root that holds its target.
+    let original_location = recovery_type.eq_ignore_ascii_case("OriginalLocation");
+    let root = if original_location {
+        Some(target.clone())
+    } else {
+        let canonical = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        svc.config
+            .restore_roots
+            .iter()
+            .find(|r| target.starts_with(r) || target.starts_with(canonical(r)))
+            .cloned()
+    };
+    let scope = rsvault_engine::RestoreScope {
+        root,
+        original_location,
+    };
     let spec = rsvault_engine::RestoreSpec {
         snapshot_id,
         paths,
@@ -394,9 +431,10 @@ async fn restore(
     let resp = engine_call(
         svc,
         &ctx,
-        Request::Restore {
-            repo: repo_config(svc, vault),
+        Request::RestoreScoped {
+            repo: repo_config(svc, vault)?,
             spec,
+            scope,
         },
     )
     .await;
@@ -448,7 +486,7 @@ async fn delete_data(
             svc,
             &ctx,
             Request::Forget {
-                repo: repo_config(svc, vault),
+                repo: repo_config(svc, vault)?,
                 ids,
             },
         )
@@ -457,7 +495,7 @@ async fn delete_data(
             svc,
             &ctx,
             Request::Prune {
-                repo: repo_config(svc, vault),
+                repo: repo_config(svc, vault)?,
             },
         )
         .await?;

@@ -13,6 +13,7 @@ use rsvault_types::job::{codes, tasks_for, Job, JobError, JobStatus, Work};
 use rsvault_types::model::{Item, OpKind, Operation, RecoveryPoint, SourceInfo, Vault, VaultRef};
 
 use crate::live::Runner;
+use crate::state::{transition, Event, State};
 
 pub const K_VAULT: &str = "vault";
 pub const K_POLICY: &str = "policy";
@@ -29,8 +30,38 @@ pub struct Service {
     pub sources: Vec<SourceInfo>,
     /// Secret for signing export links.
     pub signing_key: Vec<u8>,
+    /// The key-encryption key that wraps every vault's repository key.
+    pub kek: crate::secrets::Kek,
     /// This process's identity for leases.
     pub node_id: String,
+}
+
+/// The property-bag key that names the recovery point a backup job recorded.
+pub const RECOVERY_POINT_KEY: &str = "Recovery Point Id";
+
+/// Ends a started job whose runner stopped before it finished, truthfully: `Completed` when its
+/// recovery point was already recorded (only the last step was cut off), `Cancelled` when a cancel
+/// was pending, else `Failed` with `why` and the assurance that earlier points are unaffected.
+pub fn interrupt(j: &mut Job, why: &str) {
+    if j.property_bag.contains_key(RECOVERY_POINT_KEY) {
+        j.property_bag.insert(
+            "Note".into(),
+            format!("{why} Its recovery point had been recorded, so the job was completed."),
+        );
+        let _ = transition(j, Event::Succeed { warnings: false });
+    } else if matches!(State::of(j), State::Cancelling { .. }) {
+        let _ = transition(j, Event::Interrupt);
+    } else {
+        j.errors.push(JobError {
+            code: codes::INTERRUPTED,
+            title: "Job interrupted".into(),
+            message: format!(
+                "{why} No recovery point was created by it; earlier recovery points are unaffected."
+            ),
+            recommendations: vec!["Trigger the operation again.".into()],
+        });
+        let _ = transition(j, Event::Interrupt);
+    }
 }
 
 /// A decimal recovery point id, increasing with time.
@@ -67,6 +98,61 @@ impl Service {
 
     pub fn get_vault_by_key(&self, key: &str) -> Result<Option<Vault>, store::Error> {
         self.store.tx(|tx| tx.get(K_VAULT, key, ""))
+    }
+
+    /// A new vault's repository key, already wrapped for the vault `v`.
+    pub fn new_vault_key(&self, v: &VaultRef, secret: &str) -> String {
+        self.kek.wrap(secret, &v.key())
+    }
+
+    /// The vault's repository key, in plain text: for the engine worker's pipe and the escrow
+    /// export only.
+    pub fn vault_password(&self, vault: &Vault) -> anyhow::Result<String> {
+        match &vault.legacy_password {
+            Some(p) => Ok(p.clone()),
+            None => self.kek.unwrap(&vault.wrapped_key, &vault.vault.key()),
+        }
+    }
+
+    /// Wraps the keys of vaults stored before keys were wrapped, then rewrites the database
+    /// file so no page keeps the plain text. Returns how many.
+    pub fn wrap_legacy_keys(&self) -> anyhow::Result<usize> {
+        let mut n = 0;
+        for key in self.store.tx(|tx| tx.vault_keys())? {
+            let Some(mut vault) = self.get_vault_by_key(&key)? else {
+                continue;
+            };
+            if let Some(plain) = vault.legacy_password.take() {
+                vault.wrapped_key = self.kek.wrap(&plain, &vault.vault.key());
+                self.store.tx(|tx| tx.put(K_VAULT, &key, "", "", &vault))?;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.store.compact()?;
+        }
+        Ok(n)
+    }
+
+    /// Re-wraps every vault key from this service's KEK to `new`, in one transaction. The
+    /// caller makes `new` the deployment's KEK afterwards.
+    pub fn rewrap_keys(&self, new: &crate::secrets::Kek) -> anyhow::Result<usize> {
+        let mut out = Vec::new();
+        for key in self.store.tx(|tx| tx.vault_keys())? {
+            if let Some(mut vault) = self.get_vault_by_key(&key)? {
+                let plain = self.vault_password(&vault)?;
+                vault.legacy_password = None;
+                vault.wrapped_key = new.wrap(&plain, &vault.vault.key());
+                out.push((key, vault));
+            }
+        }
+        self.store.tx(|tx| {
+            for (key, vault) in &out {
+                tx.put(K_VAULT, key, "", "", vault)?;
+            }
+            Ok(())
+        })?;
+        Ok(out.len())
     }
 
     pub fn put_vault(&self, vault: &Vault) -> ArmResult<()> {
@@ -184,6 +270,7 @@ impl Service {
         &self,
         vault: &Vault,
         job_id: &str,
+        attempt: i64,
         item: &Item,
         rp: RecoveryPoint,
         bag: impl FnOnce(&mut Job),
@@ -191,6 +278,11 @@ impl Service {
         let key = vault.vault.key();
         let mut rp = rp;
         self.store.tx(|tx| {
+            // A job this node no longer holds (reaped as lost) must not gain a point: its job
+            // already says it made none. The snapshot stays unreferenced until garbage collection.
+            if !tx.holds_job(job_id, &self.node_id, attempt)? {
+                return Err(store::Error::Fenced(job_id.to_string()));
+            }
             // Ids are time-based; never let two points share one (that would overwrite a point).
             while tx.get::<RecoveryPoint>(K_RP, &key, &rp.id)?.is_some() {
                 rp.id = (rp.id.parse::<u64>().unwrap_or(0) + 1).to_string();
@@ -207,6 +299,10 @@ impl Service {
             }
             if let Some(body) = tx.get_job_body(&key, job_id)? {
                 let mut job: Job = serde_json::from_str(&body)?;
+                // Written with the point, in one transaction: a restart that finds it knows the
+                // point exists even if the job never got to finish.
+                job.property_bag
+                    .insert(RECOVERY_POINT_KEY.into(), rp.id.clone());
                 bag(&mut job);
                 tx.upsert_job(&JobRow::of(&job))?;
             }
@@ -273,6 +369,28 @@ impl Service {
         })
     }
 
+    /// Like [`Service::update_job`] for a job this node runs as `attempt`: the write lands only
+    /// while the node still holds the job (a reaped job is never written by its old runner).
+    pub fn update_running_job(
+        &self,
+        id: &str,
+        attempt: i64,
+        f: impl FnOnce(&mut Job),
+    ) -> Result<Job, store::Error> {
+        self.store.tx(|tx| {
+            if !tx.holds_job(id, &self.node_id, attempt)? {
+                return Err(store::Error::Fenced(id.to_string()));
+            }
+            let body = tx
+                .jobs_by_id(id)?
+                .ok_or_else(|| store::Error::Missing(format!("job {id}")))?;
+            let mut job: Job = serde_json::from_str(&body)?;
+            f(&mut job);
+            tx.upsert_job(&JobRow::of(&job))?;
+            Ok(job)
+        })
+    }
+
     /// Creates a job (and its operation, when given) atomically, then starts it unless it is
     /// an instant job.
     pub fn create_job(self: &Arc<Self>, mut job: Job, op: Option<&Operation>) -> ArmResult<Job> {
@@ -321,10 +439,11 @@ impl Service {
                 return Ok(false);
             };
             let mut j: Job = serde_json::from_str(&body)?;
-            if j.status != JobStatus::InProgress {
+            if !matches!(State::of(&j), State::Queued | State::Running)
+                || transition(&mut j, Event::RequestCancel).is_err()
+            {
                 return Ok(false);
             }
-            j.status = JobStatus::Cancelling;
             j.cancel_op = Some(op_id.clone());
             tx.upsert_job(&JobRow::of(&j))?;
             tx.put(K_OP, &key, &op.id, "", &op)?;
@@ -384,38 +503,32 @@ impl Service {
             })
     }
 
-    /// Resolves jobs left running by a previous process: queued ones start again, started ones
-    /// end `Failed` (or `Cancelled` if a cancel was pending) with an error that says why.
+    /// Resolves jobs left running by a previous process on this data dir (its lock says that
+    /// process is gone): started ones end as [`interrupt`] says; queued ones stay queued for the
+    /// dispatcher. Returns (ended, still queued).
     pub fn recover_interrupted(self: &Arc<Self>) -> anyhow::Result<(usize, usize)> {
         let bodies = self
             .store
             .tx(|tx| tx.jobs_with_status(&["InProgress", "Cancelling"]))?;
-        let (mut failed, mut requeued) = (0, 0);
+        let (mut ended, mut queued) = (0, 0);
         for b in bodies {
             let job: Job = serde_json::from_str(&b)?;
-            if !job.started && job.status == JobStatus::InProgress {
-                requeued += 1;
-                self.runner.enqueue(&job.id);
+            if !job.started {
+                queued += 1;
                 continue;
             }
             let j = self.update_job(&job.id, |j| {
-                if j.status == JobStatus::Cancelling {
-                    j.finish(JobStatus::Cancelled);
-                } else {
-                    j.errors.push(JobError {
-                        code: codes::INTERRUPTED,
-                        title: "Job interrupted".into(),
-                        message: "The job was interrupted because the rsvault server stopped while it was running. No recovery point was created by it; earlier recovery points are unaffected.".into(),
-                        recommendations: vec!["Trigger the operation again.".into()],
-                    });
-                    j.finish(JobStatus::Failed);
-                }
+                interrupt(
+                    j,
+                    "The job was interrupted because the rsvault server stopped while it was running.",
+                )
             })?;
             self.after_job(&j)?;
             self.finish_cancel_op(&j);
-            failed += 1;
+            ended += 1;
         }
-        Ok((failed, requeued))
+        self.runner.enqueue("");
+        Ok((ended, queued))
     }
 
     /// A vault-wide maintenance job (not yet stored).
@@ -506,8 +619,8 @@ pub fn new_job(vault: &Vault, it: &Item, operation: &str, work: Work, user: bool
         work,
     };
     if instant {
-        job.started = true;
-        job.finish(JobStatus::Completed);
+        let _ = transition(&mut job, Event::Start);
+        let _ = transition(&mut job, Event::Succeed { warnings: false });
     }
     job
 }

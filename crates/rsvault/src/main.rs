@@ -38,6 +38,13 @@ enum Command {
         /// Address-space limit of this worker in MiB (0: the engine's default).
         #[arg(long, default_value_t = 0)]
         memory_mib: u64,
+        /// File-creation mask (octal) for this worker: restores write with the operator's umask,
+        /// repository work with the server's private one.
+        #[arg(long, value_parser = parse_octal)]
+        umask: Option<u32>,
+        /// The server's pid: a worker whose parent is already another process exits at once.
+        #[arg(long)]
+        parent_pid: Option<u32>,
     },
     /// Inspect, wait for and cancel jobs of a vault.
     Job {
@@ -53,6 +60,22 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Vault keys: `rsvault vault key export --vault SUB/RG/VAULT` prints a vault's repository
+    /// and key so stock `restic` can open it (the escrow; reads the data dir: its owner only).
+    Vault {
+        #[command(subcommand)]
+        cmd: VaultCmd,
+        #[command(flatten)]
+        local: Local,
+    },
+    /// The key-encryption key: `rsvault secrets rotate` re-wraps every vault key under a new one
+    /// (with the server stopped).
+    Secrets {
+        #[command(subcommand)]
+        cmd: SecretsCmd,
+        #[command(flatten)]
+        local: Local,
+    },
     /// Retention: which recovery points each policy keeps and expires, and why.
     Retention {
         #[command(subcommand)]
@@ -60,6 +83,46 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+}
+
+/// Commands that read the data dir directly instead of calling a server.
+#[derive(clap::Args)]
+struct Local {
+    /// Data directory.
+    #[arg(
+        long,
+        global = true,
+        default_value = "./rsvault-data",
+        env = "RSVAULT_DATA"
+    )]
+    data: PathBuf,
+    /// Configuration file (TOML). Default: DATA/rsvault.toml when present.
+    #[arg(long, global = true, env = "RSVAULT_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum VaultCmd {
+    Key {
+        #[command(subcommand)]
+        cmd: VaultKeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum VaultKeyCmd {
+    /// Print `{"repository": ..., "password": ...}` for `restic -r REPOSITORY`.
+    Export {
+        /// SUBSCRIPTION/RESOURCEGROUP/VAULT
+        #[arg(long)]
+        vault: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCmd {
+    /// Re-wrap every vault key under a new key-encryption key.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -133,7 +196,21 @@ enum RetentionCmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::EngineWorker { memory_mib } => {
+        Command::EngineWorker {
+            memory_mib,
+            umask,
+            parent_pid,
+        } => {
+            // A worker dies with the server that started it: an orphan must never go on writing
+            // into a repository that a restarted server (or another node) now owns.
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            // The server may have died before the line above ran: then the worker has a new parent.
+            if parent_pid.is_some_and(|p| p != std::os::unix::process::parent_id()) {
+                anyhow::bail!("the server that started this worker is gone");
+            }
+            if let Some(mask) = umask {
+                nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+            }
             if memory_mib > 0 {
                 // Still single-threaded here: nothing else reads the environment concurrently.
                 std::env::set_var(
@@ -144,6 +221,44 @@ fn main() -> anyhow::Result<()> {
             rsvault_engine::worker::serve_stdio()
         }
         Command::Job { cmd, conn } => job_cmd(cmd, &Client::new(&conn)?),
+        Command::Vault {
+            cmd: VaultCmd::Key {
+                cmd: VaultKeyCmd::Export { vault },
+            },
+            local,
+        } => {
+            let mut parts = vault.splitn(3, '/');
+            let (Some(sub), Some(rg), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
+                anyhow::bail!("--vault must be SUBSCRIPTION/RESOURCEGROUP/VAULT, not '{vault}'");
+            };
+            let config = rsvault::server::load_config(&local.data, local.config.as_deref())?;
+            let svc = rsvault::server::open_service(&local.data, config, (PathBuf::new(), vec![]))?;
+            let v = svc
+                .get_vault(&rsvault_types::model::VaultRef {
+                    sub: sub.into(),
+                    rg: rg.into(),
+                    name: name.into(),
+                })
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "{}",
+                json!({
+                    "repository": svc.repo_dir(&v),
+                    "password": svc.vault_password(&v)?,
+                })
+            );
+            Ok(())
+        }
+        Command::Secrets {
+            cmd: SecretsCmd::Rotate,
+            local,
+        } => {
+            let config = rsvault::server::load_config(&local.data, local.config.as_deref())?;
+            let (n, id) = rsvault::server::rotate_kek(&local.data, config)?;
+            println!("re-wrapped {n} vault key(s) under key-encryption key {id}");
+            Ok(())
+        }
         Command::Maintenance { cmd, conn } => {
             let c = Client::new(&conn)?;
             let (vault, op, body, no_wait) = match cmd {
@@ -314,4 +429,11 @@ fn job_cmd(cmd: JobCmd, c: &Client) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn parse_octal(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("'{s}' is not an octal file mode mask"))
 }

@@ -10,6 +10,7 @@ use anyhow::Context;
 use rsvault_api::{self as api, AppState};
 use rsvault_jobs::config::{source_info, Config};
 use rsvault_jobs::live::Runner;
+use rsvault_jobs::secrets::{self, Kek};
 use rsvault_jobs::service::Service;
 use rsvault_store::Store;
 
@@ -39,23 +40,34 @@ pub fn load_config(data: &Path, explicit: Option<&Path>) -> anyhow::Result<Confi
 /// 0600 and directories 0700 whatever the caller's umask (SQLite creates its `-wal` / `-shm`
 /// files, and the engine workers their repository files, with the process umask), and a data dir
 /// that is already open to group or others is tightened, with a warning, contents included.
-pub fn secure_data_dir(data: &Path) -> anyhow::Result<()> {
+///
+/// Returns the umask the process had before, which restore workers write with (restored files
+/// get their recorded modes; new folders of a restore target the operator's usual ones).
+pub fn secure_data_dir(data: &Path) -> anyhow::Result<u32> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let private = nix::sys::stat::Mode::from_bits_truncate(0o077);
+    let previous = nix::sys::stat::umask(private);
+    if previous == private {
+        // Called twice in one process (tests open several services): keep the first answer.
+        if let Some(p) = ORIGINAL_UMASK.get() {
+            return Ok(*p);
+        }
+    }
+    let previous = *ORIGINAL_UMASK.get_or_init(|| previous.bits());
     if !data.exists() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(data)
             .with_context(|| format!("creating data dir {}", data.display()))?;
-        return Ok(());
+        return Ok(previous);
     }
     let mode = std::fs::metadata(data)
         .with_context(|| format!("reading data dir {}", data.display()))?
         .permissions()
         .mode();
     if mode & 0o077 == 0 {
-        return Ok(());
+        return Ok(previous);
     }
     tracing::warn!(
         data = %data.display(),
@@ -77,8 +89,11 @@ pub fn secure_data_dir(data: &Path) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(previous)
 }
+
+/// The process's umask before `secure_data_dir` made it private.
+static ORIGINAL_UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 
 /// Removes group and other permission bits (never follows a symlink: only files and dirs get here).
 fn tighten(p: &Path) -> anyhow::Result<()> {
@@ -90,6 +105,106 @@ fn tighten(p: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("making {} private", p.display()))?;
     }
     Ok(())
+}
+
+/// The deployment's key-encryption key file.
+pub fn key_file(data: &Path, config: &Config) -> PathBuf {
+    config
+        .secrets
+        .key_file
+        .clone()
+        .unwrap_or_else(|| data.join("master.key"))
+}
+
+/// Loads the KEK, finishing a rotation that was cut short: if `KEY_FILE.new` exists, it becomes
+/// the KEK when the store's keys are already wrapped with it, else it is dropped.
+fn load_kek(store: &Store, key_file: &Path) -> anyhow::Result<Kek> {
+    let pending = secrets::pending_path(key_file);
+    if std::env::var_os(secrets::MASTER_KEY_ENV).is_none() && pending.exists() {
+        let new = Kek::parse(&std::fs::read_to_string(&pending)?)
+            .with_context(|| format!("reading {}", pending.display()))?;
+        let vaults: Vec<rsvault_types::model::Vault> =
+            store.tx(|tx| tx.list_prefix(rsvault_jobs::service::K_VAULT, ""))?;
+        let rewrapped = vaults
+            .iter()
+            .any(|v| secrets::parse_wrapped(&v.wrapped_key).is_ok_and(|(id, _)| id == new.id()));
+        if rewrapped {
+            std::fs::rename(&pending, key_file).with_context(|| {
+                format!("finishing the key rotation into {}", key_file.display())
+            })?;
+            tracing::warn!("finished a key rotation that was interrupted");
+        } else {
+            std::fs::remove_file(&pending)?;
+        }
+    }
+    Kek::load_or_create(key_file)
+}
+
+/// Re-wraps every vault key under a new key-encryption key (`rsvault secrets rotate`). Runs with
+/// the data dir's lock held, so no server uses the old KEK meanwhile. Returns (vaults, new KEK id).
+pub fn rotate_kek(data: &Path, config: Config) -> anyhow::Result<(usize, String)> {
+    anyhow::ensure!(
+        std::env::var_os(secrets::MASTER_KEY_ENV).is_none(),
+        "the key-encryption key comes from {}: rotate it there (set the new value for a \
+         rotation with the key file unset is not supported)",
+        secrets::MASTER_KEY_ENV
+    );
+    secure_data_dir(data)?;
+    let _lock = lock_data_dir(data)?;
+    let file = key_file(data, &config);
+    let svc = open_service(data, config, (PathBuf::new(), vec![]))?;
+    let new = Kek::generate();
+    // Written first, so a crash after the store is re-wrapped still has the key (see load_kek).
+    rsvault_jobs::fsutil::write_private(&secrets::pending_path(&file), new.encode().as_bytes())?;
+    let n = svc.rewrap_keys(&new)?;
+    std::fs::rename(secrets::pending_path(&file), &file)?;
+    svc.store.compact()?;
+    Ok((n, new.id().to_string()))
+}
+
+/// This node's default name: `HOST:PORT`, or `HOST-PID` where the port is not known in advance.
+pub fn default_node_id(port: Option<u16>) -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "rsvault".into());
+    match port {
+        Some(p) if p != 0 => format!("{host}:{p}"),
+        _ => format!("{host}-{}", std::process::id()),
+    }
+}
+
+/// Takes the data dir's exclusive lock (`DATA/rsvault.lock`, holding the owner's pid), or says
+/// which process holds it.
+pub fn lock_data_dir(data: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    let path = data.join("rsvault.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut lock = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    {
+        Ok(l) => l,
+        Err((mut file, _)) => {
+            let mut owner = String::new();
+            let _ = file.read_to_string(&mut owner);
+            anyhow::bail!(
+                "another rsvault process (pid {}) holds the lock {} on this data dir; \
+                 one data dir (and its embedded SQLite store) serves one rsvault process",
+                owner.trim(),
+                path.display()
+            );
+        }
+    };
+    lock.set_len(0)?;
+    lock.rewind()?;
+    write!(lock, "{}", std::process::id())?;
+    lock.flush()?;
+    Ok(lock)
 }
 
 /// Reads the admin token, creating it (0600) on first start. Returns (token, newly created).
@@ -123,16 +238,22 @@ pub fn open_service(
     config: Config,
     worker: (PathBuf, Vec<String>),
 ) -> anyhow::Result<Arc<Service>> {
-    secure_data_dir(data)?;
+    let restore_umask = secure_data_dir(data)?;
     let store = Store::open(&data.join("rsvault.db")).context("opening the metadata store")?;
+    let kek = load_kek(&store, &key_file(data, &config))?;
     let sources = config.sources.iter().map(source_info).collect();
     Ok(Arc::new(Service {
         store,
         sources,
         data_dir: data.to_path_buf(),
-        runner: Runner::new(worker),
+        runner: Runner::new(worker, config.runner.max_concurrent_jobs(), restore_umask),
         signing_key: signing_key(data)?,
-        node_id: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4()),
+        kek,
+        node_id: config
+            .node
+            .id
+            .clone()
+            .unwrap_or_else(|| default_node_id(None)),
         config,
     }))
 }
@@ -140,14 +261,34 @@ pub fn open_service(
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let config = load_config(&opts.data, opts.config.as_deref())?;
     let mut worker = opts.worker.clone();
+    worker
+        .1
+        .extend(["--parent-pid".to_string(), std::process::id().to_string()]);
     if config.server.worker_memory_mib > 0 {
         worker.1.extend([
             "--memory-mib".to_string(),
             config.server.worker_memory_mib.to_string(),
         ]);
     }
+    secure_data_dir(&opts.data)?;
+    // Held until the process exits: the embedded SQLite store and the interrupted-job recovery
+    // below are one node's; a second server on this data dir would fail the first one's jobs.
+    let _lock = lock_data_dir(&opts.data)?;
+    let mut config = config;
+    if config.node.id.is_none() {
+        config.node.id = Some(default_node_id(Some(opts.listen.port())));
+    }
     let svc = open_service(&opts.data, config, worker)?;
     let (token, fresh) = admin_token(&opts.data)?;
+    let wrapped = svc
+        .wrap_legacy_keys()
+        .context("wrapping stored vault keys")?;
+    if wrapped > 0 {
+        tracing::warn!(
+            vaults = wrapped,
+            "wrapped vault keys that were stored in plain text"
+        );
+    }
     let (failed, requeued) = svc
         .recover_interrupted()
         .context("resolving interrupted jobs")?;

@@ -21,6 +21,8 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("{0} does not exist")]
     Missing(String),
+    #[error("job {0} is no longer held by this node (its lease expired and it was ended)")]
+    Fenced(String),
 }
 
 impl From<Error> for rsvault_types::arm::ArmError {
@@ -31,46 +33,11 @@ impl From<Error> for rsvault_types::arm::ArmError {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS docs (
-    kind TEXT NOT NULL,
-    vault TEXT NOT NULL,
-    key TEXT NOT NULL,
-    parent TEXT NOT NULL DEFAULT '',
-    body TEXT NOT NULL,
-    PRIMARY KEY (kind, vault, key)
-);
-CREATE INDEX IF NOT EXISTS docs_parent ON docs(kind, vault, parent);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    vault TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    bmt TEXT NOT NULL,
-    start_time TEXT NOT NULL,
-    item TEXT NOT NULL DEFAULT '',
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_vault_time ON jobs(vault, start_time DESC, seq DESC);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
-CREATE INDEX IF NOT EXISTS jobs_item ON jobs(vault, item, status);
-CREATE INDEX IF NOT EXISTS jobs_vault_status_time ON jobs(vault, status, start_time DESC, seq DESC);
-CREATE INDEX IF NOT EXISTS jobs_vault_op_time ON jobs(vault, operation, start_time DESC, seq DESC);
-CREATE INDEX IF NOT EXISTS jobs_start ON jobs(start_time);
-CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    until TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS schedule_runs (
-    vault TEXT NOT NULL,
-    item TEXT NOT NULL,
-    slot TEXT NOT NULL,
-    job_id TEXT NOT NULL,
-    PRIMARY KEY (vault, item, slot)
-);
-"#;
+/// Numbered, forward-only migrations; `PRAGMA user_version` records how many have run.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_initial.sql"),
+    include_str!("../migrations/sqlite/0002_job_queue.sql"),
+];
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -87,6 +54,10 @@ pub struct JobRow {
     pub start_time: String,
     pub item: String,
     pub body: String,
+    /// Queue position: `queued`, `running` or `done`.
+    pub queue: &'static str,
+    /// Needs the vault to itself.
+    pub exclusive: bool,
 }
 
 impl JobRow {
@@ -102,6 +73,14 @@ impl JobRow {
             start_time: arm::time(job.start),
             item: job.item_key.clone(),
             body: serde_json::to_string(job).expect("job serializes"),
+            queue: if job.status.is_terminal() {
+                "done"
+            } else if job.started {
+                "running"
+            } else {
+                "queued"
+            },
+            exclusive: job.work.is_exclusive(),
         }
     }
 }
@@ -126,10 +105,18 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Rewrites the database so that no free page or journal keeps data that was overwritten
+    /// (after secrets were moved out of it).
+    pub fn compact(&self) -> Result<()> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+        Ok(())
     }
 
     /// Runs `f` in one immediate transaction: all of its writes land, or none.
@@ -140,6 +127,21 @@ impl Store {
         t.commit()?;
         Ok(out)
     }
+}
+
+/// Runs the migrations this database has not seen, each in its own transaction.
+fn migrate(conn: &Connection) -> Result<()> {
+    let done: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}\nPRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))
+        .inspect_err(|_| {
+            let _ = conn.execute_batch("ROLLBACK");
+        })?;
+    }
+    Ok(())
 }
 
 pub struct Tx<'a>(&'a rusqlite::Transaction<'a>);
@@ -245,11 +247,12 @@ impl Tx<'_> {
 
     pub fn upsert_job(&self, j: &JobRow) -> Result<()> {
         self.0.execute(
-            "INSERT INTO jobs(id, vault, seq, status, operation, bmt, start_time, item, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO jobs(id, vault, seq, status, operation, bmt, start_time, item, body, queue, exclusive)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT(id) DO UPDATE SET status = excluded.status, operation = excluded.operation,
-                 bmt = excluded.bmt, start_time = excluded.start_time, item = excluded.item, body = excluded.body",
-            params![j.id, j.vault, j.seq, j.status, j.operation, j.bmt, j.start_time, j.item, j.body],
+                 bmt = excluded.bmt, start_time = excluded.start_time, item = excluded.item, body = excluded.body,
+                 queue = excluded.queue, exclusive = excluded.exclusive",
+            params![j.id, j.vault, j.seq, j.status, j.operation, j.bmt, j.start_time, j.item, j.body, j.queue, j.exclusive],
         )?;
         Ok(())
     }
@@ -412,9 +415,168 @@ impl Tx<'_> {
         )?)
     }
 
+    /// The oldest queued job this node may start now, with its attempt count: none of its item's
+    /// or an exclusive job of its vault running, no older queued job of its item or older
+    /// exclusive job of its vault waiting (first come, first served), and `owner` running fewer
+    /// than `max_running` jobs.
+    pub fn claimable_job(&self, owner: &str, max_running: usize) -> Result<Option<(String, i64)>> {
+        let running: i64 = self.0.query_row(
+            "SELECT count(*) FROM jobs WHERE queue = 'running' AND lease_owner = ?1",
+            params![owner],
+            |r| r.get(0),
+        )?;
+        if running >= max_running as i64 {
+            return Ok(None);
+        }
+        Ok(self
+            .0
+            .query_row(
+                "SELECT q.body, q.attempt FROM jobs q WHERE q.queue = 'queued'
+                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.queue = 'running' AND r.vault = q.vault
+                       AND (r.item = q.item OR r.exclusive = 1 OR q.exclusive = 1))
+                   AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.queue = 'queued' AND e.vault = q.vault
+                       AND e.seq < q.seq AND (e.item = q.item OR e.exclusive = 1 OR q.exclusive = 1))
+                 ORDER BY q.seq LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Why a queued job waits: `item`, `vault` or `slot` (a runner slot: nothing else holds it).
+    pub fn queued_reasons(&self, limit: usize) -> Result<Vec<(String, &'static str)>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT q.id,
+                EXISTS (SELECT 1 FROM jobs r WHERE r.vault = q.vault AND r.item = q.item AND r.seq < q.seq
+                        AND r.queue IN ('running', 'queued')),
+                EXISTS (SELECT 1 FROM jobs r WHERE r.vault = q.vault AND r.seq < q.seq
+                        AND r.queue IN ('running', 'queued') AND (r.exclusive = 1 OR q.exclusive = 1))
+             FROM jobs q WHERE q.queue = 'queued' ORDER BY q.seq LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |r| {
+            let (id, item, vault): (String, bool, bool) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            Ok((
+                id,
+                if item {
+                    "item"
+                } else if vault {
+                    "vault"
+                } else {
+                    "slot"
+                },
+            ))
+        })?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
+    /// Records that `owner` runs job `id` as attempt `attempt` until `until`.
+    pub fn set_lease(&self, id: &str, owner: &str, until: &str, attempt: i64) -> Result<()> {
+        self.0.execute(
+            "UPDATE jobs SET lease_owner = ?2, lease_expires_at = ?3, attempt = ?4 WHERE id = ?1",
+            params![id, owner, until, attempt],
+        )?;
+        Ok(())
+    }
+
+    /// Extends the leases of every job `owner` runs. Returns how many.
+    pub fn renew_leases(&self, owner: &str, until: &str) -> Result<usize> {
+        Ok(self.0.execute(
+            "UPDATE jobs SET lease_expires_at = ?2 WHERE queue = 'running' AND lease_owner = ?1",
+            params![owner, until],
+        )?)
+    }
+
+    /// Whether `owner` still runs job `id` as attempt `attempt` (the fence of every write a
+    /// running job makes).
+    pub fn holds_job(&self, id: &str, owner: &str, attempt: i64) -> Result<bool> {
+        let n: i64 = self.0.query_row(
+            "SELECT count(*) FROM jobs WHERE id = ?1 AND queue = 'running' AND lease_owner = ?2
+               AND attempt = ?3",
+            params![id, owner, attempt],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Running jobs whose lease expired before `now`: (body, lease owner).
+    pub fn expired_leases(&self, now: &str) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT body, coalesce(lease_owner, '') FROM jobs
+             WHERE queue = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < ?1)",
+        )?;
+        let rows = stmt.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
+    /// Ids of the jobs `owner` runs that a client asked to cancel.
+    pub fn cancel_requests_of(&self, owner: &str) -> Result<Vec<String>> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT id FROM jobs WHERE queue = 'running' AND lease_owner = ?1 AND status = 'Cancelling'",
+        )?;
+        let rows = stmt.query_map(params![owner], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
     pub fn delete_jobs_of_vault(&self, vault: &str) -> Result<usize> {
         Ok(self
             .0
             .execute("DELETE FROM jobs WHERE vault = ?1", params![vault])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written before numbered migrations (schema 0001, user_version 0) with a
+    /// finished, a queued and a running job opens, and its jobs land in the right queue state.
+    #[test]
+    fn a_database_from_before_migrations_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            for (id, seq, status, started, work) in [
+                ("done", 1, "Completed", true, "Backup"),
+                ("waiting", 2, "InProgress", false, "DeleteData"),
+                ("running", 3, "Cancelling", true, "Backup"),
+            ] {
+                let body = format!(r#"{{"started":{started},"work":{{"type":"{work}"}}}}"#);
+                conn.execute(
+                    "INSERT INTO jobs(id, vault, seq, status, operation, bmt, start_time, item, body)
+                     VALUES (?1, 'v', ?2, ?3, 'Backup', 'AzureStorage', '2026-01-01T00:00:00Z', 'i', ?4)",
+                    params![id, seq, status, body],
+                )
+                .unwrap();
+            }
+        }
+        let store = Store::open(&path).unwrap();
+        let conn = store.conn.lock().unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let mut stmt = conn
+            .prepare("SELECT id, queue, exclusive FROM jobs ORDER BY seq")
+            .unwrap();
+        let rows: Vec<(String, String, bool)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                ("done".into(), "done".into(), false),
+                ("waiting".into(), "queued".into(), true),
+                ("running".into(), "running".into(), false),
+            ]
+        );
+        drop(stmt);
+        drop(conn);
+        // Opening again runs nothing twice.
+        drop(store);
+        Store::open(&path).unwrap();
     }
 }

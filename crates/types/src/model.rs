@@ -41,8 +41,14 @@ pub struct Vault {
     pub identity: Option<Value>,
     pub properties: Value,
     pub etag: String,
-    /// The repository key (restic password) of this vault.
-    pub password: String,
+    /// The repository key (restic password) of this vault, wrapped with the deployment's
+    /// key-encryption key (`rsvault_jobs::secrets`); never stored in plain text.
+    #[serde(default)]
+    pub wrapped_key: String,
+    /// The plain key of a vault stored before keys were wrapped: wrapped, and removed from the
+    /// store, at the next start.
+    #[serde(default, rename = "password", skip_serializing_if = "Option::is_none")]
+    pub legacy_password: Option<String>,
     pub created: DateTime<Utc>,
 }
 

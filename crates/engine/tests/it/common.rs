@@ -102,6 +102,24 @@ impl Fixture {
         )
         .unwrap()
     }
+    /// A restore as into the place the data came from: setuid bits and FIFOs come back.
+    pub fn restore_original(&self, snap: &str, target: &Path) -> RestoreOutcome {
+        rsvault_engine::restore_scoped(
+            &self.repo,
+            &RestoreSpec {
+                snapshot_id: snap.into(),
+                paths: vec![],
+                target: target.into(),
+                conflict: Conflict::Fail,
+            },
+            &rsvault_engine::RestoreScope {
+                root: None,
+                original_location: true,
+            },
+            &TestCtx::default(),
+        )
+        .unwrap()
+    }
     pub fn repo_size(&self) -> u64 {
         du(&self.repo.path)
     }

@@ -8,5 +8,6 @@ mod keys;
 mod restic;
 mod restore;
 mod roundtrip;
+mod safety;
 mod warnings;
 mod worker;

@@ -62,13 +62,18 @@ fn tree_round_trip_is_byte_and_metadata_identical() {
     assert_eq!(out.snapshot_id.len(), 64);
     let target = fx.path("target");
     let ctx = TestCtx::default();
-    let res = rsvault_engine::restore(
+    // Setuid bits and the FIFO come back only in an original-location restore.
+    let res = rsvault_engine::restore_scoped(
         &fx.repo,
         &rsvault_engine::RestoreSpec {
             snapshot_id: out.snapshot_id.clone(),
             paths: vec![],
             target: target.clone(),
             conflict: rsvault_engine::Conflict::Fail,
+        },
+        &rsvault_engine::RestoreScope {
+            root: None,
+            original_location: true,
         },
         &ctx,
     )
@@ -128,7 +133,7 @@ fn incremental_backup_with_parent_stores_only_the_change() {
     let t2 = fx.path("t2");
     // Restore both: the first snapshot is unaffected by the second.
     fx.restore(&first.snapshot_id, &[], &t1);
-    fx.restore(&second.snapshot_id, &[], &t2);
+    fx.restore_original(&second.snapshot_id, &t2);
     assert!(t1.join("empty").exists() && !t1.join("dir/new.txt").exists());
     assert_same_tree(&src, &t2);
     let snaps = rsvault_engine::snapshots(&fx.repo).unwrap();

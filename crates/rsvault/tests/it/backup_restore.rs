@@ -236,3 +236,52 @@ fn delete_backup_data_removes_points_and_item() {
     assert_eq!(s.req("GET", &item, None).status(), 404);
     assert_eq!(s.req("DELETE", &v, None).status(), 204);
 }
+
+/// Issue #9: a restore queued behind a running backup, whose target folder is swapped for a
+/// symlink after the request was accepted, must not write outside the restore root.
+#[test]
+fn a_target_swapped_for_a_symlink_while_queued_is_not_followed() {
+    let env = Env::new();
+    let s = Server::start(&env, "[limits]\nbackup_bytes_per_second = 2097152");
+    let (v, item) = s.protected_share("v1");
+    s.backup_completed(&v, &item);
+    let rp = s.recovery_points(&item)[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A slow second backup holds the item; the restore waits behind it.
+    let big: Vec<u8> = (0..12u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761).rotate_left(3) >> 2) as u8)
+        .collect();
+    std::fs::write(env.path("share/big.bin"), &big).unwrap();
+    let slow = s.backup(&item);
+    std::fs::create_dir_all(env.path("restore/t1")).unwrap();
+    let j = restore(
+        &s,
+        &item,
+        &rp,
+        json!({
+        "objectType": "AzureFileShareRestoreRequest", "recoveryType": "AlternateLocation",
+        "copyOptions": "Overwrite", "restoreRequestType": "FullShareRestore",
+        "targetDetails": {"name": "t1"}}),
+    );
+    assert_eq!(
+        s.get(&format!("{v}/backupJobs/{j}"))["properties"]["status"],
+        "InProgress"
+    );
+    // Swapped after acceptance: the target now points outside every restore root.
+    let outside = env.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::remove_dir(env.path("restore/t1")).unwrap();
+    std::os::unix::fs::symlink(&outside, env.path("restore/t1")).unwrap();
+
+    assert_eq!(s.wait_job(&v, &slow)["properties"]["status"], "Completed");
+    let done = s.wait_job(&v, &j);
+    assert_eq!(done["properties"]["status"], "Failed", "{done}");
+    let written: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
+    assert!(
+        written.is_empty(),
+        "the restore wrote outside its root: {written:?}"
+    );
+}

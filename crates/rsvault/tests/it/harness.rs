@@ -105,7 +105,13 @@ impl Server {
     }
 
     pub fn start_with(data: &Path, config: &Path) -> Self {
+        Self::start_with_env(data, config, &[])
+    }
+
+    /// Starts the server with extra environment variables (e.g. `RSVAULT_FAILPOINTS`).
+    pub fn start_with_env(data: &Path, config: &Path, vars: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rsvault"))
+            .envs(vars.iter().copied())
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
             .arg("--config")
@@ -146,6 +152,15 @@ impl Server {
             client,
             data: data.to_path_buf(),
             config: config.to_path_buf(),
+        }
+    }
+
+    /// Waits for the server process to exit by itself (a failpoint abort); panics after `secs`.
+    pub fn wait_exit(&mut self, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -213,3 +213,43 @@ fn export_writes_a_signed_json_listing() {
     let r = s.client.get(url.replace("sig=", "sig=0")).send().unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[test]
+fn jobs_past_the_node_cap_wait_queued_and_say_why() {
+    let env = Env::new();
+    let s = Server::start(
+        &env,
+        "[limits]\nbackup_bytes_per_second = 2097152\n[runner]\nmax_concurrent_jobs = 1",
+    );
+    let big: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761).rotate_left(5) >> 3) as u8)
+        .collect();
+    std::fs::write(env.path("share/big.bin"), &big).unwrap();
+    let (v, share) = s.protected_share("v1");
+    let vm = s.vm_item(&v);
+    s.protect(&v, &vm);
+
+    let first = s.backup(&share);
+    let second = s.backup(&vm);
+    let j = s.get(&format!("{v}/backupJobs/{second}"));
+    assert_eq!(j["properties"]["status"], "InProgress");
+    let queued = j["properties"]["extendedInfo"]["propertyBag"]["Queued"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(queued.contains("runner slot"), "{j}");
+    assert_eq!(
+        s.get(&format!("{v}/backupJobs/{first}"))["properties"]["status"],
+        "InProgress"
+    );
+
+    assert_eq!(s.wait_job(&v, &first)["properties"]["status"], "Completed");
+    let done = s.wait_job(&v, &second);
+    assert_eq!(done["properties"]["status"], "Completed", "{done}");
+    assert!(
+        done["properties"]["extendedInfo"]["propertyBag"]
+            .get("Queued")
+            .is_none(),
+        "{done}"
+    );
+}

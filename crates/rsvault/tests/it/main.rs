@@ -10,5 +10,6 @@ mod data_dir;
 mod examples;
 mod jobs;
 mod neighbours;
+mod nodes;
 mod policies;
 mod restart;

@@ -1,0 +1,474 @@
+//! Restores that cannot be turned against the host, atomic overwrites, and backups that read
+//! only what they walked (issue #9). Run as root here, like the service: the attacks matter
+//! most then.
+
+use std::fs;
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rsvault_engine::worker::{run_in_worker, Request};
+use rsvault_engine::{Conflict, Error, RestoreOutcome, RestoreScope, RestoreSpec};
+
+use crate::common::*;
+
+fn spec(snap: &str, target: &Path, conflict: Conflict) -> RestoreSpec {
+    RestoreSpec {
+        snapshot_id: snap.into(),
+        paths: vec![],
+        target: target.into(),
+        conflict,
+    }
+}
+
+fn scoped(
+    fx: &Fixture,
+    spec: &RestoreSpec,
+    scope: &RestoreScope,
+) -> rsvault_engine::Result<RestoreOutcome> {
+    rsvault_engine::restore_scoped(&fx.repo, spec, scope, &TestCtx::default())
+}
+
+/// A directory outside the restore root with a file for every name the restore writes, each
+/// holding `victim`: whatever the restore writes through a symlink lands on one of them.
+fn victims(dir: &Path, names: &[String]) {
+    fs::create_dir_all(dir).unwrap();
+    for n in names {
+        fs::write(dir.join(n), b"victim").unwrap();
+    }
+}
+
+fn assert_untouched(dir: &Path, names: &[String]) {
+    let mut found: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let mut want = names.to_vec();
+    want.sort();
+    assert_eq!(found, want, "the restore created files outside its root");
+    for n in names {
+        assert_eq!(
+            fs::read(dir.join(n)).unwrap(),
+            b"victim",
+            "the restore wrote outside its root, into {n}"
+        );
+        let mode = fs::metadata(dir.join(n)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7000, 0, "{n} got mode {mode:o}");
+    }
+}
+
+fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".rsvault-restore-"))
+        .collect()
+}
+
+/// `sub/` with `n` files of 64 KiB plus a setuid file: enough for the writers to be busy when
+/// a swap happens.
+fn many_files(fx: &Fixture, n: usize) -> (PathBuf, Vec<String>) {
+    let src = fx.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    let mut names = Vec::new();
+    for i in 0..n {
+        let name = format!("f{i:03}");
+        fs::write(
+            src.join("sub").join(&name),
+            random_bytes(64 << 10, i as u64 + 1),
+        )
+        .unwrap();
+        names.push(name);
+    }
+    fs::write(src.join("sub/suid"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(src.join("sub/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    names.push("suid".into());
+    (src, names)
+}
+
+#[test]
+fn target_swapped_for_a_symlink_before_the_worker_opens_it_writes_nothing_outside() {
+    // The queued-restore attack: the API checked `roots/t`, then it became a symlink to a
+    // directory the attacker wants written.
+    let fx = Fixture::new();
+    let (src, names) = many_files(&fx, 4);
+    let snap = fx.backup_dir(&src, None).snapshot_id;
+    let roots = fx.path("roots");
+    fs::create_dir_all(&roots).unwrap();
+    let outside = fx.path("outside");
+    victims(&outside.join("sub"), &names);
+    symlink(&outside, roots.join("t")).unwrap();
+    let req = Request::RestoreScoped {
+        repo: fx.repo.clone(),
+        spec: spec(&snap, &roots.join("t"), Conflict::Overwrite),
+        scope: RestoreScope {
+            root: Some(roots.clone()),
+            original_location: false,
+        },
+    };
+    let res = run_in_worker(&bin(), &["worker".into()], &req, &TestCtx::default());
+    assert!(
+        matches!(&res, Err(Error::Repository(m)) if m.contains("symbolic link")),
+        "{res:?}"
+    );
+    assert_untouched(&outside.join("sub"), &names);
+    // The default scope (no root given) catches the same swap of the target itself.
+    let res = rsvault_engine::restore(
+        &fx.repo,
+        &spec(&snap, &roots.join("t"), Conflict::Overwrite),
+        &TestCtx::default(),
+    );
+    assert!(matches!(res, Err(Error::Repository(_))), "{res:?}");
+    assert_untouched(&outside.join("sub"), &names);
+}
+
+#[test]
+fn parent_directory_swapped_for_a_symlink_before_the_restore_writes_nothing_outside() {
+    let fx = Fixture::new();
+    let (src, names) = many_files(&fx, 4);
+    let snap = fx.backup_dir(&src, None).snapshot_id;
+    let roots = fx.path("roots");
+    fs::create_dir_all(&roots).unwrap();
+    let outside = fx.path("outside");
+    victims(&outside.join("deeper/sub"), &names);
+    // The request named roots/rg/deeper; `rg` is now a symlink out of the root.
+    symlink(&outside, roots.join("rg")).unwrap();
+    let res = scoped(
+        &fx,
+        &spec(&snap, &roots.join("rg/deeper"), Conflict::Overwrite),
+        &RestoreScope {
+            root: Some(roots.clone()),
+            original_location: false,
+        },
+    );
+    assert!(matches!(res, Err(Error::Repository(_))), "{res:?}");
+    assert_untouched(&outside.join("deeper/sub"), &names);
+}
+
+/// Runs a restore of `many_files` into `roots/t` and calls `swap(target)` once, when the first
+/// file of `sub/` is about to be opened for writing.
+fn restore_with_swap(
+    swap: fn(&Path, &Path),
+) -> (Fixture, rsvault_engine::Result<RestoreOutcome>, Vec<String>) {
+    let fx = Fixture::new();
+    let (src, names) = many_files(&fx, 60);
+    let snap = fx.backup_dir(&src, None).snapshot_id;
+    let roots = fx.path("roots");
+    let target = roots.join("t");
+    fs::create_dir_all(&target).unwrap();
+    let outside = fx.path("outside");
+    victims(&outside, &names);
+    let fired = Arc::new(AtomicBool::new(false));
+    {
+        let target = target.clone();
+        let outside = outside.clone();
+        let fired = fired.clone();
+        rsvault_engine::failpoint::add(
+            "restore.open",
+            Arc::new(move |p: &str| {
+                if p.starts_with(&*target.to_string_lossy()) && !fired.swap(true, Ordering::SeqCst)
+                {
+                    swap(&target, &outside);
+                }
+            }),
+        );
+    }
+    let res = scoped(
+        &fx,
+        &spec(&snap, &target, Conflict::Overwrite),
+        &RestoreScope {
+            root: Some(roots),
+            original_location: false,
+        },
+    );
+    assert!(fired.load(Ordering::SeqCst), "the swap never ran");
+    assert_untouched(&outside, &names);
+    (fx, res, names)
+}
+
+#[test]
+fn directory_swapped_for_a_symlink_mid_restore_writes_nothing_outside() {
+    let (_fx, res, _) = restore_with_swap(|target, outside| {
+        fs::rename(target.join("sub"), target.join("sub.moved")).unwrap();
+        symlink(outside, target.join("sub")).unwrap();
+    });
+    // Restores write from several threads: one may meet the symlink, or the moment between the
+    // rename and the symlink (no such directory). Either way the job fails and nothing outside
+    // was written (checked in restore_with_swap).
+    assert!(
+        matches!(&res, Err(Error::Repository(m))
+            if m.contains("symbolic link") || m.contains("No such file or directory")),
+        "{res:?}"
+    );
+}
+
+#[test]
+fn target_swapped_for_a_symlink_mid_restore_writes_nothing_outside_and_fails() {
+    let (fx, res, names) = restore_with_swap(|target, outside| {
+        fs::rename(target, target.with_extension("moved")).unwrap();
+        symlink(outside, target).unwrap();
+    });
+    assert!(
+        matches!(&res, Err(Error::Repository(m)) if m.contains("moved or replaced")),
+        "{res:?}"
+    );
+    // The files went to the directory opened at the start, now at its new name.
+    let moved = fx.path("roots/t.moved/sub");
+    for n in &names {
+        assert!(moved.join(n).is_file(), "{n} missing in the moved target");
+    }
+}
+
+#[test]
+fn alternate_location_never_recreates_setuid_bits_or_device_nodes() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP alternate_location_never_recreates_setuid: needs root for mknod");
+        return;
+    }
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("suid"), b"x").unwrap();
+    fs::set_permissions(src.join("suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::write(src.join("sgid"), b"y").unwrap();
+    fs::set_permissions(src.join("sgid"), fs::Permissions::from_mode(0o2711)).unwrap();
+    fs::set_permissions(src.join("d"), fs::Permissions::from_mode(0o2775)).unwrap();
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    // A copy of /dev/null (1,3) and of a disk (8,0).
+    mknod(
+        &src.join("null"),
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(1, 3),
+    )
+    .unwrap();
+    mknod(
+        &src.join("sda"),
+        SFlag::S_IFBLK,
+        Mode::from_bits_truncate(0o660),
+        makedev(8, 0),
+    )
+    .unwrap();
+    nix::unistd::mkfifo(&src.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
+    let snap = fx.backup_dir(&src, None).snapshot_id;
+
+    let alt = fx.path("roots/alt");
+    let ctx = TestCtx::default();
+    let out = rsvault_engine::restore_scoped(
+        &fx.repo,
+        &spec(&snap, &alt, Conflict::Fail),
+        &RestoreScope {
+            root: Some(fx.path("roots")),
+            original_location: false,
+        },
+        &ctx,
+    )
+    .unwrap();
+    let mode = |p: &str| fs::symlink_metadata(alt.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("suid"), 0o755);
+    assert_eq!(mode("sgid"), 0o711);
+    assert_eq!(mode("d"), 0o775);
+    for p in ["null", "sda", "fifo"] {
+        assert!(
+            fs::symlink_metadata(alt.join(p)).is_err(),
+            "{p} was recreated"
+        );
+    }
+    let mut warned: Vec<&str> = out.warnings.iter().map(|w| w.path.as_str()).collect();
+    warned.sort();
+    assert_eq!(
+        warned,
+        ["d", "fifo", "null", "sda", "sgid", "suid"],
+        "{:?}",
+        out.warnings
+    );
+    // The job's context got them too (they end as CompletedWithWarnings).
+    assert_eq!(
+        ctx.warnings().len(),
+        out.warnings.len(),
+        "{:?}",
+        ctx.warnings()
+    );
+
+    // An original-location restore keeps them.
+    let orig = fx.path("orig");
+    let out = scoped(
+        &fx,
+        &spec(&snap, &orig, Conflict::Fail),
+        &RestoreScope {
+            root: None,
+            original_location: true,
+        },
+    )
+    .unwrap();
+    assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+    let m = |p: &str| fs::symlink_metadata(orig.join(p)).unwrap();
+    assert_eq!(m("suid").mode() & 0o7777, 0o4755);
+    assert_eq!(m("sgid").mode() & 0o7777, 0o2711);
+    assert!(m("null").file_type().is_char_device());
+    assert_eq!(m("null").rdev(), makedev(1, 3));
+    assert!(m("sda").file_type().is_block_device());
+    assert!(m("fifo").file_type().is_fifo());
+}
+
+#[test]
+fn overwrite_never_writes_through_the_original_inode() {
+    // The hard-link trick: a file in the target that is also linked from outside. Truncating
+    // and rewriting it in place would write outside the root.
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), b"restored").unwrap();
+    let snap = fx.backup_dir(&src, None).snapshot_id;
+    let target = fx.path("t");
+    fs::create_dir_all(&target).unwrap();
+    fs::write(fx.path("outside.txt"), b"victim").unwrap();
+    fs::hard_link(fx.path("outside.txt"), target.join("a.txt")).unwrap();
+    rsvault_engine::restore(
+        &fx.repo,
+        &spec(&snap, &target, Conflict::Overwrite),
+        &TestCtx::default(),
+    )
+    .unwrap();
+    assert_eq!(fs::read(target.join("a.txt")).unwrap(), b"restored");
+    assert_eq!(fs::read(fx.path("outside.txt")).unwrap(), b"victim");
+    assert!(temp_files(&target).is_empty(), "{:?}", temp_files(&target));
+}
+
+#[test]
+fn disk_full_during_an_overwrite_restore_leaves_the_original_intact() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big.bin"), random_bytes(3 << 20, 9)).unwrap();
+    fs::write(src.join("small.txt"), b"new small").unwrap();
+    let snap = fx.backup_dir(&src, None).snapshot_id;
+    let mnt = fx.path("small");
+    fs::create_dir_all(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("SKIP disk_full_during_an_overwrite_restore: cannot mount a tmpfs here");
+        return;
+    }
+    let original = random_bytes(300 << 10, 77);
+    fs::write(mnt.join("big.bin"), &original).unwrap();
+    fs::write(mnt.join("small.txt"), b"old small").unwrap();
+    let res = rsvault_engine::restore(
+        &fx.repo,
+        &spec(&snap, &mnt, Conflict::Overwrite),
+        &TestCtx::default(),
+    );
+    let big = fs::read(mnt.join("big.bin"));
+    let left = temp_files(&mnt);
+    let free = nix::sys::statvfs::statvfs(&mnt).map(|s| s.blocks_free());
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    assert!(matches!(res, Err(Error::DiskFull(_))), "{res:?}");
+    assert!(big.unwrap() == original, "the original was changed");
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    assert!(free.unwrap() > 0, "the failed restore still fills the disk");
+}
+
+#[test]
+fn symlink_swapped_in_after_the_backup_walk_is_a_warning_not_a_read() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), b"public a").unwrap();
+    fs::write(src.join("b.txt"), b"public b").unwrap();
+    fs::write(src.join("c.txt"), b"public c").unwrap();
+    fs::write(fx.path("secret"), b"SECRET").unwrap();
+    fs::write(fx.path("other"), b"OTHER FILE").unwrap();
+    {
+        let src = src.clone();
+        let secret = fx.path("secret");
+        let other = fx.path("other");
+        let fired = Arc::new(AtomicBool::new(false));
+        rsvault_engine::failpoint::add(
+            "backup.open",
+            Arc::new(move |p: &str| {
+                if Path::new(p) == src.join("b.txt") && !fired.swap(true, Ordering::SeqCst) {
+                    // b.txt: a symlink to a file the backup must not read.
+                    fs::remove_file(src.join("b.txt")).unwrap();
+                    symlink(&secret, src.join("b.txt")).unwrap();
+                    // c.txt: another regular file renamed over it.
+                    fs::rename(&other, src.join("c.txt")).unwrap();
+                }
+            }),
+        );
+    }
+    let ctx = TestCtx::default();
+    let out = rsvault_engine::backup(
+        &fx.repo,
+        &rsvault_engine::Source::Directory { path: src.clone() },
+        &Default::default(),
+        &ctx,
+    )
+    .unwrap();
+    let mut warned: Vec<&str> = out.warnings.iter().map(|w| w.path.as_str()).collect();
+    warned.sort();
+    warned.dedup();
+    assert_eq!(warned, ["b.txt", "c.txt"], "{:?}", out.warnings);
+    assert!(
+        out.warnings
+            .iter()
+            .all(|w| w.reason.contains("replaced after the directory walk")),
+        "{:?}",
+        out.warnings
+    );
+    let t = fx.path("t");
+    fx.restore(&out.snapshot_id, &[], &t);
+    assert_eq!(fs::read(t.join("a.txt")).unwrap(), b"public a");
+    for p in walk(&t) {
+        if let Ok(data) = fs::read(&p) {
+            assert!(
+                !data.windows(6).any(|w| w == b"SECRET") && !data.starts_with(b"OTHER"),
+                "{} holds what was swapped in",
+                p.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn overwrite_replaces_types_in_the_way_and_leaves_no_temporary_files() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(src.join("was_file")).unwrap();
+    fs::write(src.join("was_file/x"), b"x").unwrap();
+    fs::write(src.join("was_dir"), b"now a file").unwrap();
+    symlink("was_dir", src.join("link")).unwrap();
+    let snap = fx.backup_dir(&src, None).snapshot_id;
+    let target = fx.path("t");
+    fs::create_dir_all(target.join("was_dir/deep")).unwrap();
+    fs::write(target.join("was_dir/deep/old"), b"old").unwrap();
+    fs::write(target.join("was_file"), b"old file").unwrap();
+    fs::write(target.join("link"), b"old regular file").unwrap();
+    let res = rsvault_engine::restore_scoped(
+        &fx.repo,
+        &spec(&snap, &target, Conflict::Overwrite),
+        &RestoreScope {
+            root: None,
+            original_location: true,
+        },
+        &TestCtx::default(),
+    )
+    .unwrap();
+    assert!(res.warnings.is_empty(), "{:?}", res.warnings);
+    assert_same_tree(&src, &target);
+    assert!(temp_files(&target).is_empty());
+}
+
+#[test]
+fn a_scope_without_fields_is_the_default_scope() {
+    let line = r#"{"op":"restore_scoped","repo":{"path":"/r","password":"p"},"spec":{"snapshot_id":"s","paths":[],"target":"/t","conflict":"fail"},"scope":{}}"#;
+    let req: Request = serde_json::from_str(line).unwrap();
+    assert!(
+        matches!(req, Request::RestoreScoped { scope, .. } if scope == RestoreScope::default())
+    );
+}
