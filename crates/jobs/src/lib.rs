@@ -4,7 +4,9 @@
 //!
 //! Nothing here speaks HTTP: the api crate calls in, never the other way. Module imports run one
 //! way: `scheduler -> runner -> {maintenance, queue} -> context -> service -> {live, state}`; every job
-//! status change goes through `state::transition`.
+//! status change goes through `state::transition`. `neighbours` (the Compute and Storage resources
+//! of the configuration) and `status` (backup status, usage summaries) are read-only views over
+//! `service` that nothing else in the crate imports.
 
 pub mod config;
 pub mod context;
