@@ -48,6 +48,11 @@ AZ_TIMEOUT = float(os.environ.get("RSVAULT_AZ_TIMEOUT", "180"))
 # BIG / RATE seconds - long enough for `az backup job stop` to find it running.
 RATE = 2 * 1024 * 1024
 BIG = 32 * 1024 * 1024
+# the VM source, and the restore root named as a storage account (the staging account of restore-disks); the
+# account sits in the vaults' resource group, so `--storage-account NAME` resolves it as Azure's docs type it
+VM = "clivm"
+STAGING = "clistaging"
+STAGING_RG = "rsvault-cli"
 
 
 class TokenEndpoint:
@@ -83,92 +88,6 @@ class TokenEndpoint:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_port}/msi/token"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-class StorageStubFront:
-    """An HTTPS front for rsvault that plays the one other resource provider `az backup restore
-    restore-azurefile*` reads: Microsoft.Storage (storage account and file share GETs, which the CLI resolves
-    through Resource Manager before it sends a restore). Microsoft.ClassicStorage answers 404, as Azure does for
-    a non-classic account. Everything else is forwarded unchanged to rsvault. It serves rsvault's own
-    certificate, so the same REQUESTS_CA_BUNDLE applies. Records the requests it answered itself."""
-
-    def __init__(self, server, accounts: dict[str, list[str]]) -> None:
-        import http.client
-        import re
-        import ssl
-
-        self.answered: list[str] = []
-        self.forwarded = 0
-        up = urlsplit(server.base_url)
-        upstream_ctx = ssl.create_default_context(cafile=server.cert)
-        outer = self
-        acct_re = re.compile(r"^/subscriptions/([^/]+)/resourcegroups/([^/]+)/providers/microsoft\.storage/"
-                             r"storageaccounts/+([^/?]+)(?:/fileservices/default/shares/([^/?]+))?$", re.I)
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _send(self, code, body: bytes, headers=()):
-                self.send_response(code)
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _json(self, code, obj):
-                self._send(code, json.dumps(obj).encode(), [("Content-Type", "application/json")])
-
-            def _handle(self):
-                path = urlsplit(self.path).path
-                low = path.lower()
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                if "/providers/microsoft.classicstorage/" in low:
-                    outer.answered.append(f"{self.command} {path} -> 404")
-                    return self._json(404, {"error": {"code": "ResourceNotFound", "message": "not a classic account"}})
-                m = acct_re.match(path)
-                if m and self.command == "GET":
-                    sub, rg, acct, share = m.groups()
-                    if acct not in accounts or (share and share not in accounts[acct] and not share.startswith("cli")):
-                        outer.answered.append(f"GET {path} -> 404")
-                        return self._json(404, {"error": {"code": "ResourceNotFound", "message": path}})
-                    aid = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Storage/storageAccounts/{acct}"
-                    outer.answered.append(f"GET {path} -> 200")
-                    if share:
-                        return self._json(200, {"id": f"{aid}/fileServices/default/shares/{share}", "name": share,
-                                                "type": "Microsoft.Storage/storageAccounts/fileServices/shares",
-                                                "properties": {"shareQuota": 5120}})
-                    return self._json(200, {"id": aid, "name": acct, "type": "Microsoft.Storage/storageAccounts",
-                                            "location": "westus", "kind": "StorageV2",
-                                            "sku": {"name": "Standard_LRS", "tier": "Standard"},
-                                            "properties": {"provisioningState": "Succeeded"}})
-                outer.forwarded += 1
-                conn = http.client.HTTPSConnection(up.hostname, up.port, context=upstream_ctx, timeout=60)
-                hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                conn.request(self.command, self.path, body=body or None, headers=hdrs)
-                resp = conn.getresponse()
-                data = resp.read()
-                conn.close()
-                out = [(k, v) for k, v in resp.getheaders()
-                       if k.lower() not in ("content-length", "transfer-encoding", "connection")]
-                self._send(resp.status, data, out)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _handle
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(server.cert, str(Path(server.cert).with_name("key.pem")))
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-        self.base_url = f"https://127.0.0.1:{self.httpd.server_port}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):
@@ -236,6 +155,7 @@ class CliEnv:
         self.restore_root = root / "restore"
         self.share = root / "shares" / "share1"
         self.big = root / "shares" / "bigshare"
+        self.vm_disks = [root / "vms" / "clivm" / "disk0.img", root / "vms" / "clivm" / "disk1.img"]
         self.server: H.Server
         self.mi: TokenEndpoint
         self.az: Az
@@ -248,13 +168,18 @@ def cli(tmp_path_factory) -> CliEnv:
     e.restore_root.mkdir()
     H.make_share(e.share, seed=31)
     H.make_random_file(e.big / "big.bin", BIG, seed=32)
+    H.make_disk(e.vm_disks[0], size=4 * 1024 * 1024, seed=33)
+    H.make_disk(e.vm_disks[1], size=2 * 1024 * 1024, seed=34)
     sources = [
+        # no location: the VM is in the region of the first vault, so enable-for-vm's region check passes
+        {"kind": "vm", "resource_group": H.SRC_RG, "name": VM, "disks": [str(d) for d in e.vm_disks]},
         {"kind": "fileshare", "resource_group": H.SRC_RG, "storage_account": "acct1", "share": "share1",
          "path": str(e.share)},
         {"kind": "fileshare", "resource_group": H.SRC_RG, "storage_account": "acct1", "share": "bigshare",
          "path": str(e.big)},
     ]
-    cfg = H.toml_config([e.restore_root], sources, retry_after=1, page_size=2, bps=RATE)
+    cfg = H.toml_config([e.restore_root], sources, retry_after=1, page_size=2, bps=RATE,
+                        restore_accounts=[(STAGING_RG, STAGING, e.restore_root)])
     (root / "server").mkdir()
     e.server = H.Server(root / "server", cfg, name="cli").start()
     e.mi = TokenEndpoint(e.server.token)
@@ -277,8 +202,6 @@ def cli(tmp_path_factory) -> CliEnv:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    if getattr(e, "front", None) is not None:
-        e.front.close()
     e.mi.close()
     rc = e.server.stop()
     slow = sorted(e.az.log, key=lambda r: -r.seconds)[:5]

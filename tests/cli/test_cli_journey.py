@@ -1,10 +1,7 @@
-"""The whole journey with the real Azure CLI (`az backup ...`, azure-cli from PyPI) against the real server.
-
-The tests run in file order and share state (`S`). Where an `az backup` command cannot complete against
-rsvault, its test is marked xfail with the exact cause (request, response, CLI source line) and the next
-test does the same step with `az rest` - the CLI's own HTTP stack and credential - so the journey goes on
-and every later `az backup` command still runs. When rsvault is fixed, the xfail turns into a pass
-(XPASS) and the `az rest` fallback is skipped.
+"""Azure's "Back up Azure Files with the Azure CLI" and "Restore Azure Files with the Azure CLI" journeys with the
+real Azure CLI (`az backup ...`, azure-cli from PyPI) against the real server, with nothing but `az backup`
+commands: no `az rest` fallbacks and no xfails. The tests run in file order and share state (`S`).
+`az rest` appears once, to read the job list page by page and compare it with what `az backup job list` got.
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import BIG, SUB, H, StorageStubFront, seed_managed_identity_profile
+from conftest import BIG, SUB, H, seed_managed_identity_profile
 
 RG = "rsvault-cli"
 VAULT = "clivault"
@@ -73,14 +70,6 @@ def api(path: str, version: str = "2025-08-01") -> str:
     return f"{path}{'&' if '?' in path else '?'}api-version={version}"
 
 
-def az_failure(res) -> str:
-    """The CLI's own error line(s), for an xfail reason."""
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    interesting = [ln for ln in lines if ln.startswith(("ERROR", "KeyError", "Code:", "Message:"))
-                   or "Error" in ln.split(":")[0]]
-    return " | ".join((interesting or lines)[-4:])[:900]
-
-
 # ---------------------------------------------------------------------------------------------------
 # Pointing az at rsvault
 # ---------------------------------------------------------------------------------------------------
@@ -124,11 +113,8 @@ def test_cloud_register_with_endpoint_discovery(cli):
     URL/metadata/endpoints?api-version=2022-09-01 anonymously (azure/cli/command_modules/cloud/custom.py,
     _populate_from_metadata_endpoint). Azure Resource Manager serves that document without a token."""
     need("cloud")
-    r = cli.az("cloud", "register", "--name", "rsvault-discovered", "--endpoint-resource-manager",
-               cli.server.base_url + "/", output=None, ok=False)
-    if r.rc != 0:
-        pytest.xfail("rsvault answers GET /metadata/endpoints?api-version=2022-09-01 (no Authorization header) "
-                     f"with 401 AuthenticationFailed instead of the ARM metadata document: {az_failure(r)}")
+    cli.az("cloud", "register", "--name", "rsvault-discovered", "--endpoint-resource-manager",
+           cli.server.base_url + "/", output=None)
     cli.az("cloud", "unregister", "--name", "rsvault-discovered", output=None)
 
 
@@ -175,73 +161,14 @@ def test_policy_create_show_list(cli):
 # ---------------------------------------------------------------------------------------------------
 def test_enable_for_azurefileshare(cli):
     """`az backup protection enable-for-azurefileshare`: refresh, register the storage account, inquire,
-    find the share among the protectable items, PUT the protected item, follow the job."""
+    find the share among the protectable items, PUT the protected item, follow the job; for both shares."""
     need("policy_id")
-    causes = []
-    account = "acct1"
-    for _ in range(4):  # each run gets one step further (a registered container stays registered)
-        r = cli.az("backup", "protection", "enable-for-azurefileshare", *vargs(), "--storage-account", account,
-                   "--azure-file-share", "share1", "-p", POLICY, ok=False)
-        if r.rc == 0:
-            break
-        if "multiple storage accounts found" in r.stderr:
-            causes.append(
-                "GET {vault}/backupFabrics/Azure/protectableContainers?$filter=backupManagementType eq 'AzureStorage' "
-                "lists storage account acct1 once per configured share (two identical "
-                "'StorageContainer;Storage;rg1;acct1' entries), so az stops with 'multiple storage accounts found' "
-                "(azure/cli/command_modules/backup/custom_afs.py, _get_storage_account_from_list); retried with the "
-                "native name")
-            account = CONT
-        elif "KeyError: 'location'" in r.stderr:
-            causes.append(
-                "PUT {vault}/backupFabrics/Azure/protectionContainers/StorageContainer;Storage;rg1;acct1 (register) "
-                "answers 200 with the container and no Location header; az reads "
-                "result.http_response.headers['Location'] (custom_help.py, track_register_operation) -> "
-                "KeyError 'location'. Azure answers 202 + Location (ProtectionContainers_Register example); retried")
-        elif "/inquire" in r.stderr or "Could not find a fileshare" in r.stderr:
-            causes.append(
-                "the share is not matched among GET {vault}/backupProtectableItems?$filter=backupManagementType eq "
-                "'AzureStorage' and workloadType eq 'AzureFileShare': az compares the container segment of the item "
-                "id case-sensitively with the lowercased container name (custom_afs.py, "
-                "_try_get_protectable_item_for_afs: protectable_item.id.split('/')[12] == "
-                "storage_account_name.lower()); Azure emits lowercased ids (.../protectionContainers/"
-                "storagecontainer;storage;rg;acct/protectableItems/azurefileshare;share), rsvault emits "
-                "'StorageContainer;Storage;rg1;acct1/protectableItems/AzureFileShare;share1'. az then POSTs "
-                "{vault}/backupFabrics/Azure/protectionContainers/{c}/inquire?$filter=workloadType eq "
-                f"'AzureFileShare', which rsvault does not implement (404): {az_failure(r)}")
-            break
-        else:
-            causes.append(az_failure(r))
-            break
-    if r.rc != 0:
-        pytest.xfail(" || ".join(causes))
-    job = r.json
-    assert job["properties"]["operation"] == "ConfigureBackup", job
-    assert poll_job(cli.az, job["name"])["properties"]["status"] == "Completed"
-    S["protected"] = True
-
-
-def _protect_with_az_rest(cli, share):
-    body = {"properties": {"protectedItemType": "AzureFileShareProtectedItem",
-                           "sourceResourceId": H.account_id(), "policyId": S["policy_id"]}}
-    rest(cli.az, "put", api(f"{V}/backupFabrics/Azure/protectionContainers/{CONT}/protectedItems/"
-                            f"{H.share_item(share)}"), body)
-    mine = [j for j in jobs(cli.az, "--operation", "ConfigureBackup")
-            if j["properties"]["entityFriendlyName"] == share]
-    assert mine, f"no ConfigureBackup job for {share}"
-    assert poll_job(cli.az, mine[0]["name"])["properties"]["status"] == "Completed", mine
-
-
-def test_protect_with_az_rest(cli):
-    """The same protection with `az rest` (the CLI's HTTP stack and credential), for both shares."""
-    need("policy_id")
-    if "protected" not in S:
-        # the container registration the CLI would have done first
-        rest(cli.az, "put", api(f"{V}/backupFabrics/Azure/protectionContainers/{CONT}"),
-             {"properties": {"containerType": "StorageContainer", "backupManagementType": "AzureStorage",
-                             "sourceResourceId": H.account_id()}})
-        _protect_with_az_rest(cli, "share1")
-    _protect_with_az_rest(cli, "bigshare")
+    for share in ("share1", "bigshare"):
+        job = cli.az("backup", "protection", "enable-for-azurefileshare", *vargs(), "--storage-account", "acct1",
+                     "--azure-file-share", share, "-p", POLICY).json
+        assert job["properties"]["operation"] == "ConfigureBackup", job
+        assert job["properties"]["entityFriendlyName"] == share, job
+        assert poll_job(cli.az, job["name"])["properties"]["status"] == "Completed"
     items = cli.az("backup", "item", "list", *vargs(), *AFS).json
     names = sorted(x["name"].lower() for x in items)
     assert names == sorted([ITEM.lower(), BIG_ITEM.lower()]), items
@@ -255,14 +182,7 @@ def test_protect_with_az_rest(cli):
 def test_item_list_table_before_first_backup(cli):
     """`az backup item list -o table` right after protection, before any backup."""
     need("protected")
-    r = cli.az("backup", "item", "list", *vargs(), "--debug", output="table", ok=False)
-    if r.rc != 0 and "KeyError: 'lastBackupStatus'" in r.stderr:
-        pytest.xfail(
-            "a protected item that has no backup yet carries no properties.lastBackupStatus; az's table view reads "
-            "result['properties']['lastBackupStatus'] (azure/cli/command_modules/backup/_format.py, transform_item) "
-            "-> KeyError -> 'Table output unavailable'. Azure sends a value from the start (e.g. "
-            "\"lastBackupStatus\": \"IRPending\" next to protectionState IRPending)")
-    assert r.rc == 0, r
+    r = cli.az("backup", "item", "list", *vargs(), output="table")
     assert "share1" in r.stdout and "bigshare" in r.stdout, r
 
 
@@ -376,15 +296,6 @@ def _check_restored(cli, target):
     assert not problems and not extra, f"restored tree differs: differing {problems}, unexpected {extra}"
 
 
-STORAGE_XFAIL = (
-    "az resolves storage accounts through Resource Manager before it sends a restore: "
-    "GET /subscriptions/{{sub}}/resourcegroups/rg1/providers/Microsoft.ClassicStorage/storageAccounts//acct1"
-    "?api-version=2015-12-01, then .../Microsoft.Storage/storageAccounts//acct1?api-version=2016-01-01 "
-    "(azure/cli/command_modules/backup/custom_afs.py, _get_storage_account_id, called by restore_AzureFileShare "
-    "for the source and again for the target account). rsvault serves only Microsoft.RecoveryServices, so both "
-    "answer 404 InvalidResourceType, and restore_AzureFileShare's fallback catches only CLIError: {}")
-
-
 def _restore_commands(cli):
     """restore-azurefileshare (full share) and restore-azurefiles (item level), as a user types them."""
     full = ["backup", "restore", "restore-azurefileshare", *vargs(), "--rp-name", S["rp1"], "-c", CONT, "-i", ITEM,
@@ -409,81 +320,15 @@ def _check_cli_restores(cli, full_job, ilr_job):
 
 
 def test_restore_azurefileshare_and_azurefiles(cli):
-    """`az backup restore restore-azurefileshare` (full share) and `restore-azurefiles` (one file), straight
-    at rsvault."""
+    """`az backup restore restore-azurefileshare` (full share, to another share) and `restore-azurefiles` (one
+    file, to a folder of another share), straight at rsvault: az resolves both storage accounts through
+    Microsoft.ClassicStorage (404) and Microsoft.Storage, which rsvault serves for its file-share accounts."""
     need("rp1")
     full, ilr = _restore_commands(cli)
-    r1 = cli.az(*full, ok=False)
-    if r1.rc != 0:
-        pytest.xfail(STORAGE_XFAIL.format(az_failure(r1)))
+    r1 = cli.az(*full)
     r2 = cli.az(*ilr)
     _check_cli_restores(cli, r1.json, r2.json)
     S["restored"] = True
-
-
-def test_restore_commands_with_a_storage_front(cli):
-    """The same two commands through a front that answers the Microsoft.Storage GETs itself and forwards
-    everything else to rsvault (conftest.StorageStubFront): what else the restore commands need from rsvault."""
-    need("rp1")
-    if "restored" in S:
-        pytest.skip("the restore commands worked straight at rsvault")
-    cli.front = StorageStubFront(cli.server, {"acct1": ["share1", "bigshare"]})
-    az = cli.az.with_config_dir(cli.root / "azure-config-front")
-    az("cloud", "register", "--name", "rsvault-front", "--endpoint-resource-manager", cli.front.base_url + "/",
-       "--endpoint-active-directory-resource-id", cli.front.base_url + "/",
-       "--endpoint-active-directory", "https://login.rsvault.invalid", "--skip-endpoint-discovery", output=None)
-    az("cloud", "set", "--name", "rsvault-front", output=None)
-    seed_managed_identity_profile(az.config_dir, "rsvault-front")
-    full, ilr = _restore_commands(cli)
-    r1 = az(*full, ok=False)
-    assert any("Microsoft.Storage/storageAccounts" in x and x.endswith("200") for x in cli.front.answered), \
-        cli.front.answered
-    assert cli.front.forwarded > 0
-    if r1.rc != 0:
-        if "backupResourceGuardProxies" in r1.stderr:
-            pytest.xfail(RESOURCE_GUARD_XFAIL.format(az_failure(r1)) + " (has_resource_guard_mapping(..., "
-                         "'RecoveryServicesRestore') in custom_afs.restore_AzureFileShare)")
-        raise AssertionError(f"restore-azurefileshare through the storage front failed:\n{r1!r}")
-    r2 = az(*ilr)
-    _check_cli_restores(cli, r1.json, r2.json)
-    S["restored"] = True
-
-
-def _restore_with_az_rest(cli, body, count):
-    rest(cli.az, "post", api(f"{V}/backupFabrics/Azure/protectionContainers/{CONT}/protectedItems/{ITEM}"
-                             f"/recoveryPoints/{S['rp1']}/restore"), body)
-    restores = jobs(cli.az, "--operation", "Restore")
-    assert len(restores) == count, restores
-    job = poll_job(cli.az, restores[0]["name"])  # newest first
-    assert job["properties"]["status"] == "Completed", job
-    assert job["properties"]["entityFriendlyName"] == "share1", job
-    return job
-
-
-def test_restore_with_az_rest(cli):
-    """A full-share AlternateLocation restore with `az rest`; the job, then the bytes, modes and mtimes on disk."""
-    need("rp1")
-    body = {"properties": {
-        "objectType": "AzureFileShareRestoreRequest", "recoveryType": "AlternateLocation", "copyOptions": "Overwrite",
-        "sourceResourceId": H.account_id(), "restoreRequestType": "FullShareRestore",
-        "targetDetails": {"name": "clirestore", "targetResourceId": H.account_id()}}}
-    S["restores_before"] = len(jobs(cli.az, "--operation", "Restore"))
-    _restore_with_az_rest(cli, body, S["restores_before"] + 1)
-    _check_restored(cli, cli.restore_root / "clirestore")
-    S["rest_restored"] = True
-
-
-def test_restore_target_folder_with_az_rest(cli):
-    """The exact request `restore-azurefiles --target-folder infolder` sends (restoreFileSpecs with only
-    targetFolderPath, FullShareRestore): the share must land in that folder of the target share."""
-    need("rest_restored")
-    body = {"properties": {
-        "objectType": "AzureFileShareRestoreRequest", "recoveryType": "AlternateLocation", "copyOptions": "Overwrite",
-        "sourceResourceId": H.account_id(), "restoreRequestType": "FullShareRestore",
-        "restoreFileSpecs": [{"targetFolderPath": "infolder"}],
-        "targetDetails": {"name": "clifolder", "targetResourceId": H.account_id()}}}
-    _restore_with_az_rest(cli, body, S["restores_before"] + 2)
-    _check_restored(cli, cli.restore_root / "clifolder" / "infolder")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -534,58 +379,26 @@ def test_job_wait_result(cli):
 # ---------------------------------------------------------------------------------------------------
 # Stop protection, delete data, delete vault
 # ---------------------------------------------------------------------------------------------------
-RESOURCE_GUARD_XFAIL = (
-    "az first lists GET {{vault}}/backupResourceGuardProxies (ResourceGuardProxies_Get, to find a multi-user-"
-    "authorization mapping: azure/cli/command_modules/backup/custom_help.py, has_resource_guard_mapping, called "
-    "from custom_afs.disable_protection / custom.py for --delete-backup-data); rsvault answers 404 "
-    "InvalidResourceType where Azure answers 200 {{\"value\": []}}: {}")
-
-
 def test_disable_protection_retain_data(cli):
     need("protected")
-    r = cli.az("backup", "protection", "disable", *vargs(), "-c", CONT, "-i", ITEM, *AFS, "-y", ok=False)
-    if r.rc != 0:
-        S["disable_via_rest"] = True
-        pytest.xfail(RESOURCE_GUARD_XFAIL.format(az_failure(r)))
-    assert r.json["properties"]["operation"] == "DisableBackup", r.json
-    S["stopped"] = True
-
-
-def test_disable_protection_with_az_rest(cli):
-    """The body az sends for `protection disable` (policyId '', protectionState ProtectionStopped)."""
-    need("protected")
-    if "stopped" not in S:
-        body = {"properties": {"protectedItemType": "AzureFileShareProtectedItem", "policyId": "",
-                               "protectionState": "ProtectionStopped", "sourceResourceId": H.account_id()}}
-        rest(cli.az, "put", api(f"{V}/backupFabrics/Azure/protectionContainers/{CONT}/protectedItems/{ITEM}"), body)
+    r = cli.az("backup", "protection", "disable", *vargs(), "-c", CONT, "-i", ITEM, *AFS, "-y").json
+    assert r["properties"]["operation"] == "DisableBackup", r
+    assert poll_job(cli.az, r["name"])["properties"]["status"] == "Completed"
     item = cli.az("backup", "item", "show", *vargs(), "-c", CONT, "-n", ITEM, *AFS).json
     assert item["properties"]["protectionState"] == "ProtectionStopped", item
-    disabled = [j for j in jobs(cli.az, "--operation", "DisableBackup") if j["properties"]["entityFriendlyName"] == "share1"]
-    assert disabled and poll_job(cli.az, disabled[0]["name"])["properties"]["status"] == "Completed", disabled
     rps = cli.az("backup", "recoverypoint", "list", *vargs(), "-c", CONT, "-i", ITEM, *AFS).json
     assert len(rps) == 2, "stop protection with retain data keeps the recovery points"
     S["stopped"] = True
 
 
-def test_disable_protection_delete_data(cli):
-    need("stopped")
-    r = cli.az("backup", "protection", "disable", *vargs(), "-c", CONT, "-i", ITEM, *AFS,
-               "--delete-backup-data", "true", "-y", ok=False)
-    if r.rc != 0:
-        pytest.xfail(RESOURCE_GUARD_XFAIL.format(az_failure(r)))
-    assert r.json["properties"]["operation"] == "DeleteBackupData", r.json
-    S["deleted"] = True
-
-
-def test_delete_data_with_az_rest_then_vault(cli):
+def test_disable_protection_delete_data_then_vault(cli):
     need("stopped")
     az = cli.az
-    for item, friendly in ((ITEM, "share1"), (BIG_ITEM, "bigshare")):
-        if item == ITEM and "deleted" in S:
-            continue
-        rest(az, "delete", api(f"{V}/backupFabrics/Azure/protectionContainers/{CONT}/protectedItems/{item}"))
-        dels = [j for j in jobs(az, "--operation", "DeleteBackupData") if j["properties"]["entityFriendlyName"] == friendly]
-        assert dels and poll_job(az, dels[0]["name"])["properties"]["status"] == "Completed", dels
+    for item in (ITEM, BIG_ITEM):
+        r = az("backup", "protection", "disable", *vargs(), "-c", CONT, "-i", item, *AFS,
+               "--delete-backup-data", "true", "-y").json
+        assert r["properties"]["operation"] == "DeleteBackupData", r
+        assert poll_job(az, r["name"])["properties"]["status"] == "Completed"
     gone = az("backup", "item", "show", *vargs(), "-c", CONT, "-n", ITEM, *AFS, ok=False)
     assert gone.rc != 0 or gone.json in (None, [], {}), gone
     assert az("backup", "item", "list", *vargs()).json == []

@@ -193,7 +193,8 @@ LISTEN_RE = re.compile(r"rsvault listening on (https://[0-9.]+:(\d+))")
 TOKEN_RE = re.compile(r"admin token:\s*(\S+)")
 
 
-def toml_config(restore_roots, sources, retry_after=1, page_size=200, bps=0) -> str:
+def toml_config(restore_roots, sources, retry_after=1, page_size=200, bps=0, restore_accounts=()) -> str:
+    """`restore_accounts`: (resource group, account name, root) of restore roots named as storage accounts."""
     def q(s):
         return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -208,6 +209,8 @@ def toml_config(restore_roots, sources, retry_after=1, page_size=200, bps=0) -> 
             else:
                 lines.append(f"{k} = {q(v)}")
         lines.append("")
+    for rg, name, root in restore_accounts:
+        lines += ["[[restore_account]]", f"resource_group = {q(rg)}", f"name = {q(name)}", f"root = {q(root)}", ""]
     return "\n".join(lines)
 
 
@@ -537,7 +540,8 @@ def env(tmp_path_factory) -> Env:
         {"kind": "fileshare", "resource_group": SRC_RG, "storage_account": "acct1", "share": "share2",
          "path": str(e.share2)},
     ]
-    cfg = toml_config([e.restore_root, e.restore_root2], sources, retry_after=1, page_size=2, bps=0)
+    cfg = toml_config([e.restore_root, e.restore_root2], sources, retry_after=1, page_size=2, bps=0,
+                      restore_accounts=[(SRC_RG, "restoreacct", e.restore_root)])
     srv_root = root / "server"
     srv_root.mkdir()
     e.server = Server(srv_root, cfg).start()

@@ -44,7 +44,7 @@ def slow(tmp_path_factory):
          {"kind": "vm", "resource_group": SRC_RG, "name": "midvm", "disks": [str(root / "vms/midvm/disk0.img")]},
          {"kind": "fileshare", "resource_group": SRC_RG, "storage_account": "slowacct", "share": "busy",
           "path": str(root / "shares" / "busy")}],
-        retry_after=1, page_size=200, bps=RATE)
+        retry_after=1, page_size=200, bps=RATE, restore_accounts=[(SRC_RG, "restoreacct", root / "restore")])
     (root / "server").mkdir()
     srv = Server(root / "server", cfg, name="slow").start()
     yield srv

@@ -40,6 +40,12 @@ pub async fn route(svc: &Arc<Service>, r: &Req) -> ArmResult<Response> {
             };
             vault_routes(svc, r, v, rest, &s[8..]).await
         }
+        ["subscriptions", _, "providers", "microsoft.recoveryservices", "locations", _, "backupstatus"] => {
+            crate::resources::backup_status(svc, r, &s[1], &s[5])
+        }
+        ["subscriptions", _, "resourcegroups", _, "providers", p @ ("microsoft.compute" | "microsoft.storage" | "microsoft.classicstorage"), rest @ ..] => {
+            crate::resources::provider(svc, r, &s[1], &s[3], p, rest, &s[6..])
+        }
         _ => Err(not_found_path(r)),
     }
 }
@@ -55,7 +61,7 @@ fn not_found_path(r: &Req) -> ArmError {
     )
 }
 
-fn only(m: &Method, allowed: &[Method]) -> ArmResult<()> {
+pub(crate) fn only(m: &Method, allowed: &[Method]) -> ArmResult<()> {
     if allowed.contains(m) {
         Ok(())
     } else {
@@ -195,6 +201,21 @@ async fn vault_routes(
             Ok(ok(
                 json!({"vault": vault.vault.id(), "at": arm::time(at), "items": items}),
             ))
+        }
+        ["backupencryptionconfigs", "backupresourceencryptionconfig"] => {
+            crate::vault_config::encryption(r, &vault)
+        }
+        ["backupstorageconfig", "vaultstorageconfig"] => {
+            crate::vault_config::storage_config(r, &vault)
+        }
+        ["backupusagesummaries"] => crate::vault_config::usage_summaries(svc, r, &vault),
+        ["backupvalidateoperation"] => crate::vault_config::validate_now(svc, r, &vault),
+        ["backuptriggervalidateoperation"] => crate::vault_config::validate_trigger(svc, r, &vault),
+        ["backupvalidateoperationresults", _] => {
+            crate::vault_config::validate_result(svc, r, &vault, &orig[1])
+        }
+        ["backupvalidateoperationsstatuses", _] => {
+            crate::vault_config::validate_status(svc, r, &vault, &orig[1])
         }
         ["backupconfig", "vaultconfig"] => {
             // Read-only: rsvault has neither soft delete nor enhanced security, so there is
@@ -450,6 +471,26 @@ fn put_vault(svc: &Service, r: &Req, v: VaultRef) -> ArmResult<Response> {
         created: existing.as_ref().map(|e| e.created).unwrap_or(now),
     };
     svc.put_vault(&vault)?;
+    if existing.is_none() {
+        // Every new vault comes with Azure's DefaultPolicy.
+        let name = rsvault_jobs::policy::DEFAULT_POLICY;
+        let p = Policy {
+            name: name.to_string(),
+            properties: rsvault_jobs::policy::validate(Some(
+                &rsvault_jobs::policy::default_vm_policy(now),
+            ))?,
+            created: now,
+        };
+        svc.store.tx(|tx| {
+            tx.put(
+                K_POLICY,
+                &vault.vault.key(),
+                &name.to_ascii_lowercase(),
+                "",
+                &p,
+            )
+        })?;
+    }
     let status = if existing.is_some() {
         StatusCode::OK
     } else {
@@ -1030,7 +1071,12 @@ pub fn find_item(svc: &Service, vault: &Vault, container: &str, item: &str) -> A
     })
 }
 
-fn find_rp(svc: &Service, vault: &Vault, it: &Item, rp: &str) -> ArmResult<model::RecoveryPoint> {
+pub(crate) fn find_rp(
+    svc: &Service,
+    vault: &Vault,
+    it: &Item,
+    rp: &str,
+) -> ArmResult<model::RecoveryPoint> {
     svc.recovery_points(vault, &it.key())?
         .into_iter()
         .find(|p| p.id == rp)
@@ -1444,37 +1490,7 @@ pub mod restore {
             .ok_or_else(|| {
                 ArmError::invalid("'properties' (an object) is required.").with_target("properties")
             })?;
-        let src = svc.source_for(&it).ok_or_else(|| {
-            ArmError::invalid(format!(
-                "The source of '{}' is no longer in the configuration.",
-                it.friendly_name
-            ))
-        })?;
-        let object_type = props
-            .get("objectType")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let recovery_type = props
-            .get("recoveryType")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let plan = match it.workload {
-            Workload::Vm => {
-                expect_type(
-                    object_type,
-                    &[
-                        "IaasVMRestoreRequest",
-                        "IaasVMRestoreWithRehydrationRequest",
-                    ],
-                )?;
-                vm_plan(svc, props, recovery_type, &src, &rp)?
-            }
-            Workload::FileShare => {
-                expect_type(object_type, &["AzureFileShareRestoreRequest"])?;
-                share_plan(svc, props, recovery_type, &src)?
-            }
-        };
-        let (paths, target, conflict, rtype) = plan;
+        let (paths, target, conflict, rtype) = plan(svc, &it, &rp, props)?;
         let mut job = new_job(
             vault,
             &it,
@@ -1506,7 +1522,47 @@ pub mod restore {
         ))
     }
 
-    type Plan = (Vec<String>, PathBuf, rsvault_types::job::Conflict, String);
+    /// The restore planner: every check a restore request must pass, and where it would write.
+    /// Writes nothing, so validation operations run it too.
+    pub fn plan(
+        svc: &Service,
+        it: &Item,
+        rp: &model::RecoveryPoint,
+        props: &Value,
+    ) -> ArmResult<Plan> {
+        let src = svc.source_for(it).ok_or_else(|| {
+            ArmError::invalid(format!(
+                "The source of '{}' is no longer in the configuration.",
+                it.friendly_name
+            ))
+        })?;
+        let object_type = props
+            .get("objectType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let recovery_type = props
+            .get("recoveryType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        match it.workload {
+            Workload::Vm => {
+                expect_type(
+                    object_type,
+                    &[
+                        "IaasVMRestoreRequest",
+                        "IaasVMRestoreWithRehydrationRequest",
+                    ],
+                )?;
+                vm_plan(svc, props, recovery_type, &src, rp)
+            }
+            Workload::FileShare => {
+                expect_type(object_type, &["AzureFileShareRestoreRequest"])?;
+                share_plan(svc, props, recovery_type, &src)
+            }
+        }
+    }
+
+    pub type Plan = (Vec<String>, PathBuf, rsvault_types::job::Conflict, String);
 
     fn expect_type(t: &str, allowed: &[&str]) -> ArmResult<()> {
         if allowed.iter().any(|a| a.eq_ignore_ascii_case(t)) {
@@ -1568,6 +1624,13 @@ pub mod restore {
                 Ok((disks, first.to_path_buf(), rsvault_types::job::Conflict::Overwrite, "OriginalLocation".into()))
             }
             "alternatelocation" | "restoredisks" => {
+                // The staging account: any storage account rsvault serves; a restore account
+                // stands for its own root, any other for the first root.
+                let account = p.get("storageAccountId").and_then(Value::as_str).or_else(|| {
+                    p.pointer("/identityBasedRestoreDetails/targetStorageAccountId")
+                        .and_then(Value::as_str)
+                });
+                let root = svc.restore_root_for(account)?;
                 let rg = p
                     .get("targetResourceGroupId")
                     .and_then(Value::as_str)
@@ -1575,7 +1638,7 @@ pub mod restore {
                     .unwrap_or("restores")
                     .to_string();
                 let rel = format!("{rg}/{}-{}", src.friendly_name, rp.id);
-                let target = confined(svc, &rel)?;
+                let target = confined_in(svc, root, &rel)?;
                 let kind = if rt.eq_ignore_ascii_case("restoredisks") { "RestoreDisks" } else { "AlternateLocation" };
                 Ok((disks, target, rsvault_types::job::Conflict::Fail, kind.into()))
             }
@@ -1674,11 +1737,14 @@ pub mod restore {
                         ArmError::invalid("AlternateLocation needs targetDetails.name (the target share or folder).")
                             .with_target("properties.targetDetails.name")
                     })?;
+                let root = svc.restore_root_for(
+                    p.pointer("/targetDetails/targetResourceId").and_then(Value::as_str),
+                )?;
                 let mut rel = name.to_string();
                 if let Some(f) = folder {
                     rel = format!("{}/{f}", rel.trim_end_matches('/'));
                 }
-                Ok((paths, confined(svc, &rel)?, conflict, "AlternateLocation".into()))
+                Ok((paths, confined_in(svc, root, &rel)?, conflict, "AlternateLocation".into()))
             }
             _ => Err(ArmError::invalid(format!(
                 "recoveryType '{rt}' is invalid for a file share; allowed: OriginalLocation, AlternateLocation."
@@ -1706,7 +1772,8 @@ pub mod restore {
 
     /// Resolves `rel` (relative to the first restore root, or absolute below any root) and checks
     /// that no existing ancestor escapes the root through a symlink.
-    pub fn confined(svc: &Service, rel: &str) -> ArmResult<PathBuf> {
+    /// A relative `rel` is taken below `root` (one of the restore roots; the first when `None`).
+    pub fn confined_in(svc: &Service, root: Option<PathBuf>, rel: &str) -> ArmResult<PathBuf> {
         let roots = &svc.config.restore_roots;
         if roots.is_empty() {
             return Err(ArmError::new(
@@ -1732,7 +1799,8 @@ pub mod restore {
                 .ok_or_else(|| bad("it is outside the configured restore roots"))?;
             (root.clone(), p.to_path_buf())
         } else {
-            (roots[0].clone(), roots[0].join(p))
+            let base = root.unwrap_or_else(|| roots[0].clone());
+            (base.clone(), base.join(p))
         };
         // Walk up to the deepest existing ancestor; its real path must stay under the root.
         let real_root = std::fs::canonicalize(&root).unwrap_or(root.clone());

@@ -6,6 +6,8 @@ pub mod export;
 pub mod filter;
 pub mod handlers;
 pub mod openapi;
+pub mod resources;
+pub mod vault_config;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -157,10 +159,34 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
     {
         return Ok(axum::Json(openapi::document()).into_response());
     }
-    let api_version = arm::check_api_version(query.get("api-version").map(String::as_str))?;
+    let oldest = if is_neighbour(&seg) {
+        arm::OLDEST_NEIGHBOUR_API_VERSION
+    } else {
+        arm::OLDEST_API_VERSION
+    };
+    let api_version =
+        arm::check_api_version_since(query.get("api-version").map(String::as_str), oldest)?;
     let limit = app.svc.config.server.max_body_bytes;
     let body = read_body(body, limit).await?;
     let origin = origin(&app.svc.config.server, &parts);
+    // The route table is the gate: nothing outside the OpenAPI document reaches a handler.
+    match openapi::find(openapi::table(), parts.method.as_str(), &seg) {
+        openapi::Found::Route(_) => {}
+        openapi::Found::OtherMethods(m) => {
+            return Err(ArmError::new(
+                ArmCode::MethodNotAllowed,
+                format!(
+                    "The method {} is not allowed here; use {}.",
+                    parts.method,
+                    m.iter()
+                        .map(|x| x.to_ascii_uppercase())
+                        .collect::<Vec<_>>()
+                        .join(" or ")
+                ),
+            ))
+        }
+        openapi::Found::NotFound => return Err(unrouted(&seg, &api_version)),
+    }
     let r = Req {
         method: parts.method,
         seg,
@@ -170,6 +196,43 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
         body,
     };
     handlers::route(&app.svc, &r).await
+}
+
+/// A path under the Compute, Storage or ClassicStorage providers of a resource group.
+fn is_neighbour(seg: &[String]) -> bool {
+    seg.len() > 5
+        && seg[0].eq_ignore_ascii_case("subscriptions")
+        && seg[2].eq_ignore_ascii_case("resourcegroups")
+        && seg[4].eq_ignore_ascii_case("providers")
+        && [
+            "microsoft.compute",
+            "microsoft.storage",
+            "microsoft.classicstorage",
+        ]
+        .iter()
+        .any(|p| seg[5].eq_ignore_ascii_case(p))
+}
+
+/// The answer for a path outside the route table: ARM's 404 for a resource that does not exist
+/// under the neighbouring providers rsvault resolves, `InvalidResourceType` elsewhere.
+fn unrouted(seg: &[String], api_version: &str) -> ArmError {
+    if is_neighbour(seg) {
+        return ArmError::new(
+            ArmCode::ResourceNotFound,
+            format!(
+                "The Resource '{}' under resource group '{}' was not found. rsvault serves only the virtual machines and storage accounts of its configuration.",
+                seg[5..].join("/"),
+                seg[3]
+            ),
+        );
+    }
+    ArmError::new(
+        ArmCode::PathNotFound,
+        format!(
+            "No resource type matches the path '/{}' for api version '{api_version}'.",
+            seg.join("/")
+        ),
+    )
 }
 
 /// Reads the body up to `limit` bytes. A larger body is drained (up to a cap) before the 413 is

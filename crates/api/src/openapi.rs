@@ -1,6 +1,8 @@
 //! `GET /openapi.json`: an OpenAPI 3.0 description of what rsvault serves, generated from the
-//! route table below. The dispatcher is tested against the same table (every entry routes), so
-//! the document cannot list a path the server does not answer.
+//! route table below. The same table gates the dispatcher: a request whose path and method are
+//! not in it is answered 404/405 before any handler runs ([`find`]), so the server cannot serve a
+//! route the document does not list; and a test sends every listed operation, so the document
+//! cannot list a route the server does not answer.
 
 use serde_json::{json, Map, Value};
 
@@ -31,6 +33,8 @@ pub enum Model {
 }
 
 const V: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.RecoveryServices/vaults/{vaultName}";
+const RG: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers";
+const CONTAINER: &str = "/backupFabrics/{fabricName}/protectionContainers/{containerName}";
 const ITEM: &str = "/backupFabrics/{fabricName}/protectionContainers/{containerName}/protectedItems/{protectedItemName}";
 
 macro_rules! r {
@@ -53,6 +57,8 @@ pub fn routes() -> Vec<Route> {
     let none: &[&str] = &[];
     let v = |s: &str| format!("{V}{s}");
     let it = |s: &str| format!("{V}{ITEM}{s}");
+    let c = |s: &str| format!("{V}{CONTAINER}{s}");
+    let rg = |s: &str| format!("{RG}{s}");
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     vec![
         r!("get", "/subscriptions/{subscriptionId}/providers/Microsoft.RecoveryServices/vaults", "Vaults_ListBySubscriptionId", &[200], VaultList, false, none),
@@ -69,8 +75,26 @@ pub fn routes() -> Vec<Route> {
         r!("get", leak(v("/backupJobs/operationResults/{operationId}")), "ExportJobsOperationResults_Get", &[200, 202], ExportResult, false, none),
         r!("get", leak(v("/backupOperations/{operationId}")), "BackupOperationStatuses_Get", &[200], OperationStatus, false, none),
         r!("get", leak(v("/backupOperationResults/{operationId}")), "BackupOperationResults_Get", &[200, 202, 204], None, false, none),
+        r!("get", leak(v("/operationStatus/{operationId}")), "Vaults_OperationStatus_Get", &[200], OperationStatus, false, none),
+        r!("get", leak(v("/operationResults/{operationId}")), "Vaults_OperationResults_Get", &[200, 202, 204], None, false, none),
+        r!("get", leak(v("/backupconfig/vaultconfig")), "BackupResourceVaultConfigs_Get", &[200], Resource, false, none),
+        r!("get", leak(v("/backupResourceGuardProxies")), "ResourceGuardProxies_Get", &[200], ResourceList, false, none),
+        r!("get", leak(v("/backupEncryptionConfigs/backupResourceEncryptionConfig")), "BackupResourceEncryptionConfigs_Get", &[200], Resource, false, none),
+        r!("get", leak(v("/backupstorageconfig/vaultstorageconfig")), "BackupResourceStorageConfigsNonCRR_Get", &[200], Resource, false, none),
+        r!("put", leak(v("/backupstorageconfig/vaultstorageconfig")), "BackupResourceStorageConfigsNonCRR_Update", &[200], Resource, true, none),
+        r!("patch", leak(v("/backupstorageconfig/vaultstorageconfig")), "BackupResourceStorageConfigsNonCRR_Patch", &[204], None, true, none),
+        r!("get", leak(v("/backupUsageSummaries")), "BackupUsageSummaries_List", &[200], Object, false, f),
+        r!("post", leak(v("/backupValidateOperation")), "Operation_Validate", &[200], Object, true, none),
+        r!("post", leak(v("/backupTriggerValidateOperation")), "ValidateOperation_Trigger", &[202], None, true, none),
+        r!("get", leak(v("/backupValidateOperationResults/{operationId}")), "ValidateOperationResults_Get", &[200], Object, false, none),
+        r!("get", leak(v("/backupValidateOperationsStatuses/{operationId}")), "ValidateOperationStatuses_Get", &[200], OperationStatus, false, none),
+        r!("post", "/subscriptions/{subscriptionId}/providers/Microsoft.RecoveryServices/locations/{azureRegion}/backupStatus", "BackupStatus_Get", &[200], Object, true, none),
+        r!("get", leak(rg("/Microsoft.Compute/virtualMachines/{vmName}")), "VirtualMachines_Get", &[200], Object, false, none),
+        r!("get", leak(rg("/Microsoft.Storage/storageAccounts/{accountName}")), "StorageAccounts_GetProperties", &[200], Object, false, none),
         r!("get", leak(v("/backupPolicies")), "BackupPolicies_List", &[200], ResourceList, false, f),
         r!("get", leak(v("/backupPolicies/{policyName}")), "ProtectionPolicies_Get", &[200], Resource, false, none),
+        r!("get", leak(v("/backupPolicies/{policyName}/operationResults/{operationId}")), "ProtectionPolicyOperationResults_Get", &[200], Resource, false, none),
+        r!("get", leak(v("/backupPolicies/{policyName}/operations/{operationId}")), "ProtectionPolicyOperationStatuses_Get", &[200], OperationStatus, false, none),
         r!("put", leak(v("/backupPolicies/{policyName}")), "ProtectionPolicies_CreateOrUpdate", &[200], Resource, true, none),
         r!("delete", leak(v("/backupPolicies/{policyName}")), "ProtectionPolicies_Delete", &[200], None, false, none),
         r!("get", leak(v("/backupProtectableItems")), "BackupProtectableItems_List", &[200], ResourceList, false, fs),
@@ -80,6 +104,11 @@ pub fn routes() -> Vec<Route> {
         r!("get", leak(v("/backupFabrics/{fabricName}/operationResults/{operationId}")), "ProtectionContainerRefreshOperationResults_Get", &[202, 204], None, false, none),
         r!("get", leak(v("/backupFabrics/{fabricName}/protectionContainers/{containerName}")), "ProtectionContainers_Get", &[200], Resource, false, none),
         r!("put", leak(v("/backupFabrics/{fabricName}/protectionContainers/{containerName}")), "ProtectionContainers_Register", &[202], Resource, true, none),
+        r!("delete", leak(c("")), "ProtectionContainers_Unregister", &[204], None, false, none),
+        r!("post", leak(c("/inquire")), "ProtectionContainers_Inquire", &[202], None, false, f),
+        r!("get", leak(c("/operationResults/{operationId}")), "ProtectionContainerOperationResults_Get", &[200], Resource, false, none),
+        r!("get", leak(c("/operationsStatus/{operationId}")), "ProtectionContainerOperationStatuses_Get", &[200], OperationStatus, false, none),
+        r!("get", leak(v("/backupFabrics/{fabricName}/protectableContainers")), "ProtectableContainers_List", &[200], ResourceList, false, f),
         r!("get", leak(it("")), "ProtectedItems_Get", &[200], Resource, false, f),
         r!("put", leak(it("")), "ProtectedItems_CreateOrUpdate", &[202], None, true, none),
         r!("delete", leak(it("")), "ProtectedItems_Delete", &[202], None, false, none),
@@ -92,6 +121,44 @@ pub fn routes() -> Vec<Route> {
         r!("post", leak(v("/rsvault/maintenance/{maintenanceOperation}")), "Rsvault_Maintenance", &[202], None, true, none),
         r!("get", leak(v("/rsvault/retentionPreview")), "Rsvault_RetentionPreview", &[200], Object, false, none),
     ]
+}
+
+/// What the route table says about a request path.
+pub enum Found<'a> {
+    Route(&'a Route),
+    /// The path is served, with other methods.
+    OtherMethods(Vec<&'static str>),
+    NotFound,
+}
+
+/// Finds the route of `method` and `seg` (percent-decoded path segments): literal segments compare
+/// case-insensitively, `{…}` matches any one segment.
+pub fn find<'a>(table: &'a [Route], method: &str, seg: &[String]) -> Found<'a> {
+    let mut methods = Vec::new();
+    for r in table {
+        let tpl: Vec<&str> = r.path.split('/').filter(|s| !s.is_empty()).collect();
+        let same = tpl.len() == seg.len()
+            && tpl.iter().zip(seg).all(|(t, s)| {
+                (t.starts_with('{') && t.ends_with('}')) || t.eq_ignore_ascii_case(s)
+            });
+        if same {
+            if r.method.eq_ignore_ascii_case(method) {
+                return Found::Route(r);
+            }
+            methods.push(r.method);
+        }
+    }
+    if methods.is_empty() {
+        Found::NotFound
+    } else {
+        Found::OtherMethods(methods)
+    }
+}
+
+/// The route table, built once.
+pub fn table() -> &'static [Route] {
+    static TABLE: std::sync::OnceLock<Vec<Route>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(routes)
 }
 
 fn schemas() -> Value {
@@ -208,4 +275,45 @@ pub fn document() -> Value {
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": schemas()},
         "paths": paths,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segs(p: &str) -> Vec<String> {
+        p.split('/')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn every_route_finds_itself_and_nothing_else_matches() {
+        let t = table();
+        for r in t {
+            match find(t, r.method, &segs(r.path)) {
+                Found::Route(x) => assert_eq!(x.operation_id, r.operation_id, "{}", r.path),
+                _ => panic!("{} {} does not find itself", r.method, r.path),
+            }
+            let longer = format!("{}/no-such/thing", r.path);
+            assert!(
+                matches!(find(t, r.method, &segs(&longer)), Found::NotFound),
+                "{longer}"
+            );
+        }
+        let vault = segs(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.RecoveryServices/vaults/v",
+        );
+        assert!(matches!(find(t, "post", &vault), Found::OtherMethods(m) if m.contains(&"get")));
+    }
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let mut ids: Vec<&str> = table().iter().map(|r| r.operation_id).collect();
+        ids.sort();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!(ids.len(), n);
+    }
 }

@@ -29,6 +29,23 @@ pub struct Config {
     pub secrets: SecretsConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
+    /// Restore roots named as storage accounts, so clients that take a storage account (`az
+    /// backup restore restore-disks --storage-account`) can name one.
+    #[serde(default, rename = "restore_account")]
+    pub restore_accounts: Vec<RestoreAccount>,
+}
+
+/// A restore root served as `Microsoft.Storage/storageAccounts/{name}` in `resource_group`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreAccount {
+    pub resource_group: String,
+    pub name: String,
+    /// One of `restore_roots`: what a restore staged in this account writes below.
+    pub root: PathBuf,
+    /// Azure region reported for the account (default: that of the first vault created).
+    #[serde(default)]
+    pub location: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,12 +188,18 @@ pub enum SourceConfig {
         resource_group: String,
         name: String,
         disks: Vec<PathBuf>,
+        /// Azure region of the VM (default: that of the first vault created).
+        #[serde(default)]
+        location: Option<String>,
     },
     Fileshare {
         resource_group: String,
         storage_account: String,
         share: String,
         path: PathBuf,
+        /// Azure region of the storage account (default: that of the first vault created).
+        #[serde(default)]
+        location: Option<String>,
     },
 }
 
@@ -232,6 +255,19 @@ impl Config {
                 root.display()
             );
         }
+        for a in &self.restore_accounts {
+            anyhow::ensure!(
+                self.restore_roots.contains(&a.root),
+                "restore_account '{}' root {} is not one of restore_roots",
+                a.name,
+                a.root.display()
+            );
+            anyhow::ensure!(
+                is_storage_account_name(&a.name),
+                "restore_account name '{}' must be 3-24 lowercase letters and digits, as in Azure",
+                a.name
+            );
+        }
         for s in &self.sources {
             match s {
                 SourceConfig::Vm { disks, name, .. } => {
@@ -255,6 +291,7 @@ pub fn source_info(s: &SourceConfig) -> SourceInfo {
             resource_group,
             name,
             disks,
+            location,
         } => SourceInfo {
             workload: Workload::Vm,
             container: format!("IaasVMContainer;iaasvmcontainerv2;{resource_group};{name}"),
@@ -263,12 +300,14 @@ pub fn source_info(s: &SourceConfig) -> SourceInfo {
             rg: resource_group.clone(),
             host_name: name.clone(),
             paths: disks.clone(),
+            location: location.clone(),
         },
         SourceConfig::Fileshare {
             resource_group,
             storage_account,
             share,
             path,
+            location,
         } => SourceInfo {
             workload: Workload::FileShare,
             container: format!("StorageContainer;Storage;{resource_group};{storage_account}"),
@@ -277,6 +316,14 @@ pub fn source_info(s: &SourceConfig) -> SourceInfo {
             rg: resource_group.clone(),
             host_name: storage_account.clone(),
             paths: vec![path.clone()],
+            location: location.clone(),
         },
     }
+}
+
+/// Azure's storage account name rule: 3 to 24 lowercase letters and digits.
+pub fn is_storage_account_name(n: &str) -> bool {
+    (3..=24).contains(&n.len())
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
 }

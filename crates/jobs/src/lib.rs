@@ -4,7 +4,9 @@
 //!
 //! Nothing here speaks HTTP: the api crate calls in, never the other way. Module imports run one
 //! way: `scheduler -> runner -> {maintenance, queue} -> context -> service -> {live, state}`; every job
-//! status change goes through `state::transition`.
+//! status change goes through `state::transition`. `neighbours` (the Compute and Storage resources
+//! of the configuration) and `status` (backup status, usage summaries) are read-only views over
+//! `service` that nothing else in the crate imports.
 
 pub mod config;
 pub mod context;
@@ -12,6 +14,7 @@ pub mod failpoint;
 pub mod fsutil;
 pub mod live;
 pub mod maintenance;
+pub mod neighbours;
 pub mod policy;
 pub mod queue;
 pub mod retention;
@@ -21,3 +24,4 @@ pub mod scheduler;
 pub mod secrets;
 pub mod service;
 pub mod state;
+pub mod status;

@@ -180,9 +180,45 @@ pub fn validate(props: Option<&Value>) -> ArmResult<Value> {
     Ok(out)
 }
 
+/// The name of the policy every new vault gets, as in Azure.
+pub const DEFAULT_POLICY: &str = "DefaultPolicy";
+
+/// Azure's `DefaultPolicy`: an Azure VM policy, daily at the half hour after `now`'s hour (UTC),
+/// each point kept 30 days, two days of instant restore.
+pub fn default_vm_policy(now: chrono::DateTime<chrono::Utc>) -> Value {
+    use chrono::Timelike;
+    let at = now
+        .date_naive()
+        .and_hms_opt(now.hour(), 30, 0)
+        .unwrap_or_default()
+        .and_utc();
+    let at = rsvault_types::arm::time(at);
+    json!({
+        "backupManagementType": "AzureIaasVM",
+        "instantRpRetentionRangeInDays": 2,
+        "policyType": "V1",
+        "timeZone": "UTC",
+        "schedulePolicy": {"schedulePolicyType": "SimpleSchedulePolicy", "scheduleRunFrequency": "Daily",
+            "scheduleRunTimes": [at], "scheduleWeeklyFrequency": 0},
+        "retentionPolicy": {"retentionPolicyType": "LongTermRetentionPolicy",
+            "dailySchedule": {"retentionTimes": [at], "retentionDuration": {"count": 30, "durationType": "Days"}}},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_policy_is_a_valid_daily_vm_policy() {
+        let p = validate(Some(&default_vm_policy(chrono::Utc::now()))).unwrap();
+        assert_eq!(p["backupManagementType"], "AzureIaasVM");
+        assert_eq!(p["schedulePolicy"]["scheduleRunFrequency"], "Daily");
+        assert_eq!(
+            p["retentionPolicy"]["dailySchedule"]["retentionDuration"]["count"],
+            30
+        );
+    }
 
     fn daily(tz: &str) -> Value {
         json!({

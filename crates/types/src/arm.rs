@@ -153,6 +153,15 @@ pub const OLDEST_API_VERSION: &str = "2016-06-01";
 /// Validates `api-version`: any `YYYY-MM-DD` that is a real date, optionally `-preview` /
 /// `-privatepreview` etc. Clients ship versions newer than any list, so no allow-list.
 pub fn check_api_version(value: Option<&str>) -> ArmResult<String> {
+    check_api_version_since(value, OLDEST_API_VERSION)
+}
+
+/// The oldest api-version clients send for the Compute and Storage resources rsvault resolves
+/// (`az` reads storage accounts with Microsoft.ClassicStorage 2015-12-01 and Storage 2016-01-01).
+pub const OLDEST_NEIGHBOUR_API_VERSION: &str = "2014-01-01";
+
+/// [`check_api_version`] with another oldest version.
+pub fn check_api_version_since(value: Option<&str>, oldest: &str) -> ArmResult<String> {
     let Some(v) = value else {
         return Err(ArmError::new(
             ArmCode::MissingApiVersion,
@@ -165,7 +174,7 @@ pub fn check_api_version(value: Option<&str>) -> ArmResult<String> {
     let date_ok = date.len() == 10
         && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok()
         && date.as_bytes()[4] == b'-'
-        && date >= OLDEST_API_VERSION;
+        && date >= oldest;
     let suffix_ok = suffix.is_empty()
         || (suffix.starts_with('-')
             && suffix.len() > 1
@@ -177,7 +186,7 @@ pub fn check_api_version(value: Option<&str>) -> ArmResult<String> {
             ArmCode::InvalidApiVersion,
             format!(
                 "The api-version '{v}' is invalid. The supported versions are dates from \
-                 '{OLDEST_API_VERSION}' on, such as '2019-05-13' or '2026-02-01', optionally \
+                 '{oldest}' on, such as '2019-05-13' or '2026-02-01', optionally \
                  followed by '-preview'."
             ),
         ))

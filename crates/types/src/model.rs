@@ -141,6 +141,8 @@ pub struct SourceInfo {
     /// VM name or storage account name.
     pub host_name: String,
     pub paths: Vec<PathBuf>,
+    /// Configured Azure region of the VM or storage account, if any.
+    pub location: Option<String>,
 }
 
 impl SourceInfo {
@@ -337,6 +339,8 @@ pub enum OpKind {
     Export,
     PolicyDelete,
     VaultDelete,
+    /// A restore validation (`backupTriggerValidateOperation`); its result is the response.
+    Validate,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

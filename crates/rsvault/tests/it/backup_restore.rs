@@ -2,6 +2,9 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
+const ACCT1: &str =
+    "/subscriptions/sub1/resourceGroups/rg1/providers/Microsoft.Storage/storageAccounts/acct1";
+
 fn restore(s: &Server, item: &str, rp: &str, props: Value) -> String {
     let r = s.req(
         "POST",
@@ -63,7 +66,7 @@ fn file_share_backup_and_restores_are_identical() {
         json!({
         "objectType": "AzureFileShareRestoreRequest", "recoveryType": "AlternateLocation",
         "copyOptions": "Overwrite", "restoreRequestType": "FullShareRestore",
-        "sourceResourceId": "x", "targetDetails": {"name": "full", "targetResourceId": "x"}}),
+        "sourceResourceId": "x", "targetDetails": {"name": "full", "targetResourceId": ACCT1}}),
     );
     let done = s.wait_job(&v, &j);
     assert_eq!(done["properties"]["status"], "Completed", "{done}");
@@ -179,7 +182,7 @@ fn vm_disk_images_restore_byte_identical_and_cheap_zeros() {
         &format!("{item}/recoveryPoints/{rp}/restore"),
         Some(json!({"properties": {
         "objectType": "IaasVMRestoreRequest", "recoveryType": "RestoreDisks", "recoveryPointId": rp,
-        "sourceResourceId": "x", "storageAccountId": "y", "region": "westus"}})),
+        "sourceResourceId": "x", "storageAccountId": ACCT1, "region": "westus"}})),
     );
     assert_eq!(r.status(), 202, "{}", r.text().unwrap());
     let op = r.headers()["azure-asyncoperation"]

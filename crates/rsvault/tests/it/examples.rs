@@ -328,7 +328,17 @@ fn adapt_body(ctx: &Ctx, body: &Value, source: &str) -> Value {
                 "policyId" => *v = json!(format!("{}/backupPolicies/vmpol", ctx.v)),
                 "recoveryPointId" => *v = json!(ctx.rp),
                 "friendlyName" => *v = json!("acct1"),
+                // The staging account must be one rsvault serves (issue #14).
+                "storageAccountId" => *v = json!(acct_id()),
                 _ => {}
+            }
+        }
+        if let Some(d) = p
+            .get_mut("identityBasedRestoreDetails")
+            .and_then(Value::as_object_mut)
+        {
+            if d.contains_key("targetStorageAccountId") {
+                d.insert("targetStorageAccountId".into(), json!(acct_id()));
             }
         }
     }

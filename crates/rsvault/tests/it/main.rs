@@ -9,6 +9,7 @@ mod backup_restore;
 mod data_dir;
 mod examples;
 mod jobs;
+mod neighbours;
 mod nodes;
 mod policies;
 mod restart;
