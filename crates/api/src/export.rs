@@ -80,7 +80,7 @@ fn write_export(
 ) -> anyhow::Result<usize> {
     let mut rows = svc
         .store
-        .tx(|tx| tx.list_jobs(vault_key, q, MAX_EXPORT + 1))?;
+        .read(|tx| tx.list_jobs(vault_key, q, MAX_EXPORT + 1))?;
     // More than the cap: export the newest MAX_EXPORT and say so in the file, never silently.
     let truncated = rows.len() > MAX_EXPORT;
     rows.truncate(MAX_EXPORT);

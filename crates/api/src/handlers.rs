@@ -719,7 +719,7 @@ fn list_jobs(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> {
     let page = svc.config.server.page_size;
     let mut rows = svc
         .store
-        .tx(|tx| tx.list_jobs(&vault.vault.key(), &q, page + 1))?;
+        .read(|tx| tx.list_jobs(&vault.vault.key(), &q, page + 1))?;
     let more = rows.len() > page;
     rows.truncate(page);
     let mut values = Vec::with_capacity(rows.len());
@@ -774,7 +774,7 @@ fn decode_skip_token(tok: &str) -> ArmResult<(String, i64)> {
 
 fn get_policy(svc: &Service, vault: &Vault, name: &str) -> ArmResult<Policy> {
     svc.store
-        .tx(|tx| tx.get::<Policy>(K_POLICY, &vault.vault.key(), &name.to_ascii_lowercase()))?
+        .read(|tx| tx.get::<Policy>(K_POLICY, &vault.vault.key(), &name.to_ascii_lowercase()))?
         .ok_or_else(|| {
             ArmError::new(
                 ArmCode::PolicyNotFound,
@@ -797,7 +797,7 @@ fn list_policies(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> {
     }
     let policies: Vec<Policy> = svc
         .store
-        .tx(|tx| tx.list(K_POLICY, &vault.vault.key(), None))?;
+        .read(|tx| tx.list(K_POLICY, &vault.vault.key(), None))?;
     let mut values = Vec::new();
     for p in policies {
         if bmt
@@ -826,7 +826,7 @@ fn policy(svc: &Service, r: &Req, vault: &Vault, name: &str) -> ArmResult<Respon
             let key = name.to_ascii_lowercase();
             let existing: Option<Policy> = svc
                 .store
-                .tx(|tx| tx.get(K_POLICY, &vault.vault.key(), &key))?;
+                .read(|tx| tx.get(K_POLICY, &vault.vault.key(), &key))?;
             if let Some(e) = &existing {
                 if e.backup_management_type()
                     != props["backupManagementType"].as_str().unwrap_or("")
@@ -950,7 +950,7 @@ fn list_containers(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response>
     let items = svc.list_items(vault)?;
     let registered: Vec<Value> = svc
         .store
-        .tx(|tx| tx.list(K_CONTAINER, &vault.vault.key(), None))?;
+        .read(|tx| tx.list(K_CONTAINER, &vault.vault.key(), None))?;
     let mut values = Vec::new();
     for s in &svc.sources {
         if want.is_some_and(|w| w != Some(s.workload)) {

@@ -35,14 +35,14 @@ pub fn preview(
     now: DateTime<Utc>,
 ) -> Result<Vec<ItemPreview>, rsvault_store::Error> {
     let key = vault.vault.key();
-    let items: Vec<Item> = svc.store.tx(|tx| tx.list(K_ITEM, &key, None))?;
+    let items: Vec<Item> = svc.store.read(|tx| tx.list(K_ITEM, &key, None))?;
     let mut out = Vec::new();
     for it in items {
         let points = svc.recovery_points(vault, &it.key())?;
         let policy: Option<rsvault_types::model::Policy> = match &it.policy {
             Some(p) => svc
                 .store
-                .tx(|tx| tx.get(K_POLICY, &key, &p.to_ascii_lowercase()))?,
+                .read(|tx| tx.get(K_POLICY, &key, &p.to_ascii_lowercase()))?,
             None => None,
         };
         let tz = policy
@@ -113,7 +113,7 @@ pub(crate) async fn garbage_collect(
         .collect();
     let all_points: Vec<RecoveryPoint> = svc
         .store
-        .tx(|tx| tx.list(K_RP, &key, None))
+        .read(|tx| tx.list(K_RP, &key, None))
         .map_err(store_err)?;
     let expired_set: HashSet<&str> = expired.iter().map(String::as_str).collect();
     let mut forget: Vec<String> = all_points

@@ -39,7 +39,7 @@ impl StorageAccount {
 impl Service {
     /// The region of the first vault created, if any.
     pub fn first_vault_location(&self) -> ArmResult<Option<String>> {
-        let vaults: Vec<Vault> = self.store.tx(|tx| tx.list_prefix(K_VAULT, ""))?;
+        let vaults: Vec<Vault> = self.store.read(|tx| tx.list_prefix(K_VAULT, ""))?;
         Ok(vaults
             .into_iter()
             .min_by_key(|v| v.created)

@@ -52,10 +52,10 @@ pub fn tick(svc: &Arc<Service>, now: DateTime<Utc>) -> anyhow::Result<TickReport
     if !report.leader {
         return Ok(report);
     }
-    for vault_key in svc.store.tx(|tx| tx.vault_keys())? {
+    for vault_key in svc.store.read(|tx| tx.vault_keys())? {
         let Some(vault) = svc
             .store
-            .tx(|tx| tx.get::<Vault>(K_VAULT, &vault_key, ""))?
+            .read(|tx| tx.get::<Vault>(K_VAULT, &vault_key, ""))?
         else {
             continue;
         };
@@ -72,7 +72,7 @@ pub fn tick(svc: &Arc<Service>, now: DateTime<Utc>) -> anyhow::Result<TickReport
 
 fn policy_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow::Result<usize> {
     let key = vault.vault.key();
-    let items: Vec<Item> = svc.store.tx(|tx| tx.list(K_ITEM, &key, None))?;
+    let items: Vec<Item> = svc.store.read(|tx| tx.list(K_ITEM, &key, None))?;
     let mut started = 0;
     for mut it in items {
         if !matches!(it.protection_state.as_str(), "Protected" | "IRPending") {
@@ -83,7 +83,7 @@ fn policy_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow:
         };
         let Some(policy) = svc
             .store
-            .tx(|tx| tx.get::<Policy>(K_POLICY, &key, &pname.to_ascii_lowercase()))?
+            .read(|tx| tx.get::<Policy>(K_POLICY, &key, &pname.to_ascii_lowercase()))?
         else {
             continue;
         };
@@ -149,7 +149,7 @@ fn maintenance_runs(
             operation: Some(op.into()),
             ..Default::default()
         };
-        let last = svc.store.tx(|tx| tx.list_jobs(&vault.vault.key(), &q, 1))?;
+        let last = svc.store.read(|tx| tx.list_jobs(&vault.vault.key(), &q, 1))?;
         let due = match last.first() {
             None => vault.created + Duration::hours(interval as i64) <= now,
             Some((body, _, _)) => {

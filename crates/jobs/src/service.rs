@@ -97,7 +97,7 @@ impl Service {
     }
 
     pub fn get_vault_by_key(&self, key: &str) -> Result<Option<Vault>, store::Error> {
-        self.store.tx(|tx| tx.get(K_VAULT, key, ""))
+        self.store.read(|tx| tx.get(K_VAULT, key, ""))
     }
 
     /// A new vault's repository key, already wrapped for the vault `v`.
@@ -118,7 +118,7 @@ impl Service {
     /// file so no page keeps the plain text. Returns how many.
     pub fn wrap_legacy_keys(&self) -> anyhow::Result<usize> {
         let mut n = 0;
-        for key in self.store.tx(|tx| tx.vault_keys())? {
+        for key in self.store.read(|tx| tx.vault_keys())? {
             let Some(mut vault) = self.get_vault_by_key(&key)? else {
                 continue;
             };
@@ -138,7 +138,7 @@ impl Service {
     /// caller makes `new` the deployment's KEK afterwards.
     pub fn rewrap_keys(&self, new: &crate::secrets::Kek) -> anyhow::Result<usize> {
         let mut out = Vec::new();
-        for key in self.store.tx(|tx| tx.vault_keys())? {
+        for key in self.store.read(|tx| tx.vault_keys())? {
             if let Some(mut vault) = self.get_vault_by_key(&key)? {
                 let plain = self.vault_password(&vault)?;
                 vault.legacy_password = None;
@@ -167,7 +167,7 @@ impl Service {
             None => format!("{sub}/"),
         }
         .to_ascii_lowercase();
-        Ok(self.store.tx(|tx| tx.list_prefix(K_VAULT, &prefix))?)
+        Ok(self.store.read(|tx| tx.list_prefix(K_VAULT, &prefix))?)
     }
 
     pub fn delete_vault(&self, v: &VaultRef) -> ArmResult<bool> {
@@ -227,7 +227,7 @@ impl Service {
 
     pub fn get_item(&self, vault: &Vault, item_key: &str) -> Result<Option<Item>, store::Error> {
         self.store
-            .tx(|tx| tx.get(K_ITEM, &vault.vault.key(), item_key))
+            .read(|tx| tx.get(K_ITEM, &vault.vault.key(), item_key))
     }
 
     pub fn put_item(&self, vault: &Vault, item: &Item) -> ArmResult<()> {
@@ -240,7 +240,7 @@ impl Service {
     pub fn list_items(&self, vault: &Vault) -> ArmResult<Vec<Item>> {
         Ok(self
             .store
-            .tx(|tx| tx.list(K_ITEM, &vault.vault.key(), None))?)
+            .read(|tx| tx.list(K_ITEM, &vault.vault.key(), None))?)
     }
 
     pub fn recovery_points(
@@ -250,7 +250,7 @@ impl Service {
     ) -> Result<Vec<RecoveryPoint>, store::Error> {
         let mut v: Vec<RecoveryPoint> = self
             .store
-            .tx(|tx| tx.list(K_RP, &vault.vault.key(), Some(item_key)))?;
+            .read(|tx| tx.list(K_RP, &vault.vault.key(), Some(item_key)))?;
         v.sort_by_key(|p| std::cmp::Reverse(p.time));
         Ok(v)
     }
@@ -336,7 +336,7 @@ impl Service {
     // ---- jobs ----
 
     pub fn get_job_any(&self, id: &str) -> Result<Option<Job>, store::Error> {
-        let bodies = self.store.tx(|tx| tx.jobs_by_id(id))?;
+        let bodies = self.store.read(|tx| tx.jobs_by_id(id))?;
         bodies
             .map(|b| serde_json::from_str(&b))
             .transpose()
@@ -346,7 +346,7 @@ impl Service {
     pub fn get_job(&self, vault: &Vault, id: &str) -> ArmResult<Job> {
         let body = self
             .store
-            .tx(|tx| tx.get_job_body(&vault.vault.key(), &id.to_ascii_lowercase()))?;
+            .read(|tx| tx.get_job_body(&vault.vault.key(), &id.to_ascii_lowercase()))?;
         match body {
             Some(b) => serde_json::from_str(&b).map_err(ArmError::internal),
             None => Err(ArmError::new(
@@ -494,7 +494,7 @@ impl Service {
 
     pub fn get_op(&self, vault: &Vault, id: &str) -> ArmResult<Operation> {
         self.store
-            .tx(|tx| tx.get::<Operation>(K_OP, &vault.vault.key(), &id.to_ascii_lowercase()))?
+            .read(|tx| tx.get::<Operation>(K_OP, &vault.vault.key(), &id.to_ascii_lowercase()))?
             .ok_or_else(|| {
                 ArmError::new(
                     ArmCode::OperationNotFound,
@@ -509,7 +509,7 @@ impl Service {
     pub fn recover_interrupted(self: &Arc<Self>) -> anyhow::Result<(usize, usize)> {
         let bodies = self
             .store
-            .tx(|tx| tx.jobs_with_status(&["InProgress", "Cancelling"]))?;
+            .read(|tx| tx.jobs_with_status(&["InProgress", "Cancelling"]))?;
         let (mut ended, mut queued) = (0, 0);
         for b in bodies {
             let job: Job = serde_json::from_str(&b)?;

@@ -40,8 +40,15 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub struct Store {
+    /// The one writer: every transaction that writes goes through it (`BEGIN IMMEDIATE`).
     conn: Mutex<Connection>,
+    /// Read-only connections for reads (WAL lets them run next to the writer and each other).
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
 }
+
+/// Read-only connections per store.
+const READERS: usize = 4;
 
 /// One row of the jobs table, as the store sees it.
 pub struct JobRow {
@@ -106,8 +113,19 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         migrate(&conn)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            r.busy_timeout(std::time::Duration::from_secs(10))?;
+            readers.push(Mutex::new(r));
+        }
         Ok(Self {
             conn: Mutex::new(conn),
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -117,6 +135,26 @@ impl Store {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
         Ok(())
+    }
+
+    /// Runs the reads in `f` on a read-only connection, in one snapshot (a deferred transaction),
+    /// without waiting for the writer. A write in `f` fails.
+    pub fn read<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let start = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A free reader if there is one, else wait for the next in turn.
+        let mut conn = (0..self.readers.len())
+            .find_map(|i| self.readers[(start + i) % self.readers.len()].try_lock().ok())
+            .unwrap_or_else(|| {
+                self.readers[start % self.readers.len()]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+            });
+        let t = conn.transaction()?;
+        let out = f(&Tx(&t))?;
+        t.finish()?;
+        Ok(out)
     }
 
     /// Runs `f` in one immediate transaction: all of its writes land, or none.
