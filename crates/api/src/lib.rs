@@ -5,8 +5,10 @@
 pub mod export;
 pub mod filter;
 pub mod handlers;
+pub mod lookup;
 pub mod openapi;
 pub mod resources;
+pub mod restore;
 pub mod vault_config;
 
 use std::collections::HashMap;

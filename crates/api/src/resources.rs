@@ -10,7 +10,7 @@ use axum::http::Method;
 use axum::response::Response;
 use serde_json::Value;
 
-use crate::handlers::only;
+use crate::lookup::only;
 use crate::{ok, Req};
 use rsvault_jobs::service::Service;
 use rsvault_types::arm::{ArmCode, ArmError, ArmResult};

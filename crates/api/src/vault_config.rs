@@ -8,7 +8,8 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use crate::handlers::{find_item, find_rp, only, restore};
+use crate::lookup::{find_item, find_rp, only};
+use crate::restore;
 use crate::{accepted, filter, ok, Req};
 use rsvault_jobs::service::Service;
 use rsvault_jobs::status::USAGE_KINDS;

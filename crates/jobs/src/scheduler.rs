@@ -149,7 +149,9 @@ fn maintenance_runs(
             operation: Some(op.into()),
             ..Default::default()
         };
-        let last = svc.store.read(|tx| tx.list_jobs(&vault.vault.key(), &q, 1))?;
+        let last = svc
+            .store
+            .read(|tx| tx.list_jobs(&vault.vault.key(), &q, 1))?;
         let due = match last.first() {
             None => vault.created + Duration::hours(interval as i64) <= now,
             Some((body, _, _)) => {

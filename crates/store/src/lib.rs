@@ -117,7 +117,8 @@ impl Store {
         for _ in 0..READERS {
             let r = Connection::open_with_flags(
                 path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             r.busy_timeout(std::time::Duration::from_secs(10))?;
             readers.push(Mutex::new(r));
@@ -145,7 +146,11 @@ impl Store {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // A free reader if there is one, else wait for the next in turn.
         let mut conn = (0..self.readers.len())
-            .find_map(|i| self.readers[(start + i) % self.readers.len()].try_lock().ok())
+            .find_map(|i| {
+                self.readers[(start + i) % self.readers.len()]
+                    .try_lock()
+                    .ok()
+            })
             .unwrap_or_else(|| {
                 self.readers[start % self.readers.len()]
                     .lock()
