@@ -135,5 +135,6 @@ pub(crate) fn repo_config(
         password: svc
             .vault_password(vault)
             .map_err(|e| rsvault_engine::Error::WrongKey(format!("{e:#}")))?,
+        master_key: None,
     })
 }
