@@ -453,6 +453,10 @@ fn put_vault(svc: &Service, r: &Req, v: VaultRef) -> ArmResult<Response> {
             .map(|e| e.etag.clone())
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
         wrapped_key,
+        wrapped_master_key: existing
+            .as_ref()
+            .map(|e| e.wrapped_master_key.clone())
+            .unwrap_or_default(),
         legacy_password: existing.as_ref().and_then(|e| e.legacy_password.clone()),
         created: existing.as_ref().map(|e| e.created).unwrap_or(now),
     };

@@ -54,7 +54,8 @@ pub mod worker;
 
 pub use backup::backup;
 pub use repo::{
-    add_key, forget, init, key_id, list_keys, open_or_init, prune, remove_key, snapshot, snapshots,
+    add_key, forget, init, key_id, list_keys, master_key, open_or_init, open_or_init_master_key,
+    prune, remove_key, snapshot, snapshots,
 };
 pub use restore::{restore, restore_scoped};
 pub use verify::verify;
@@ -64,8 +65,42 @@ pub use verify::verify;
 pub struct RepoConfig {
     /// Local directory of the repository.
     pub path: PathBuf,
-    /// The vault key (restic password).
+    /// The vault key (restic password). Opens the repository through one of its key files, which
+    /// costs a scrypt derivation (N=2^17: ~0.4 s of CPU and 128 MiB) per open.
     pub password: String,
+    /// The repository's master key ([`master_key`]): when present, the repository is opened with
+    /// it directly, without reading a key file or deriving anything from the password. If it
+    /// does not decrypt the repository (stale: the repository was replaced), the password is
+    /// tried instead; with an empty password that is [`Error::WrongKey`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key: Option<MasterKey>,
+}
+
+/// A repository's master key: the encryption and MAC keys every key file of the repository wraps
+/// (restic's decrypted key-file payload, `{"mac":{"k":..,"r":..},"encrypt":..}`). Opaque to
+/// callers, who store it as a secret (it opens the repository like the password does) and hand
+/// it back in [`RepoConfig::master_key`]. Adding, rotating or removing key files does not change
+/// it; only a new repository has a new one.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MasterKey(String);
+
+impl MasterKey {
+    /// Takes a master key back from its stored text ([`MasterKey::as_str`]).
+    pub fn from_text(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The key as text (JSON), for storing it wrapped.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
 }
 
 /// What to back up.

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand, ValueEnum};
 use rsvault_engine::worker::{run_request, Request};
 use rsvault_engine::{
-    BackupOptions, Conflict, JobContext, Progress, RepoConfig, RestoreScope, RestoreSpec, Source,
-    Warning,
+    BackupOptions, Conflict, JobContext, MasterKey, Progress, RepoConfig, RestoreScope,
+    RestoreSpec, Source, Warning,
 };
 
 #[derive(Parser)]
@@ -25,8 +25,12 @@ struct RepoArgs {
     #[arg(long)]
     repo: PathBuf,
     /// File holding the vault key (a trailing newline is ignored).
+    #[arg(long, required_unless_present = "master_key_file")]
+    password_file: Option<PathBuf>,
+    /// File holding the repository's master key (as `master-key` prints it): opens the
+    /// repository without deriving a key from the password.
     #[arg(long)]
-    password_file: PathBuf,
+    master_key_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -42,6 +46,12 @@ enum Cmd {
     Worker,
     /// Create the repository, or open it if it exists.
     Init {
+        #[command(flatten)]
+        repo: RepoArgs,
+    },
+    /// Print the repository's master key (derived from the password once; creates the
+    /// repository if missing).
+    MasterKey {
         #[command(flatten)]
         repo: RepoArgs,
     },
@@ -132,12 +142,23 @@ impl JobContext for CliCtx {
     }
 }
 
+fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(text.strip_suffix('\r').unwrap_or(text).to_string())
+}
+
 fn repo_config(a: RepoArgs) -> anyhow::Result<RepoConfig> {
-    let pw = std::fs::read_to_string(&a.password_file)?;
-    let pw = pw.strip_suffix('\n').unwrap_or(&pw);
     Ok(RepoConfig {
         path: a.repo,
-        password: pw.strip_suffix('\r').unwrap_or(pw).to_string(),
+        password: match &a.password_file {
+            Some(p) => read_secret(p)?,
+            None => String::new(),
+        },
+        master_key: match &a.master_key_file {
+            Some(p) => Some(MasterKey::from_text(read_secret(p)?)),
+            None => None,
+        },
     })
 }
 
@@ -155,6 +176,9 @@ fn main() -> ExitCode {
             };
         }
         Cmd::Init { repo } => repo_config(repo).map(|repo| Request::Init { repo }),
+        Cmd::MasterKey { repo } => {
+            repo_config(repo).map(|repo| Request::MasterKey { repo, create: true })
+        }
         Cmd::Backup {
             repo,
             dir,

@@ -16,7 +16,7 @@ use rustic_core::{
     RusticError, RusticResult, WriteBackend,
 };
 
-use crate::{Error, RepoConfig, Result, SnapshotInfo};
+use crate::{Error, MasterKey, RepoConfig, Result, SnapshotInfo};
 
 /// rustic's messages carry guidance, context and backtraces: keep the part a caller can act on
 /// (any prefix the caller added, and rustic's "Message:" section).
@@ -192,7 +192,49 @@ fn has_config(cfg: &RepoConfig) -> bool {
     cfg.path.join("config").is_file()
 }
 
-/// Opens an existing repository. `veto` guards snapshot writes (see [`GuardedBackend`]).
+/// The rustic form of a stored master key, checked: rustic copies the parts into fixed-size
+/// arrays and would panic on a wrong length.
+fn parse_master_key(key: &MasterKey) -> Result<rustic_core::repofile::MasterKey> {
+    let malformed = |why: String| Error::WrongKey(format!("the master key is malformed: {why}"));
+    let parsed: rustic_core::repofile::MasterKey =
+        serde_json::from_str(key.as_str()).map_err(|e| malformed(e.to_string()))?;
+    let lengths = (parsed.encrypt.len(), parsed.mac.k.len(), parsed.mac.r.len());
+    if lengths != (32, 16, 16) {
+        return Err(malformed(format!(
+            "expected 32 + 16 + 16 key bytes, got {} + {} + {}",
+            lengths.0, lengths.1, lengths.2
+        )));
+    }
+    Ok(parsed)
+}
+
+/// Whether `err` is, or was caused by, a failed MAC check (rustic wraps the decryption error
+/// in one naming the file).
+fn is_mac_failure(err: &RusticError) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        // Sources are boxed once more on their way into `with_source`.
+        let rustic = e
+            .downcast_ref::<RusticError>()
+            .or_else(|| e.downcast_ref::<Box<RusticError>>().map(|b| &**b));
+        if rustic.is_some_and(|r| r.is_code("C001")) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+fn to_master_key(r: &Repository<OpenStatus>) -> Result<MasterKey> {
+    serde_json::to_string(&r.key())
+        .map(MasterKey)
+        .map_err(|e| Error::Repository(format!("cannot encode the master key: {e}")))
+}
+
+/// Opens an existing repository: with `cfg.master_key` if it has one (no key file is read and
+/// nothing is derived), else, or if that key does not decrypt this repository, with the
+/// password (scrypt through a key file). `veto` guards snapshot writes (see
+/// [`GuardedBackend`]).
 pub(crate) fn open_with(
     cfg: &RepoConfig,
     veto: Arc<AtomicBool>,
@@ -204,9 +246,41 @@ pub(crate) fn open_with(
             cfg.path.display()
         )));
     }
+    if let Some(key) = &cfg.master_key {
+        let failed = match parse_master_key(key) {
+            Ok(key) => match new_repo(cfg, veto.clone(), bars.clone())?
+                .open(&Credentials::Masterkey(key))
+            {
+                Ok(r) => return Ok(r),
+                // The config's MAC does not check out under this key: another repository's.
+                Err(e) if is_mac_failure(&e) => Error::WrongKey(
+                    "the master key does not decrypt this repository (it belongs to another \
+                     repository)"
+                        .into(),
+                ),
+                Err(e) => return Err(map_err(e)),
+            },
+            Err(e) => e,
+        };
+        if cfg.password.is_empty() {
+            return Err(failed);
+        }
+        // A stale key must not fail the job while the password still opens the repository;
+        // the caller learns the current key from `master_key`.
+        tracing::warn!(repo = %cfg.path.display(), "{failed}; opening with the password");
+    }
     new_repo(cfg, veto, bars)?
         .open(&Credentials::password(&cfg.password))
         .map_err(map_err)
+}
+
+/// Opens with the password only: key management needs to know which key file it opened.
+fn open_password(cfg: &RepoConfig) -> Result<Repository<OpenStatus>> {
+    let cfg = RepoConfig {
+        master_key: None,
+        ..cfg.clone()
+    };
+    open(&cfg)
 }
 
 pub(crate) fn open(cfg: &RepoConfig) -> Result<Repository<OpenStatus>> {
@@ -220,6 +294,11 @@ pub(crate) fn open(cfg: &RepoConfig) -> Result<Repository<OpenStatus>> {
 /// racing initialisations cannot interleave their key and config files: one wins, the other
 /// gets "already exists".
 pub fn init(repo: &RepoConfig) -> Result<()> {
+    init_master_key(repo).map(|_| ())
+}
+
+/// [`init`], returning the new repository's master key.
+fn init_master_key(repo: &RepoConfig) -> Result<MasterKey> {
     let exists = || {
         Error::Repository(format!(
             "a repository already exists at '{}'",
@@ -249,6 +328,7 @@ pub fn init(repo: &RepoConfig) -> Result<()> {
     let tmp_cfg = RepoConfig {
         path: tmp.clone(),
         password: repo.password.clone(),
+        master_key: None,
     };
     let mut config = ConfigOptions::default();
     config.set_version = Some(2);
@@ -262,14 +342,18 @@ pub fn init(repo: &RepoConfig) -> Result<()> {
                 &config,
             )
             .map_err(map_err)
-        });
-    if let Err(e) = created {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
+        })
+        .and_then(|r| to_master_key(&r));
+    let key = match created {
+        Ok(key) => key,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
     // Renaming onto a missing or empty directory succeeds; onto a repository it fails.
     match fs::rename(&tmp, &repo.path) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(key),
         Err(e) => {
             let _ = fs::remove_dir_all(&tmp);
             if has_config(repo) {
@@ -287,13 +371,27 @@ pub fn init(repo: &RepoConfig) -> Result<()> {
 /// Idempotent: opens the repository (checking the key) if it exists, creates it otherwise. Safe
 /// against a concurrent initialisation of the same path.
 pub fn open_or_init(repo: &RepoConfig) -> Result<()> {
+    open_or_init_master_key(repo).map(|_| ())
+}
+
+/// [`open_or_init`], returning the repository's master key (see [`master_key`]). On a new
+/// repository the key costs nothing extra: `init` made it.
+pub fn open_or_init_master_key(repo: &RepoConfig) -> Result<MasterKey> {
     if has_config(repo) {
-        return open(repo).map(|_| ());
+        return master_key(repo);
     }
-    match init(repo) {
-        Err(_) if has_config(repo) => open(repo).map(|_| ()),
+    match init_master_key(repo) {
+        Err(_) if has_config(repo) => master_key(repo),
         other => other,
     }
+}
+
+/// The repository's master key, for [`RepoConfig::master_key`]: derived from the password once
+/// (one scrypt), it opens the repository from then on without any derivation. Key files added,
+/// rotated or removed later wrap the same master key, so it stays valid for the repository's
+/// life.
+pub fn master_key(repo: &RepoConfig) -> Result<MasterKey> {
+    to_master_key(&open(repo)?)
 }
 
 pub(crate) fn snapshot_info(snap: &SnapshotFile) -> SnapshotInfo {
@@ -368,16 +466,16 @@ pub fn prune(repo: &RepoConfig) -> Result<()> {
 /// Rotation is `add_key` with the new password followed by `remove_key` of the old key's id
 /// (opened with the new password).
 pub fn add_key(repo: &RepoConfig, new_password: &str) -> Result<String> {
-    let r = open(repo)?;
+    let r = open_password(repo)?;
     let id = r
         .add_key(new_password, &KeyOptions::default())
         .map_err(map_err)?;
     Ok(id.to_hex().to_string())
 }
 
-/// The id of the key that `repo.password` opens.
+/// The id of the key that `repo.password` opens (the master key is not used here).
 pub fn key_id(repo: &RepoConfig) -> Result<String> {
-    let r = open(repo)?;
+    let r = open_password(repo)?;
     r.key_id()
         .map(|k| k.to_hex().to_string())
         .ok_or_else(|| Error::Repository("repository opened without a key file".into()))
@@ -394,9 +492,10 @@ pub fn list_keys(repo: &RepoConfig) -> Result<Vec<String>> {
     Ok(keys)
 }
 
-/// Removes a key (full id or unique prefix). The key `repo.password` opens cannot be removed.
+/// Removes a key (full id or unique prefix). The key `repo.password` opens cannot be removed
+/// (so the repository is opened with the password here, never with the master key).
 pub fn remove_key(repo: &RepoConfig, key_id: &str) -> Result<()> {
-    let r = open(repo)?;
+    let r = open_password(repo)?;
     let ids: Vec<KeyId> = r.list::<KeyId>().map_err(map_err)?.collect();
     let matches: Vec<_> = ids
         .into_iter()

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BackupOptions, BackupOutcome, Error, JobContext, Progress, RepoConfig, RestoreOutcome,
-    RestoreScope, RestoreSpec, Result, SnapshotInfo, Source, VerifyReport, Warning,
+    BackupOptions, BackupOutcome, Error, JobContext, MasterKey, Progress, RepoConfig,
+    RestoreOutcome, RestoreScope, RestoreSpec, Result, SnapshotInfo, Source, VerifyReport, Warning,
 };
 
 /// Environment variable with the child's address-space limit in MiB (`0`: unlimited).
@@ -42,6 +42,14 @@ pub enum Request {
     /// Open-or-init: idempotent.
     Init {
         repo: RepoConfig,
+    },
+    /// The repository's master key, for later requests' [`RepoConfig::master_key`] (one
+    /// password derivation now instead of one per request). With `create`, open-or-init
+    /// (idempotent, like `Init`); without, a missing repository is an error.
+    MasterKey {
+        repo: RepoConfig,
+        #[serde(default)]
+        create: bool,
     },
     Backup {
         repo: RepoConfig,
@@ -89,6 +97,7 @@ pub enum Request {
 #[serde(tag = "op", content = "value", rename_all = "snake_case")]
 pub enum Response {
     Init,
+    MasterKey(MasterKey),
     Backup(BackupOutcome),
     Restore(RestoreOutcome),
     Snapshots(Vec<SnapshotInfo>),
@@ -157,6 +166,11 @@ pub fn run_request(request: &Request, ctx: &dyn JobContext) -> Result<Response> 
             crate::open_or_init(repo)?;
             Response::Init
         }
+        Request::MasterKey { repo, create } => Response::MasterKey(if *create {
+            crate::open_or_init_master_key(repo)?
+        } else {
+            crate::master_key(repo)?
+        }),
         Request::Backup {
             repo,
             source,

@@ -125,7 +125,9 @@ pub(crate) fn engine_call(
     }
 }
 
-/// The engine's view of a vault's repository, its key unwrapped for the worker's pipe only.
+/// The engine's view of a vault's repository, its keys unwrapped for the worker's pipe only:
+/// the password, and the master key when one is stored (the worker then opens the repository
+/// without deriving a key from the password).
 pub(crate) fn repo_config(
     svc: &Service,
     vault: &Vault,
@@ -135,5 +137,43 @@ pub(crate) fn repo_config(
         password: svc
             .vault_password(vault)
             .map_err(|e| rsvault_engine::Error::WrongKey(format!("{e:#}")))?,
+        master_key: svc
+            .vault_master_key(vault)
+            .map(rsvault_engine::MasterKey::from_text),
     })
+}
+
+/// [`repo_config`], with the master key derived first if the vault has none stored yet: one
+/// scrypt per vault (in a worker of its own, then stored wrapped), not one per engine call.
+/// `create`: create the repository if it does not exist (a first backup; the new repository's
+/// key costs no derivation at all). Without it a missing repository is left to the caller.
+pub(crate) async fn keyed_repo_config(
+    ctx: &Arc<Ctx>,
+    vault: &Vault,
+    create: bool,
+) -> Result<rsvault_engine::RepoConfig, rsvault_engine::Error> {
+    use rsvault_engine::worker::{Request, Response};
+    let svc = &ctx.svc;
+    let mut repo = repo_config(svc, vault)?;
+    let exists = repo.path.join("config").exists();
+    if (exists && repo.master_key.is_some()) || (!exists && !create) {
+        return Ok(repo);
+    }
+    let request = Request::MasterKey {
+        repo: repo.clone(),
+        create,
+    };
+    match engine_call(svc, ctx, request).await? {
+        Response::MasterKey(key) => {
+            if let Err(e) = svc.store_master_key(vault, key.as_str()) {
+                // Only a cache of what the password opens: the next job derives it again.
+                tracing::warn!(vault = %vault.vault.key(), "storing the master key: {e}");
+            }
+            repo.master_key = Some(key);
+            Ok(repo)
+        }
+        other => Err(rsvault_engine::Error::Worker(format!(
+            "unexpected worker answer {other:?}"
+        ))),
+    }
 }

@@ -9,7 +9,7 @@ use rsvault_engine::worker::{Request, Response};
 use rsvault_engine::Error as EngineError;
 use serde::Serialize;
 
-use crate::context::{engine_call, repo_config, Ctx, Outcome};
+use crate::context::{engine_call, keyed_repo_config, Ctx, Outcome};
 use crate::retention::{self, Decision, PointIn, Protection};
 use crate::service::{Service, K_ITEM, K_POLICY, K_RP};
 use rsvault_types::job::{codes, Job, JobError};
@@ -138,7 +138,7 @@ pub(crate) async fn garbage_collect(
         })
         .map_err(store_err)?;
 
-    let repo = repo_config(svc, vault)?;
+    let repo = keyed_repo_config(&ctx, vault, false).await?;
     if !repo.path.join("config").exists() {
         svc.update_job(&job.id, |j| {
             j.property_bag
@@ -211,7 +211,7 @@ pub(crate) async fn verify(
     read_data_percent: Option<u8>,
 ) -> Result<Outcome, EngineError> {
     let key = vault.vault.key();
-    let repo = repo_config(svc, vault)?;
+    let repo = keyed_repo_config(&ctx, vault, false).await?;
     let now = Utc::now();
     let report = if repo.path.join("config").exists() {
         match engine_call(

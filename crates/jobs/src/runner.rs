@@ -20,7 +20,7 @@ use rsvault_engine::JobContext;
 use rsvault_types::job::{codes, Conflict, Job, JobError, Work};
 use rsvault_types::model::{Item, RecoveryPoint, SourceInfo, Vault, Workload};
 
-use crate::context::{engine_call, repo_config, Ctx, Outcome};
+use crate::context::{engine_call, keyed_repo_config, repo_config, Ctx, Outcome};
 use crate::service::Service;
 use crate::state::{transition, Event, State};
 
@@ -281,11 +281,9 @@ async fn backup(
         host: Some(source.host_name.clone()),
         bytes_per_second: (limit > 0).then_some(limit),
     };
-    let repo = repo_config(svc, vault)?;
-    if !repo.path.join("config").exists() {
-        // First backup into this vault: create its repository (idempotent if another job raced us).
-        engine_call(svc, &ctx, Request::Init { repo: repo.clone() }).await?;
-    }
+    // The first backup into this vault creates its repository (idempotent if another job raced
+    // us); every job opens it by its master key.
+    let repo = keyed_repo_config(&ctx, vault, true).await?;
     let t0 = Instant::now();
     let resp = engine_call(
         svc,
@@ -432,7 +430,7 @@ async fn restore(
         svc,
         &ctx,
         Request::RestoreScoped {
-            repo: repo_config(svc, vault)?,
+            repo: keyed_repo_config(&ctx, vault, false).await?,
             spec,
             scope,
         },

@@ -64,6 +64,12 @@ pub fn interrupt(j: &mut Job, why: &str) {
     }
 }
 
+/// What a vault's wrapped master key is bound to: distinct from its password's context, so one
+/// can never be unwrapped as the other.
+fn master_key_context(v: &VaultRef) -> String {
+    format!("{}#masterkey", v.key())
+}
+
 /// A decimal recovery point id, increasing with time.
 pub fn new_recovery_point_id() -> String {
     let micros = Utc::now().timestamp_micros().max(0) as u64;
@@ -114,6 +120,37 @@ impl Service {
         }
     }
 
+    /// The vault's repository master key, in plain text, if one is stored: for the engine
+    /// worker's pipe only. One that does not unwrap (e.g. a KEK rotation cut short) is ignored:
+    /// the next job derives it again from the password.
+    pub fn vault_master_key(&self, vault: &Vault) -> Option<String> {
+        if vault.wrapped_master_key.is_empty() {
+            return None;
+        }
+        self.kek
+            .unwrap(&vault.wrapped_master_key, &master_key_context(&vault.vault))
+            .map_err(|e| {
+                tracing::warn!(vault = %vault.vault.key(), "ignoring the stored master key: {e:#}");
+            })
+            .ok()
+    }
+
+    /// Stores the master key of `vault`'s repository, wrapped. Re-reads the vault in the same
+    /// transaction, so a concurrent update of the vault is kept; a vault deleted (or deleted and
+    /// created again, with another repository) meanwhile gets nothing.
+    pub fn store_master_key(&self, vault: &Vault, master_key: &str) -> Result<(), store::Error> {
+        let key = vault.vault.key();
+        let wrapped = self.kek.wrap(master_key, &master_key_context(&vault.vault));
+        self.store
+            .tx(|tx| match tx.get::<Vault>(K_VAULT, &key, "")? {
+                Some(mut current) if current.etag == vault.etag => {
+                    current.wrapped_master_key = wrapped;
+                    tx.put(K_VAULT, &key, "", "", &current)
+                }
+                _ => Ok(()),
+            })
+    }
+
     /// Wraps the keys of vaults stored before keys were wrapped, then rewrites the database
     /// file so no page keeps the plain text. Returns how many.
     pub fn wrap_legacy_keys(&self) -> anyhow::Result<usize> {
@@ -143,6 +180,10 @@ impl Service {
                 let plain = self.vault_password(&vault)?;
                 vault.legacy_password = None;
                 vault.wrapped_key = new.wrap(&plain, &vault.vault.key());
+                vault.wrapped_master_key = self
+                    .vault_master_key(&vault)
+                    .map(|k| new.wrap(&k, &master_key_context(&vault.vault)))
+                    .unwrap_or_default();
                 out.push((key, vault));
             }
         }

@@ -45,6 +45,13 @@ pub struct Vault {
     /// key-encryption key (`rsvault_jobs::secrets`); never stored in plain text.
     #[serde(default)]
     pub wrapped_key: String,
+    /// The repository's master key (what the password's key file wraps), wrapped like
+    /// `wrapped_key` under the context `"<store key>#masterkey"`: engine workers open the
+    /// repository with it and derive nothing from the password. Empty until the first job that
+    /// opens the repository stores it. A cache of what the password opens: one that no longer
+    /// unwraps is ignored and derived again.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub wrapped_master_key: String,
     /// The plain key of a vault stored before keys were wrapped: wrapped, and removed from the
     /// store, at the next start.
     #[serde(default, rename = "password", skip_serializing_if = "Option::is_none")]

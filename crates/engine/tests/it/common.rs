@@ -69,6 +69,7 @@ impl Fixture {
         let repo = RepoConfig {
             path: dir.path().join("repo"),
             password: PASSWORD.into(),
+            master_key: None,
         };
         rsvault_engine::init(&repo).unwrap();
         Self { dir, repo }

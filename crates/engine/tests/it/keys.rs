@@ -28,6 +28,7 @@ fn racing_open_or_init_creates_one_repository() {
     let repo = rsvault_engine::RepoConfig {
         path: dir.path().join("vault/repo"),
         password: PASSWORD.into(),
+        master_key: None,
     };
     std::thread::scope(|s| {
         for _ in 0..3 {

@@ -5,6 +5,7 @@ mod common;
 mod corruption;
 mod disks;
 mod keys;
+mod master_key;
 mod restic;
 mod restore;
 mod roundtrip;

@@ -220,3 +220,62 @@ fn a_plain_text_key_from_an_older_store_is_wrapped_at_start() {
     assert_eq!(export_key(&s2).1, password);
     s2.backup_completed(&v, &item);
 }
+
+/// The vault as the store holds it (read next to a running server: the store is in WAL mode).
+fn stored_vault(data: &Path) -> rsvault_types::model::Vault {
+    let store = rsvault_store::Store::open(&data.join("rsvault.db")).unwrap();
+    let key = format!("{SUB}/rg1/v1").to_ascii_lowercase();
+    store
+        .tx(|tx| tx.get(rsvault_jobs::service::K_VAULT, &key, ""))
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn jobs_open_the_repository_by_its_wrapped_master_key() {
+    let env = Env::new();
+    let mut s = Server::start(&env, "");
+    let (v, item) = s.protected_share("v1");
+    s.backup_completed(&v, &item);
+    let (repo, password) = export_key(&s);
+    s.kill9();
+    let wrapped = stored_vault(&s.data).wrapped_master_key;
+    assert!(wrapped.starts_with("kek1:"), "{wrapped:?}");
+    // Only wrapped: the key's AES part is nowhere in the data dir in plain text.
+    let master_key = rsvault_engine::master_key(&rsvault_engine::RepoConfig {
+        path: repo.clone().into(),
+        password: password.clone(),
+        master_key: None,
+    })
+    .unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(master_key.as_str()).unwrap();
+    let aes = parsed["encrypt"].as_str().unwrap();
+    let hits = files_containing(&s.data, aes.as_bytes());
+    assert!(hits.is_empty(), "the master key in plain text in {hits:?}");
+
+    // A vault stored before master keys were kept: its next job derives and stores the key.
+    {
+        let store = rsvault_store::Store::open(&s.data.join("rsvault.db")).unwrap();
+        let key = format!("{SUB}/rg1/v1").to_ascii_lowercase();
+        store
+            .tx(|tx| {
+                let mut vault: rsvault_types::model::Vault =
+                    tx.get(rsvault_jobs::service::K_VAULT, &key, "")?.unwrap();
+                vault.wrapped_master_key.clear();
+                tx.put(rsvault_jobs::service::K_VAULT, &key, "", "", &vault)
+            })
+            .unwrap();
+    }
+    let (data, config) = (s.data.clone(), s.config.clone());
+    drop(s);
+    let s2 = Server::start_with(&data, &config);
+    s2.backup_completed(&v, &item);
+    assert!(stored_vault(&data).wrapped_master_key.starts_with("kek1:"));
+
+    // Jobs no longer need a key file (nor derive anything from the password): with every key
+    // file gone, backups still complete.
+    for entry in std::fs::read_dir(Path::new(&repo).join("keys")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    s2.backup_completed(&v, &item);
+}
