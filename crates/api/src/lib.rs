@@ -5,8 +5,11 @@
 pub mod export;
 pub mod filter;
 pub mod handlers;
+pub mod items;
+pub mod jobs;
 pub mod lookup;
 pub mod openapi;
+pub mod policies;
 pub mod resources;
 pub mod restore;
 pub mod vault_config;

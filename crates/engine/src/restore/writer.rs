@@ -1,0 +1,404 @@
+//! The restore's write side: every create, chmod, chown, utimes, link and device node made
+//! relative to an opened directory without following symlinks, files written under a temporary
+//! name and renamed over the original.
+
+use super::*;
+
+pub(super) fn stat_id(st: &FileStat) -> (u64, u64) {
+    #[allow(clippy::useless_conversion)]
+    (u64::from(st.st_dev), u64::from(st.st_ino))
+}
+
+/// The parent directory of the last entry, reopened only when the entry's parent changes
+/// (entries come sorted, so mostly it does not).
+#[derive(Default)]
+pub(super) struct ParentCache {
+    pub(super) last: Option<(PathBuf, OwnedFd)>,
+}
+
+impl ParentCache {
+    pub(super) fn get<'a>(
+        &mut self,
+        target: &Beneath,
+        rel: &'a Path,
+    ) -> io::Result<(&OwnedFd, &'a OsStr)> {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let name = rel
+            .file_name()
+            .ok_or_else(|| io::Error::other("an entry without a name"))?;
+        if self.last.as_ref().is_none_or(|(p, _)| p != parent) {
+            let fd = target.dir(parent)?;
+            self.last = Some((parent.to_path_buf(), fd));
+        }
+        Ok((&self.last.as_ref().expect("set").1, name))
+    }
+}
+
+pub(super) fn temp_name(i: usize, attempt: u32) -> OsString {
+    OsString::from(format!(
+        ".rsvault-restore-{}-{i}-{attempt}.tmp",
+        std::process::id()
+    ))
+}
+
+/// Creates a new temporary file in `dir` (never an existing name, never through a symlink).
+pub(super) fn create_temp(dir: &OwnedFd, i: usize) -> io::Result<(OsString, File)> {
+    for attempt in 0..16 {
+        let name = temp_name(i, attempt);
+        match openat(
+            dir,
+            name.as_os_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        ) {
+            Ok(fd) => return Ok((name, File::from(fd))),
+            // Left by an earlier worker with the same pid that crashed.
+            Err(Errno::EEXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::other("no free temporary name"))
+}
+
+/// The write side of one restore: everything relative to `target`.
+pub(super) struct Writer<'a> {
+    pub(super) target: &'a Beneath,
+    pub(super) shown: &'a Path,
+    pub(super) scope: &'a RestoreScope,
+    pub(super) is_root: bool,
+}
+
+impl Writer<'_> {
+    /// Opens the file `job` writes (its temporary file, or the device in place) for writing,
+    /// without following symlinks, and checks it is still the one created.
+    pub(super) fn reopen(&self, entry: &Entry, job: &FileJob) -> Result<File> {
+        let path = self.shown.join(&entry.rel);
+        crate::failpoint::hit("restore.open", &path.to_string_lossy());
+        let (dir, name) = self
+            .target
+            .parent(&entry.rel)
+            .map_err(|e| io_error(&path, &e))?;
+        let name = job.tmp.as_deref().unwrap_or(name);
+        let fd = openat(
+            &dir,
+            name,
+            OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_error(&path, &nix_io(e)))?;
+        let st = fstat(&fd).map_err(|e| io_error(&path, &nix_io(e)))?;
+        if stat_id(&st) != job.id {
+            return Err(Error::Repository(format!(
+                "restore target '{}': the file being written was replaced by another one during the restore; it was not written to",
+                path.display()
+            )));
+        }
+        Ok(File::from(fd))
+    }
+
+    /// Completes a file whose segments are all written: sync, metadata through the descriptor,
+    /// then the rename over the original. Damaged files are removed instead.
+    pub(super) fn finish_file(
+        &self,
+        entry: &Entry,
+        job: &FileJob,
+        file: &File,
+        in_the_way: Option<(bool, bool)>,
+        shared: &Shared,
+    ) -> Result<()> {
+        let path = self.shown.join(&entry.rel);
+        let (dir, name) = self
+            .target
+            .parent(&entry.rel)
+            .map_err(|e| io_error(&path, &e))?;
+        let Some(tmp) = &job.tmp else {
+            // In place (a block device): its metadata is the device's, not the image's.
+            file.sync_all().map_err(|e| io_error(&path, &e))?;
+            job.settled.store(true, Ordering::SeqCst);
+            return Ok(());
+        };
+        if job.damaged.load(Ordering::SeqCst) {
+            let _ = nix::unistd::unlinkat(
+                &dir,
+                tmp.as_os_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+            job.settled.store(true, Ordering::SeqCst);
+            return Ok(());
+        }
+        file.sync_all().map_err(|e| io_error(&path, &e))?;
+        let mut warnings = Vec::new();
+        self.set_metadata_fd(file, &entry.node, &entry.rel, &mut warnings);
+        if !warnings.is_empty() {
+            shared.warnings.lock().expect("warnings").extend(warnings);
+        }
+        self.rename_into_place(&dir, tmp, name, in_the_way)
+            .map_err(|e| io_error(&path, &e))?;
+        job.settled.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Renames `tmp` over `name` in `dir`; a directory in the way goes first (a rename cannot
+    /// replace it), and only now that its replacement is complete.
+    pub(super) fn rename_into_place(
+        &self,
+        dir: &OwnedFd,
+        tmp: &OsStr,
+        name: &OsStr,
+        in_the_way: Option<(bool, bool)>,
+    ) -> io::Result<()> {
+        if in_the_way.is_some_and(|(is_dir, _)| is_dir) {
+            match confine::remove_all(dir, name) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        renameat(dir, tmp, dir, name).map_err(nix_io)
+    }
+
+    /// Removes the temporary files of every file not renamed into place.
+    pub(super) fn clean_up(&self, entries: &[Entry], files: &[FileJob]) {
+        for f in files {
+            if f.settled.load(Ordering::SeqCst) {
+                continue;
+            }
+            if let (Some(tmp), Ok((dir, _))) = (&f.tmp, self.target.parent(&entries[f.entry].rel)) {
+                let _ = nix::unistd::unlinkat(
+                    &dir,
+                    tmp.as_os_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+            }
+        }
+    }
+
+    /// Makes `name` a hard link to the restored `canonical`. `Ok(true)`: created.
+    pub(super) fn link(
+        &self,
+        canonical: &Path,
+        dir: &OwnedFd,
+        name: &OsStr,
+        i: usize,
+        in_the_way: Option<(bool, bool)>,
+    ) -> io::Result<bool> {
+        let (cdir, cname) = self.target.parent(canonical)?;
+        self.create_then_place(dir, name, i, in_the_way, |at| {
+            nix::unistd::linkat(&cdir, cname, dir, at, AtFlags::empty()).map_err(nix_io)
+        })?;
+        Ok(true)
+    }
+
+    /// Creates `name` with `make` (which gets the name to create): directly when nothing is in
+    /// the way, else under a temporary name renamed over what is there.
+    pub(super) fn create_then_place(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        i: usize,
+        in_the_way: Option<(bool, bool)>,
+        make: impl Fn(&OsStr) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if in_the_way.is_none() {
+            return make(name);
+        }
+        let mut attempt = 0;
+        let tmp = loop {
+            let tmp = temp_name(i, attempt);
+            match make(&tmp) {
+                Ok(()) => break tmp,
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) && attempt < 16 => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        self.rename_into_place(dir, &tmp, name, in_the_way)
+            .inspect_err(|_| {
+                let _ = nix::unistd::unlinkat(
+                    dir,
+                    tmp.as_os_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+            })
+    }
+
+    /// Creates a symlink or special file. `Ok(false)`: left out on purpose (a warning says so).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn special(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        node: &Node,
+        i: usize,
+        in_the_way: Option<(bool, bool)>,
+        warnings: &mut Vec<Warning>,
+        rel: &Path,
+    ) -> io::Result<bool> {
+        let perm = Mode::from_bits_truncate(0o600);
+        let (kind_flag, dev) = match &node.node_type {
+            NodeType::Symlink { .. } => {
+                let link = node.node_type.to_link();
+                self.create_then_place(dir, name, i, in_the_way, |at| {
+                    nix::unistd::symlinkat(link, dir, at).map_err(nix_io)
+                })?;
+                return Ok(true);
+            }
+            NodeType::Fifo => (SFlag::S_IFIFO, 0),
+            NodeType::Socket => (SFlag::S_IFSOCK, 0),
+            NodeType::Dev { device } => (SFlag::S_IFBLK, *device),
+            NodeType::Chardev { device } => (SFlag::S_IFCHR, *device),
+            NodeType::Dir | NodeType::File => return Ok(false),
+        };
+        if !self.scope.original_location
+            && matches!(
+                node.node_type,
+                NodeType::Fifo | NodeType::Dev { .. } | NodeType::Chardev { .. }
+            )
+        {
+            warnings.push(Warning {
+                path: rel.to_string_lossy().into_owned(),
+                reason: format!(
+                    "{} not restored: device nodes and FIFOs are recreated only by an original-location restore",
+                    kind(node)
+                ),
+            });
+            return Ok(false);
+        }
+        self.create_then_place(dir, name, i, in_the_way, |at| {
+            nix::sys::stat::mknodat(dir, at, kind_flag, perm, dev).map_err(nix_io)
+        })?;
+        Ok(true)
+    }
+
+    /// The mode to set: setuid/setgid bits only in the original location.
+    pub(super) fn mode_for(
+        &self,
+        node: &Node,
+        rel: &Path,
+        warnings: &mut Vec<Warning>,
+    ) -> Option<Mode> {
+        let mut mode = unix_perm_from_go(node.meta.mode?);
+        if !self.scope.original_location && mode & 0o6000 != 0 {
+            mode &= !0o6000;
+            warnings.push(Warning {
+                path: rel.to_string_lossy().into_owned(),
+                reason: "setuid/setgid bits not restored: an alternate-location restore never recreates them".into(),
+            });
+        }
+        Some(Mode::from_bits_truncate(mode))
+    }
+
+    /// Owner (as root), mode and times through an open descriptor: nothing to follow.
+    pub(super) fn set_metadata_fd(
+        &self,
+        fd: &impl AsFd,
+        node: &Node,
+        rel: &Path,
+        warnings: &mut Vec<Warning>,
+    ) {
+        let mut fail = |what: &str, e: &dyn std::fmt::Display| {
+            warnings.push(Warning {
+                path: rel.to_string_lossy().into_owned(),
+                reason: format!("could not restore {what}: {e}"),
+            });
+        };
+        let meta = &node.meta;
+        if self.is_root {
+            // Before the mode: a change of owner clears setuid/setgid bits.
+            if let Err(e) = nix::unistd::fchown(
+                fd,
+                meta.uid.map(nix::unistd::Uid::from_raw),
+                meta.gid.map(nix::unistd::Gid::from_raw),
+            ) {
+                fail("ownership", &e);
+            }
+        }
+        let mut mode_warnings = Vec::new();
+        if let Some(mode) = self.mode_for(node, rel, &mut mode_warnings) {
+            if let Err(e) = nix::sys::stat::fchmod(fd, mode) {
+                fail("permissions", &e);
+            }
+        }
+        if let Some((atime, mtime)) = times(node) {
+            if let Err(e) = nix::sys::stat::futimens(fd, &atime, &mtime) {
+                fail("times", &e);
+            }
+        }
+        warnings.extend(mode_warnings);
+    }
+
+    /// Owner, mode and times of a symlink or special file by name, never following a symlink.
+    pub(super) fn set_metadata_at(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        node: &Node,
+        rel: &Path,
+        warnings: &mut Vec<Warning>,
+    ) {
+        let mut fail = |what: &str, e: &dyn std::fmt::Display| {
+            warnings.push(Warning {
+                path: rel.to_string_lossy().into_owned(),
+                reason: format!("could not restore {what}: {e}"),
+            });
+        };
+        let meta = &node.meta;
+        if self.is_root {
+            if let Err(e) = nix::unistd::fchownat(
+                dir,
+                name,
+                meta.uid.map(nix::unistd::Uid::from_raw),
+                meta.gid.map(nix::unistd::Gid::from_raw),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                fail("ownership", &e);
+            }
+        }
+        let mut mode_warnings = Vec::new();
+        if !node.is_symlink() {
+            if let Some(mode) = self.mode_for(node, rel, &mut mode_warnings) {
+                // With AT_SYMLINK_NOFOLLOW a symlink swapped in is refused, not followed.
+                if let Err(e) = nix::sys::stat::fchmodat(
+                    dir,
+                    name,
+                    mode,
+                    nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+                ) {
+                    fail("permissions", &e);
+                }
+            }
+        }
+        if let Some((atime, mtime)) = times(node) {
+            if let Err(e) = nix::sys::stat::utimensat(
+                dir,
+                name,
+                &atime,
+                &mtime,
+                nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+            ) {
+                fail("times", &e);
+            }
+        }
+        warnings.extend(mode_warnings);
+    }
+}
+
+pub(super) fn times(node: &Node) -> Option<(nix::sys::time::TimeSpec, nix::sys::time::TimeSpec)> {
+    use nix::sys::time::TimeSpec;
+    let ts = |t: rustic_core::jiff::Timestamp| {
+        TimeSpec::new(t.as_second(), i64::from(t.subsec_nanosecond()))
+    };
+    let mtime = node.meta.mtime?;
+    Some((ts(node.meta.atime.unwrap_or(mtime)), ts(mtime)))
+}
+
+pub(super) fn kind(node: &Node) -> &'static str {
+    match node.node_type {
+        NodeType::Symlink { .. } => "symlink",
+        NodeType::Fifo => "fifo",
+        NodeType::Socket => "socket",
+        NodeType::Dev { .. } => "block device",
+        NodeType::Chardev { .. } => "character device",
+        NodeType::Dir => "directory",
+        NodeType::File => "file",
+    }
+}
