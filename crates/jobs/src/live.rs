@@ -42,8 +42,8 @@ impl Runner {
         }
     }
 
-    /// Tells the dispatcher that a job was stored in the queue.
-    pub fn enqueue(&self, _job_id: &str) {
+    /// Tells the dispatcher that the store's queue has work (it claims from the store).
+    pub fn notify_queued(&self) {
         self.wake.notify_one();
     }
 

@@ -53,8 +53,13 @@ impl Service {
     /// Says in each waiting job why it waits (the wire shows it `InProgress`), writing only what
     /// changed.
     pub fn explain_queued(&self) -> Result<(), store::Error> {
+        // Most ticks have nothing queued: find out on a reader before taking the write lock.
+        let waiting = self.store.read(|tx| tx.queued_reasons(100))?;
+        if waiting.is_empty() {
+            return Ok(());
+        }
         self.store.tx(|tx| {
-            for (id, reason) in tx.queued_reasons(100)? {
+            for (id, reason) in waiting {
                 let text = match reason {
                     "item" => "Waiting for an earlier job of this item to finish.",
                     "vault" => "Waiting for vault maintenance, or for the vault's jobs before it, to finish.",
@@ -82,7 +87,7 @@ impl Service {
     /// Signals the cancel flag of every job running here that a client asked to cancel, through
     /// whichever node it asked.
     pub fn poll_cancel_requests(&self) -> Result<(), store::Error> {
-        for id in self.store.tx(|tx| tx.cancel_requests_of(&self.node_id))? {
+        for id in self.store.read(|tx| tx.cancel_requests_of(&self.node_id))? {
             self.runner.signal_cancel(&id);
         }
         Ok(())

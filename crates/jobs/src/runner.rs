@@ -33,7 +33,10 @@ pub async fn dispatch(svc: Arc<Service>) {
         tracing::error!("the job dispatcher was started twice");
         return;
     }
-    let renew_every = std::time::Duration::from_secs((svc.config.runner.lease_seconds / 3).max(1));
+    // A third of the lease, so one missed renewal is survivable; at most 10 s, so a silent
+    // node's jobs end within lease_seconds + 15 s (the reaper runs on the same beat).
+    let renew_every =
+        std::time::Duration::from_secs((svc.config.runner.lease_seconds / 3).clamp(1, 10));
     let mut last_renew = Instant::now();
     loop {
         loop {
@@ -49,17 +52,18 @@ pub async fn dispatch(svc: Arc<Service>) {
         if let Err(e) = svc.explain_queued() {
             tracing::warn!("describing queued jobs: {e}");
         }
+        // Leases and the reaper need a write each; a third of the lease is often enough for both.
         if last_renew.elapsed() >= renew_every {
             last_renew = Instant::now();
             if let Err(e) = svc.renew_leases() {
                 tracing::error!("renewing job leases: {e}");
             }
+            if let Err(e) = svc.reap_expired() {
+                tracing::error!("reaping expired job leases: {e}");
+            }
         }
         if let Err(e) = svc.poll_cancel_requests() {
             tracing::warn!("reading cancel requests: {e}");
-        }
-        if let Err(e) = svc.reap_expired() {
-            tracing::error!("reaping expired job leases: {e}");
         }
         tokio::select! {
             _ = svc.runner.wake.notified() => {}

@@ -445,7 +445,7 @@ impl Service {
             Ok(())
         })?;
         if !matches!(job.work, Work::Instant) {
-            self.runner.enqueue(&job.id);
+            self.runner.notify_queued();
         }
         Ok(job)
     }
@@ -568,7 +568,7 @@ impl Service {
             self.finish_cancel_op(&j);
             ended += 1;
         }
-        self.runner.enqueue("");
+        self.runner.notify_queued();
         Ok((ended, queued))
     }
 
