@@ -78,6 +78,7 @@ fn main() -> anyhow::Result<()> {
                     errors: vec![],
                     cancel_op: None,
                     work: Work::Instant,
+                    needs: String::new(),
                 };
                 job.finish(status);
                 job.end = Some(start + Duration::seconds(20));
