@@ -162,6 +162,15 @@ impl Postgres {
     }
 }
 
+impl Drop for Postgres {
+    /// A `postgres::Client` closes its connection by blocking on its own runtime, which panics
+    /// on a thread that drives async tasks: close the pool on a plain thread.
+    fn drop(&mut self) {
+        let pool = std::mem::take(&mut self.pool);
+        let _ = std::thread::spawn(move || drop(pool)).join();
+    }
+}
+
 /// Runs blocking database work without stalling the async runtime: inside `block_in_place` on a
 /// runtime worker thread, directly anywhere else.
 fn off_runtime<T>(f: impl FnOnce() -> T) -> T {

@@ -294,3 +294,59 @@ fn assert_nothing_in_progress(s: &Server, v: &str) {
         .collect();
     assert!(stuck.is_empty(), "{stuck:?}");
 }
+
+#[test]
+fn schedulers_of_several_nodes_never_double_run_a_slot() {
+    use chrono::TimeZone;
+    let d = deployment("[scheduler]\nenabled = false");
+    let v = d.nodes[0].setup_vault("v1"); // policies run daily at 02:00 UTC
+    let items: Vec<String> = (1..=3).map(|i| share_item(&v, i)).collect();
+    for item in &items {
+        d.nodes[1].protect(&v, item);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    // Three schedulers (each its own node) on the deployment's store, all ticking at once.
+    let schedulers: Vec<_> = (0..3)
+        .map(|i| crate::policies::in_process_service(&d.nodes[i]))
+        .collect();
+    let today = chrono::Utc::now().date_naive();
+    let at = chrono::Utc
+        .from_utc_datetime(&(today + chrono::Days::new(1)).and_hms_opt(3, 0, 0).unwrap());
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = schedulers
+            .iter()
+            .map(|svc| s.spawn(move || rsvault_jobs::scheduler::tick(svc, at).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        reports.iter().filter(|r| r.leader).count(),
+        1,
+        "{reports:?}"
+    );
+    assert_eq!(reports.iter().map(|r| r.backups_started).sum::<usize>(), 3);
+    // After the lease lapses another node leads, and the slot is not run again.
+    let later = at + chrono::Duration::hours(1);
+    let again: usize = schedulers
+        .iter()
+        .map(|svc| {
+            rsvault_jobs::scheduler::tick(svc, later)
+                .unwrap()
+                .backups_started
+        })
+        .sum();
+    assert_eq!(again, 0);
+    let scheduled = d.nodes[2].get(&format!("{v}/backupJobs?$filter=operation eq 'Backup'"));
+    let jobs = scheduled["value"].as_array().unwrap();
+    assert_eq!(jobs.len(), 3, "{scheduled}");
+    for j in jobs {
+        let done = d.nodes[0].wait_job(&v, j["name"].as_str().unwrap());
+        assert_eq!(done["properties"]["status"], "Completed", "{done}");
+    }
+    assert_nothing_in_progress(&d.nodes[0], &v);
+}
