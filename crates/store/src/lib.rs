@@ -37,6 +37,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_initial.sql"),
     include_str!("../migrations/sqlite/0002_job_queue.sql"),
+    include_str!("../migrations/sqlite/0003_job_log.sql"),
 ];
 
 pub struct Store {
@@ -565,6 +566,88 @@ impl Tx<'_> {
             .0
             .execute("DELETE FROM jobs WHERE vault = ?1", params![vault])?)
     }
+
+    // ---- issue #13: queue gauges and job logs ----
+
+    /// Jobs whose queue state is `queue` ('queued', 'running' or 'done').
+    pub fn count_queue(&self, queue: &str) -> Result<i64> {
+        Ok(self.0.query_row(
+            "SELECT count(*) FROM jobs WHERE queue = ?1",
+            params![queue],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Appends a line to a job's log and returns its number. The log keeps its first `head`
+    /// lines and its newest `tail` ones: a longer log loses lines from between the two.
+    pub fn append_job_log(
+        &self,
+        job_id: &str,
+        t: &str,
+        level: &str,
+        msg: &str,
+        head: i64,
+        tail: i64,
+    ) -> Result<i64> {
+        let n: i64 = self.0.query_row(
+            "SELECT coalesce(max(n), -1) + 1 FROM job_log WHERE job_id = ?1",
+            params![job_id],
+            |r| r.get(0),
+        )?;
+        self.0.execute(
+            "INSERT INTO job_log(job_id, n, t, level, msg) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![job_id, n, t, level, msg],
+        )?;
+        if n - tail >= head {
+            self.0.execute(
+                "DELETE FROM job_log WHERE job_id = ?1 AND n = ?2",
+                params![job_id, n - tail],
+            )?;
+        }
+        Ok(n)
+    }
+
+    /// Up to `limit` lines of a job's log numbered `start` or later, and
+    /// the number of lines ever written to it.
+    pub fn job_log(&self, job_id: &str, start: i64, limit: i64) -> Result<(Vec<LogLine>, i64)> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT n, t, level, msg FROM job_log WHERE job_id = ?1 AND n >= ?2 ORDER BY n LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![job_id, start, limit], |r| {
+            Ok(LogLine {
+                n: r.get(0)?,
+                t: r.get(1)?,
+                level: r.get(2)?,
+                msg: r.get(3)?,
+            })
+        })?;
+        let lines = rows.collect::<rusqlite::Result<_>>()?;
+        let total: i64 = self.0.query_row(
+            "SELECT coalesce(max(n), -1) + 1 FROM job_log WHERE job_id = ?1",
+            params![job_id],
+            |r| r.get(0),
+        )?;
+        Ok((lines, total))
+    }
+
+    /// Deletes the logs of jobs that no longer exist (after history retention or a vault delete).
+    pub fn delete_orphan_job_logs(&self) -> Result<usize> {
+        Ok(self.0.execute(
+            "DELETE FROM job_log WHERE job_id NOT IN (SELECT id FROM jobs)",
+            [],
+        )?)
+    }
+}
+
+/// One line of a job's log, as `GET …/backupJobs/{id}/rsvault/log` shows it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct LogLine {
+    pub n: i64,
+    /// RFC 3339 UTC.
+    pub t: String,
+    /// `info`, `warning` or `error`.
+    pub level: String,
+    pub msg: String,
 }
 
 #[cfg(test)]
