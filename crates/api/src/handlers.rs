@@ -113,6 +113,10 @@ async fn vault_routes(
             ));
             Ok(accepted(&loc, None, svc.config.server.retry_after_seconds))
         }
+        ["backupjobs", job, "rsvault", "log"] => {
+            only(m, &[Method::GET])?;
+            crate::ops::job_log(svc, r, &vault, job)
+        }
         ["backupjobs", _job, "operationresults", op] => {
             only(m, &[Method::GET])?;
             let op = op_view(svc, &vault, op)?;

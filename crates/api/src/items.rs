@@ -182,6 +182,7 @@ fn protect(
             last_verified: None,
             created: Utc::now(),
             last_scheduled: None,
+            stale_since: None,
         });
         it.policy = Some(pol.name.clone());
         it.protection_state = if it.last_recovery_point.is_some() {

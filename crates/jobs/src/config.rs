@@ -27,6 +27,8 @@ pub struct Config {
     pub node: NodeConfig,
     #[serde(default)]
     pub secrets: SecretsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
     /// Restore roots named as storage accounts, so clients that take a storage account (`az
@@ -72,6 +74,13 @@ pub struct SecretsConfig {
     /// The key-encryption key that wraps every vault key (default `DATA/master.key`; every
     /// node of a deployment names the same file). `RSVAULT_MASTER_KEY` overrides it.
     pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` without a token (for a scraper on a trusted network).
+    pub public: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -281,6 +290,111 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// Sources and restore roots given on the command line (`rsvault serve --share … --disk …
+/// --restore-root …`), added to those of the config file.
+#[derive(Debug, Clone, Default)]
+pub struct CliSources {
+    /// `RG/ACCOUNT/SHARE=PATH`
+    pub shares: Vec<String>,
+    /// `RG/VM=IMAGE`; naming one VM again adds a disk to it.
+    pub disks: Vec<String>,
+    pub restore_roots: Vec<PathBuf>,
+}
+
+impl Config {
+    /// Adds the command line's sources and restore roots (relative paths are taken from the
+    /// current directory), then validates the whole. A name the config file already declares is
+    /// an error, not an override: two definitions of one source would be ambiguous.
+    pub fn add_cli_sources(&mut self, cli: &CliSources) -> anyhow::Result<()> {
+        fn split(flag: &str, v: &str, parts: usize) -> anyhow::Result<(Vec<String>, PathBuf)> {
+            let (names, path) = v.split_once('=').unwrap_or((v, ""));
+            let names: Vec<String> = names.split('/').map(str::to_string).collect();
+            anyhow::ensure!(
+                names.len() == parts && names.iter().all(|n| !n.is_empty()) && !path.is_empty(),
+                "--{flag} '{v}' must be {}=PATH",
+                if parts == 3 {
+                    "RESOURCE_GROUP/ACCOUNT/SHARE"
+                } else {
+                    "RESOURCE_GROUP/VM"
+                }
+            );
+            Ok((names, std::path::absolute(path)?))
+        }
+        let mut cli_vms = 0;
+        for d in &cli.disks {
+            let (n, disk) = split("disk", d, 2)?;
+            let len = self.sources.len();
+            let existing = self
+                .sources
+                .iter_mut()
+                .enumerate()
+                .find_map(|(i, s)| match s {
+                    SourceConfig::Vm {
+                        resource_group,
+                        name,
+                        disks,
+                        ..
+                    } if resource_group.eq_ignore_ascii_case(&n[0])
+                        && name.eq_ignore_ascii_case(&n[1]) =>
+                    {
+                        Some((i, disks))
+                    }
+                    _ => None,
+                });
+            match existing {
+                // Only a VM this command line declared takes more disks.
+                Some((i, disks)) if i >= len - cli_vms => disks.push(disk),
+                Some(_) => anyhow::bail!(
+                    "--disk '{d}': VM '{}/{}' is already in the config file",
+                    n[0],
+                    n[1]
+                ),
+                None => {
+                    self.sources.push(SourceConfig::Vm {
+                        resource_group: n[0].clone(),
+                        name: n[1].clone(),
+                        disks: vec![disk],
+                        location: None,
+                    });
+                    cli_vms += 1;
+                }
+            }
+        }
+        for sh in &cli.shares {
+            let (n, path) = split("share", sh, 3)?;
+            let taken = self.sources.iter().any(|s| {
+                matches!(s, SourceConfig::Fileshare { storage_account, share, .. }
+                    if storage_account.eq_ignore_ascii_case(&n[1]) && share.eq_ignore_ascii_case(&n[2]))
+            });
+            anyhow::ensure!(
+                !taken,
+                "--share '{sh}': share '{}/{}' is declared twice",
+                n[1],
+                n[2]
+            );
+            anyhow::ensure!(
+                is_storage_account_name(&n[1]),
+                "--share '{sh}': account '{}' must be 3-24 lowercase letters and digits, as in Azure",
+                n[1]
+            );
+            self.sources.push(SourceConfig::Fileshare {
+                resource_group: n[0].clone(),
+                storage_account: n[1].clone(),
+                share: n[2].clone(),
+                path,
+                location: None,
+            });
+        }
+        for r in &cli.restore_roots {
+            let r = std::path::absolute(r)?;
+            if !self.restore_roots.contains(&r) {
+                self.restore_roots.push(r);
+            }
+        }
+        self.validate()
     }
 }
 

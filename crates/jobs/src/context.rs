@@ -66,12 +66,14 @@ impl JobContext for Ctx {
             None
         };
         let phase = format!("{:?}", p.phase);
+        let mut new_phase = false;
         let _ = self
             .svc
             .update_running_job(&self.job_id, self.attempt, |j| {
                 if j.status.is_terminal() {
                     return;
                 }
+                new_phase = j.property_bag.get("Phase") != Some(&phase);
                 j.progress = Some((pct * 100.0).round() / 100.0);
                 j.eta_seconds = eta;
                 j.property_bag.insert("Phase".into(), phase.clone());
@@ -91,9 +93,24 @@ impl JobContext for Ctx {
                     }
                 }
             });
+        if new_phase {
+            self.svc.log_job(
+                &self.job_id,
+                crate::joblog::Level::Info,
+                &format!(
+                    "Phase {phase}: {} files, {} of {} bytes.",
+                    p.files_done, p.bytes_done, p.bytes_total
+                ),
+            );
+        }
     }
 
     fn warn(&self, warning: Warning) {
+        self.svc.log_job(
+            &self.job_id,
+            crate::joblog::Level::Warning,
+            &format!("Skipped {}: {}", warning.path, warning.reason),
+        );
         self.warnings
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -127,6 +127,14 @@ async fn run(svc: Arc<Service>, job: Job, attempt: i64) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    svc.log_job(
+        job_id,
+        crate::joblog::Level::Info,
+        &format!(
+            "{} started on node '{}' (attempt {attempt}).",
+            job.operation, svc.node_id
+        ),
+    );
     let vault: Vault = svc
         .get_vault_by_key(&vault_key)?
         .ok_or_else(|| anyhow::anyhow!("vault of job {job_id} no longer exists"))?;

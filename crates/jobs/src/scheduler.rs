@@ -18,6 +18,8 @@ pub struct TickReport {
     pub backups_started: usize,
     pub maintenance_started: usize,
     pub jobs_deleted: usize,
+    /// Protected items whose last successful backup is older than their policy allows.
+    pub items_stale: usize,
 }
 
 const HISTORY_BATCH: usize = 1000;
@@ -61,12 +63,16 @@ pub fn tick(svc: &Arc<Service>, now: DateTime<Utc>) -> anyhow::Result<TickReport
         };
         report.backups_started += policy_runs(svc, &vault, now)?;
         report.maintenance_started += maintenance_runs(svc, &vault, now)?;
+        report.items_stale += staleness(svc, &vault, now)?;
     }
     let days = svc.config.jobs.history_days as i64;
     let cutoff = rsvault_types::arm::time(now - Duration::days(days));
     report.jobs_deleted = svc
         .store
         .tx(|tx| tx.delete_finished_jobs_before(&cutoff, HISTORY_BATCH))?;
+    if report.jobs_deleted > 0 {
+        svc.store.tx(|tx| tx.delete_orphan_job_logs())?;
+    }
     Ok(report)
 }
 
@@ -127,6 +133,48 @@ fn policy_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow:
         }
     }
     Ok(started)
+}
+
+/// Marks items stale (or no longer stale) as of `now`; returns how many are stale. Each item is
+/// read and written in one transaction, so a backup recorded meanwhile is never overwritten.
+fn staleness(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    let key = vault.vault.key();
+    let items: Vec<Item> = svc.store.read(|tx| tx.list(K_ITEM, &key, None))?;
+    let mut stale = 0;
+    for it in items {
+        let schedule = it
+            .policy
+            .as_ref()
+            .filter(|_| matches!(it.protection_state.as_str(), "Protected" | "IRPending"))
+            .and_then(|p| {
+                svc.store
+                    .read(|tx| tx.get::<Policy>(K_POLICY, &key, &p.to_ascii_lowercase()))
+                    .ok()
+                    .flatten()
+            })
+            .and_then(|p| crate::schedule::Schedule::from_policy(&p.properties).ok());
+        let since = it.last_recovery_point.unwrap_or(it.created);
+        let now_stale = schedule.and_then(|s| crate::staleness::stale_since(&s, since, now));
+        stale += usize::from(now_stale.is_some());
+        if now_stale == it.stale_since {
+            continue;
+        }
+        if let (Some(t), None) = (now_stale, it.stale_since) {
+            tracing::warn!(vault = %key, item = %it.name, since = %t, "item is stale: no successful backup within 1.5 times its policy's interval");
+        }
+        svc.store.tx(|tx| {
+            if let Some(mut cur) = tx.get::<Item>(K_ITEM, &key, &it.key())? {
+                // A backup recorded since the read above decides by itself.
+                if cur.last_recovery_point == it.last_recovery_point {
+                    cur.stale_since = now_stale;
+                    let parent = cur.policy.clone().unwrap_or_default().to_ascii_lowercase();
+                    tx.put(K_ITEM, &key, &cur.key(), &parent, &cur)?;
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(stale)
 }
 
 fn maintenance_runs(

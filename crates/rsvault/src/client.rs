@@ -129,9 +129,14 @@ impl Client {
             .and_then(|h| h.to_str().ok())
             .context("the server sent no Azure-AsyncOperation header")?
             .to_string();
+        self.job_of_operation(&op)
+    }
+
+    /// Follows an async operation's URL (its `Azure-AsyncOperation`) to its job id.
+    pub fn job_of_operation(&self, op: &str) -> anyhow::Result<String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let s = self.get(&op)?;
+            let s = self.get(op)?;
             if s["status"] != "InProgress" {
                 return s["properties"]["jobId"]
                     .as_str()

@@ -205,6 +205,10 @@ pub struct Item {
     /// The last schedule slot a policy run was started for.
     #[serde(default)]
     pub last_scheduled: Option<DateTime<Utc>>,
+    /// Since when the item's last successful backup is older than its policy allows (set by the
+    /// scheduler, cleared by the next successful backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_since: Option<DateTime<Utc>>,
 }
 
 impl Item {
@@ -268,6 +272,17 @@ impl Item {
         }
         if let Some(t) = self.last_verified {
             p["lastVerifiedTime"] = json!(arm::time(t));
+        }
+        if let Some(t) = self.stale_since {
+            p["healthStatus"] = json!("ActionRequired");
+            p["protectionStatus"] = json!("Unhealthy");
+            p["healthDetails"] = json!([{
+                "code": 410001,
+                "title": "BackupStale",
+                "message": format!("No successful backup since {}: stale since {} (1.5 times the policy's interval, plus an hour).",
+                    self.last_recovery_point.map(arm::time).unwrap_or_else(|| "protection began".into()), arm::time(t)),
+                "recommendations": ["Check the item's recent backup jobs and trigger a backup."],
+            }]);
         }
         json!({
             "id": self.id(vault),

@@ -11,5 +11,6 @@ mod examples;
 mod jobs;
 mod neighbours;
 mod nodes;
+mod ops;
 mod policies;
 mod restart;
