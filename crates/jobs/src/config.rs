@@ -107,6 +107,10 @@ pub struct SchedulerConfig {
     pub enabled: bool,
     /// Seconds between scheduler passes.
     pub tick_seconds: u64,
+    /// Times a failed scheduled backup is tried again, each as a job of its own.
+    pub retries: u32,
+    /// Seconds before the first retry; each further retry waits twice as long as the one before.
+    pub retry_delay_seconds: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -114,6 +118,8 @@ impl Default for SchedulerConfig {
         Self {
             enabled: true,
             tick_seconds: 30,
+            retries: 2,
+            retry_delay_seconds: 300,
         }
     }
 }
@@ -252,6 +258,10 @@ impl Config {
         anyhow::ensure!(
             self.scheduler.tick_seconds > 0,
             "scheduler.tick_seconds must be > 0"
+        );
+        anyhow::ensure!(
+            self.scheduler.retries <= 10,
+            "scheduler.retries must be at most 10"
         );
         anyhow::ensure!(
             (1..=100).contains(&self.maintenance.verify_read_data_percent),

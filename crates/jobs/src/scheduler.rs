@@ -20,7 +20,16 @@ pub struct TickReport {
     pub jobs_deleted: usize,
     /// Protected items whose last successful backup is older than their policy allows.
     pub items_stale: usize,
+    /// Retries of failed scheduled backups started.
+    pub retries_started: usize,
 }
+
+/// Property-bag keys of scheduled backups: the policy and the slot that started them, and for a
+/// retry its number and the job it retries (the slot's first job).
+pub const BAG_POLICY: &str = "Policy";
+pub const BAG_SLOT: &str = "Schedule Slot";
+pub const BAG_RETRY: &str = "Retry";
+pub const BAG_RETRY_OF: &str = "Retry Of";
 
 const HISTORY_BATCH: usize = 1000;
 
@@ -64,6 +73,7 @@ pub fn tick(svc: &Arc<Service>, now: DateTime<Utc>) -> anyhow::Result<TickReport
         report.backups_started += policy_runs(svc, &vault, now)?;
         report.maintenance_started += maintenance_runs(svc, &vault, now)?;
         report.items_stale += staleness(svc, &vault, now)?;
+        report.retries_started += retries(svc, &vault, now)?;
     }
     let days = svc.config.jobs.history_days as i64;
     let cutoff = rsvault_types::arm::time(now - Duration::days(days));
@@ -107,7 +117,8 @@ fn policy_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow:
         if slot <= it.created || it.last_scheduled.is_some_and(|l| slot <= l) {
             continue;
         }
-        let job = crate::service::new_job(
+        let slot_s = rsvault_types::arm::time(slot);
+        let mut job = crate::service::new_job(
             vault,
             &it,
             "Backup",
@@ -117,7 +128,8 @@ fn policy_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow:
             },
             false,
         );
-        let slot_s = rsvault_types::arm::time(slot);
+        job.property_bag.insert(BAG_POLICY.into(), pname.clone());
+        job.property_bag.insert(BAG_SLOT.into(), slot_s.clone());
         let item_key = it.key();
         let job_id = job.id.clone();
         let claimed = svc
@@ -175,6 +187,107 @@ fn staleness(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow::R
         })?;
     }
     Ok(stale)
+}
+
+/// Starts the retries that are due: a scheduled backup of the item's current slot that failed,
+/// with no successful backup since the slot, retried `[scheduler] retries` times at most, the n-th
+/// retry `retry_delay_seconds × 2^(n-1)` after the previous attempt ended. Each retry is claimed
+/// like a slot (`SLOT#retryN`), so two schedulers never start the same one.
+fn retries(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    let cfg = &svc.config.scheduler;
+    if cfg.retries == 0 {
+        return Ok(0);
+    }
+    let key = vault.vault.key();
+    let q = rsvault_store::JobQuery {
+        status: Some("Failed".into()),
+        operation: Some("Backup".into()),
+        start_from: Some(rsvault_types::arm::time(now - Duration::days(8))),
+        ..Default::default()
+    };
+    let failed = svc.store.read(|tx| tx.list_jobs(&key, &q, 200))?;
+    let mut started = 0;
+    for (body, _, _) in failed {
+        let j: rsvault_types::job::Job = serde_json::from_str(&body)?;
+        let (Some(slot_s), Some(end)) = (j.property_bag.get(BAG_SLOT), j.end) else {
+            continue;
+        };
+        let done: u32 = j
+            .property_bag
+            .get(BAG_RETRY)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let delay = Duration::seconds(cfg.retry_delay_seconds as i64) * 2i32.pow(done.min(20));
+        if done >= cfg.retries || end + delay > now {
+            continue;
+        }
+        let Ok(slot) = DateTime::parse_from_rfc3339(slot_s) else {
+            continue;
+        };
+        let Some(it) = svc.get_item(vault, &j.item_key)? else {
+            continue;
+        };
+        // Only the item's current slot, while it is protected and has no newer point.
+        if it.last_scheduled != Some(slot.with_timezone(&Utc))
+            || !matches!(it.protection_state.as_str(), "Protected" | "IRPending")
+            || it
+                .last_recovery_point
+                .is_some_and(|t| t >= slot.with_timezone(&Utc))
+        {
+            continue;
+        }
+        let first = j
+            .property_bag
+            .get(BAG_RETRY_OF)
+            .cloned()
+            .unwrap_or_else(|| j.id.clone());
+        let n = done + 1;
+        let mut job = crate::service::new_job(
+            vault,
+            &it,
+            "Backup",
+            Work::Backup {
+                expiry: None,
+                scheduled: true,
+            },
+            false,
+        );
+        for k in [BAG_POLICY, BAG_SLOT] {
+            if let Some(v) = j.property_bag.get(k) {
+                job.property_bag.insert(k.into(), v.clone());
+            }
+        }
+        job.property_bag.insert(BAG_RETRY.into(), n.to_string());
+        job.property_bag.insert(BAG_RETRY_OF.into(), first.clone());
+        let claim = format!("{slot_s}#retry{n}");
+        let job_id = job.id.clone();
+        let item_key = it.key();
+        if !svc
+            .store
+            .tx(|tx| tx.claim_slot(&key, &item_key, &claim, &job_id))?
+        {
+            continue;
+        }
+        // Logged before the job is queued, so its log opens with what it is.
+        let retry = format!(
+            "Retry {n} of {} of the scheduled backup {first} (slot {slot_s})",
+            cfg.retries
+        );
+        svc.log_job(
+            &j.id,
+            crate::joblog::Level::Info,
+            &format!("{retry} starts as job {job_id}."),
+        );
+        svc.log_job(
+            &job_id,
+            crate::joblog::Level::Info,
+            &format!("{retry}, after job {} failed.", j.id),
+        );
+        svc.create_job(job, None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        started += 1;
+    }
+    Ok(started)
 }
 
 fn maintenance_runs(

@@ -576,3 +576,137 @@ fn an_item_without_a_recent_backup_turns_stale_until_the_next_one() {
     assert_eq!(p["healthStatus"], "Passed", "{p}");
     assert!(p.get("healthDetails").is_none(), "{p}");
 }
+
+#[test]
+fn a_failed_scheduled_backup_is_retried_with_backoff_as_linked_jobs() {
+    let env = Env::new();
+    let s = Server::start(
+        &env,
+        "[scheduler]\nenabled = false\nretries = 2\nretry_delay_seconds = 60",
+    );
+    let (v, item) = s.protected_share("v1"); // the policy runs daily at 02:00 UTC
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let svc = crate::policies::in_process_service(&s);
+    // Protected for days already, so today's slot is one to run now (with the real clock: the
+    // retry delays count from when attempts really ended).
+    let vault = svc
+        .get_vault(&rsvault_types::model::VaultRef {
+            sub: SUB.into(),
+            rg: "rg1".into(),
+            name: "v1".into(),
+        })
+        .unwrap();
+    let mut it = svc.list_items(&vault).unwrap().remove(0);
+    it.created -= chrono::Duration::days(3);
+    svc.put_item(&vault, &it).unwrap();
+    std::fs::rename(env.path("share"), env.path("share-away")).unwrap();
+
+    let tick = |at: chrono::DateTime<chrono::Utc>| rsvault_jobs::scheduler::tick(&svc, at).unwrap();
+    let r = tick(chrono::Utc::now());
+    assert_eq!((r.backups_started, r.retries_started), (1, 0));
+    let jobs = |status: &str| -> Vec<Value> {
+        s.get(&format!("{v}/backupJobs?$filter=operation%20eq%20'Backup'"))["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| status.is_empty() || j["properties"]["status"] == status)
+            .cloned()
+            .collect()
+    };
+    let first = jobs("")[0]["name"].as_str().unwrap().to_string();
+    let j1 = s.wait_job(&v, &first);
+    assert_eq!(j1["properties"]["status"], "Failed", "{j1}");
+    let bag = &j1["properties"]["extendedInfo"]["propertyBag"];
+    assert_eq!(bag["Policy"], "fspol", "{bag}");
+    let slot = bag["Schedule Slot"].as_str().unwrap().to_string();
+    let end = |j: &Value| {
+        chrono::DateTime::parse_from_rfc3339(j["properties"]["endTime"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+
+    // Retry 1: 60 s after the first attempt ended, not before.
+    assert_eq!(
+        tick(end(&j1) + chrono::Duration::seconds(50)).retries_started,
+        0
+    );
+    assert_eq!(
+        tick(end(&j1) + chrono::Duration::seconds(61)).retries_started,
+        1
+    );
+    // Two schedulers (or two passes) never start it twice.
+    assert_eq!(
+        tick(end(&j1) + chrono::Duration::seconds(62)).retries_started,
+        0
+    );
+    let r1 = jobs("")[0].clone();
+    let r1_id = r1["name"].as_str().unwrap().to_string();
+    let r1 = s.wait_job(&v, &r1_id);
+    assert_eq!(r1["properties"]["status"], "Failed", "{r1}");
+    assert_eq!(r1["properties"]["isUserTriggered"], false);
+    let bag = &r1["properties"]["extendedInfo"]["propertyBag"];
+    assert_eq!(
+        (
+            &bag["Retry"],
+            &bag["Retry Of"],
+            &bag["Schedule Slot"],
+            &bag["Policy"]
+        ),
+        (&json!("1"), &json!(first), &json!(slot), &json!("fspol")),
+        "{bag}"
+    );
+
+    // Retry 2 waits twice as long.
+    assert_eq!(
+        tick(end(&r1) + chrono::Duration::seconds(100)).retries_started,
+        0
+    );
+    assert_eq!(
+        tick(end(&r1) + chrono::Duration::seconds(121)).retries_started,
+        1
+    );
+    let r2_id = jobs("")[0]["name"].as_str().unwrap().to_string();
+    let r2 = s.wait_job(&v, &r2_id);
+    assert_eq!(
+        r2["properties"]["extendedInfo"]["propertyBag"]["Retry"],
+        "2"
+    );
+    assert_eq!(
+        r2["properties"]["extendedInfo"]["propertyBag"]["Retry Of"],
+        json!(first)
+    );
+    // Then no more: two retries were configured.
+    assert_eq!(
+        tick(end(&r2) + chrono::Duration::hours(2)).retries_started,
+        0
+    );
+    assert_eq!(jobs("Failed").len(), 3);
+
+    // The first job's log says where its retries went; each retry's log says what it retries.
+    let log1 = s.get(&format!("{v}/backupJobs/{first}/rsvault/log"));
+    let msgs: Vec<&str> = log1["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["msg"].as_str().unwrap())
+        .collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("Retry 1 of 2")
+                && m.ends_with(&format!("starts as job {r1_id}."))),
+        "{msgs:?}"
+    );
+    let log2 = s.get(&format!("{v}/backupJobs/{r2_id}/rsvault/log"));
+    assert!(
+        log2["lines"][0]["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Retry 2 of 2 of the scheduled backup {first}")),
+        "{log2}"
+    );
+}
