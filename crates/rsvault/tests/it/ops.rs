@@ -584,7 +584,7 @@ fn a_failed_scheduled_backup_is_retried_with_backoff_as_linked_jobs() {
         &env,
         "[scheduler]\nenabled = false\nretries = 2\nretry_delay_seconds = 60",
     );
-    let (v, item) = s.protected_share("v1"); // the policy runs daily at 02:00 UTC
+    let (v, _item) = s.protected_share("v1"); // the policy runs daily at 02:00 UTC
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
