@@ -81,6 +81,21 @@ impl JobContext for Ctx {
                     .insert("Files Done".into(), p.files_done.to_string());
                 j.property_bag
                     .insert("Bytes Done".into(), p.bytes_done.to_string());
+                // Azure's storage and vault job shapes have no progress fields: every job says
+                // it in its property bag too.
+                j.property_bag
+                    .insert("Bytes Total".into(), p.bytes_total.to_string());
+                j.property_bag.insert(
+                    "Progress Percentage".into(),
+                    format!("{:.2}", (pct * 100.0).round() / 100.0),
+                );
+                match eta {
+                    Some(s) => j.property_bag.insert(
+                        "Estimated Remaining Duration".into(),
+                        rsvault_types::arm::duration(chrono::Duration::seconds(s)),
+                    ),
+                    None => j.property_bag.remove("Estimated Remaining Duration"),
+                };
                 // "Take Snapshot" ends when the engine starts moving data.
                 if j.operation == "Backup" && matches!(p.phase, rsvault_engine::Phase::Transferring)
                 {

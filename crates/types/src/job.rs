@@ -163,6 +163,7 @@ impl Job {
         let now = Utc::now();
         self.end = Some(now);
         self.eta_seconds = None;
+        self.property_bag.remove("Estimated Remaining Duration");
         for t in &mut self.tasks {
             if t.status == "InProgress" || t.status == "NotStarted" {
                 t.status = match status {

@@ -710,3 +710,40 @@ fn a_failed_scheduled_backup_is_retried_with_backoff_as_linked_jobs() {
         "{log2}"
     );
 }
+
+#[test]
+fn job_wait_on_a_terminal_draws_a_progress_bar_with_an_eta() {
+    let env = Env::new();
+    let s = Server::start(&env, "[limits]\nbackup_bytes_per_second = 1000000");
+    let (v, item) = s.protected_share("v1");
+    let job = s.backup(&item);
+    // `script` runs the command on a pseudo-terminal and copies what it wrote.
+    let cmd = format!(
+        "{} job wait --url {} --data {} --vault {SUB}/rg1/v1 {job}",
+        env!("CARGO_BIN_EXE_rsvault"),
+        s.base,
+        s.data.display()
+    );
+    let out = Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .output()
+        .expect("script (util-linux) runs a command on a terminal");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let redraws: Vec<&str> = text
+        .split('\r')
+        .filter(|l| l.starts_with(&format!("{job}: [")))
+        .collect();
+    assert!(redraws.len() >= 2, "{text:?}");
+    assert!(
+        redraws
+            .iter()
+            .any(|l| l.contains('#') && l.contains(" ETA ") && l.contains("Transferring")),
+        "{text:?}"
+    );
+    assert!(text.contains("Completed"), "{text:?}");
+    assert_eq!(
+        s.get(&format!("{v}/backupJobs/{job}"))["properties"]["status"],
+        "Completed"
+    );
+}
