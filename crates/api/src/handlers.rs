@@ -113,6 +113,13 @@ async fn vault_routes(
             ));
             Ok(accepted(&loc, None, svc.config.server.retry_after_seconds))
         }
+        ["rsvault", "notifications"] => {
+            only(m, &[Method::GET])?;
+            let list = svc.deliveries(&vault).map_err(ArmError::internal)?;
+            Ok(ok(
+                json!({"value": list.iter().map(|d| d.wire()).collect::<Vec<_>>()}),
+            ))
+        }
         ["backupjobs", job, "rsvault", "log"] => {
             only(m, &[Method::GET])?;
             crate::ops::job_log(svc, r, &vault, job)

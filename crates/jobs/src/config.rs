@@ -29,6 +29,8 @@ pub struct Config {
     pub secrets: SecretsConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub notify: NotifyConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
     /// Restore roots named as storage accounts, so clients that take a storage account (`az
@@ -74,6 +76,36 @@ pub struct SecretsConfig {
     /// The key-encryption key that wraps every vault key (default `DATA/master.key`; every
     /// node of a deployment names the same file). `RSVAULT_MASTER_KEY` overrides it.
     pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// `[[notify.webhook]]`: receivers of CloudEvents.
+    pub webhook: Vec<WebhookConfig>,
+    /// Seconds before a failed delivery is tried again; doubling each time, at most an hour.
+    pub retry_seconds: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            webhook: vec![],
+            retry_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// The events sent here (default: all of `notify::EVENTS`).
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// A file holding the HMAC key of `X-Rsvault-Signature` (no header without one).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -267,6 +299,20 @@ impl Config {
             (1..=100).contains(&self.maintenance.verify_read_data_percent),
             "maintenance.verify_read_data_percent must be between 1 and 100"
         );
+        for h in &self.notify.webhook {
+            anyhow::ensure!(
+                h.url.starts_with("https://") || h.url.starts_with("http://"),
+                "notify.webhook url '{}' must be an http(s) URL",
+                h.url
+            );
+            for e in &h.events {
+                anyhow::ensure!(
+                    crate::notify::EVENTS.contains(&e.as_str()),
+                    "notify.webhook event '{e}' is not one of {}",
+                    crate::notify::EVENTS.join(", ")
+                );
+            }
+        }
         for root in &self.restore_roots {
             anyhow::ensure!(
                 root.is_absolute(),

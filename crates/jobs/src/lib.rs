@@ -17,6 +17,7 @@ pub mod live;
 pub mod maintenance;
 pub mod metrics;
 pub mod neighbours;
+pub mod notify;
 pub mod policy;
 pub mod queue;
 pub mod readiness;

@@ -171,20 +171,24 @@ fn staleness(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow::R
         if now_stale == it.stale_since {
             continue;
         }
-        if let (Some(t), None) = (now_stale, it.stale_since) {
-            tracing::warn!(vault = %key, item = %it.name, since = %t, "item is stale: no successful backup within 1.5 times its policy's interval");
-        }
-        svc.store.tx(|tx| {
+        let begun = svc.store.tx(|tx| {
             if let Some(mut cur) = tx.get::<Item>(K_ITEM, &key, &it.key())? {
                 // A backup recorded since the read above decides by itself.
                 if cur.last_recovery_point == it.last_recovery_point {
+                    let begun = cur.stale_since.is_none() && now_stale.is_some();
                     cur.stale_since = now_stale;
                     let parent = cur.policy.clone().unwrap_or_default().to_ascii_lowercase();
                     tx.put(K_ITEM, &key, &cur.key(), &parent, &cur)?;
+                    return Ok(begun.then_some(cur));
                 }
             }
-            Ok(())
+            Ok(None)
         })?;
+        // Once per episode: only the pass that marks the item stale says so.
+        if let Some(cur) = begun {
+            tracing::warn!(vault = %key, item = %cur.name, since = ?cur.stale_since, "item is stale: no successful backup within 1.5 times its policy's interval");
+            svc.notify_item_stale(vault, &cur);
+        }
     }
     Ok(stale)
 }

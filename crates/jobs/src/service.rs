@@ -358,6 +358,7 @@ impl Service {
     pub fn after_job(&self, job: &Job) -> Result<(), store::Error> {
         self.metrics.job_ended(job);
         self.log_job_end(job);
+        self.notify_job(job);
         if job.operation != "Backup" {
             return Ok(());
         }

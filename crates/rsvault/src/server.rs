@@ -307,6 +307,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
 
     tokio::spawn(rsvault_jobs::runner::dispatch(svc.clone()));
+    if !svc.config.notify.webhook.is_empty() {
+        tokio::spawn(rsvault_jobs::notify::run(svc.clone()));
+    }
     if svc.config.scheduler.enabled {
         tokio::spawn(rsvault_jobs::scheduler::run(svc.clone()));
     }

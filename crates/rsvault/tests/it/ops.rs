@@ -525,7 +525,11 @@ fn cli_job_log_follows_a_running_job_to_its_end() {
 #[test]
 fn an_item_without_a_recent_backup_turns_stale_until_the_next_one() {
     let env = Env::new();
-    let s = Server::start(&env, "[scheduler]\nenabled = false");
+    let (url, seen) = receiver(vec![]);
+    let s = Server::start(
+        &env,
+        &format!("[scheduler]\nenabled = false\n[[notify.webhook]]\nurl = \"{url}\"\nevents = [\"item.stale\"]"),
+    );
     let (v, item) = s.protected_share("v1"); // the policy runs daily at 02:00 UTC
     s.backup_completed(&v, &item);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -562,6 +566,26 @@ fn an_item_without_a_recent_backup_turns_stale_until_the_next_one() {
     assert!(text.contains(&format!(
         "rsvault_protected_item_stale{{item=\"StorageContainer;Storage;rg1;acct1/AzureFileShare;share1\",vault=\"{SUB}/rg1/v1\"}} 1"
     )), "{text}");
+
+    // item.stale fires once per episode: a later pass that finds it still stale says nothing.
+    let r = rsvault_jobs::scheduler::tick(&svc, last + chrono::Duration::hours(40)).unwrap();
+    assert_eq!(r.items_stale, 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while seen.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no item.stale event");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let events = seen.lock().unwrap().clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        !events[0].0.contains_key("x-rsvault-signature"),
+        "no secret, no signature"
+    );
+    let ev: Value = serde_json::from_str(&events[0].1).unwrap();
+    assert_eq!(ev["type"], "rsvault.item.stale");
+    assert_eq!(ev["subject"], json!(item));
+    assert_eq!(ev["data"]["properties"]["healthStatus"], "ActionRequired");
 
     // The next successful backup ends the episode.
     let running = s.get(&format!(
@@ -746,4 +770,129 @@ fn job_wait_on_a_terminal_draws_a_progress_bar_with_an_eta() {
         s.get(&format!("{v}/backupJobs/{job}"))["properties"]["status"],
         "Completed"
     );
+}
+
+/// A webhook receiver: records each request's headers and body, answers them with `statuses` in
+/// turn (then 200).
+fn receiver(
+    statuses: Vec<u16>,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(std::collections::HashMap<String, String>, String)>>>,
+) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let mut conn = conn.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let head_end = loop {
+                let n = conn.read(&mut chunk).unwrap();
+                assert!(n > 0, "connection closed mid-request");
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break p + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let headers: std::collections::HashMap<String, String> = head
+                .lines()
+                .skip(1)
+                .filter_map(|l| l.split_once(": "))
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()))
+                .collect();
+            let len: usize = headers["content-length"].parse().unwrap();
+            while buf.len() < head_end + len {
+                let n = conn.read(&mut chunk).unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
+            log.lock().unwrap().push((headers, body));
+            let status = statuses.get(i).copied().unwrap_or(200);
+            write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn a_failed_job_is_posted_signed_to_the_webhook_and_retried_after_a_500() {
+    use hmac::Mac;
+    let env = Env::new();
+    let (url, seen) = receiver(vec![500]);
+    let secret = env.path("webhook.secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let s = Server::start(
+        &env,
+        &format!(
+            "[notify]\nretry_seconds = 1\n[[notify.webhook]]\nurl = \"{url}\"\nevents = [\"job.failed\"]\nsecret_file = \"{}\"",
+            secret.display()
+        ),
+    );
+    let (v, item) = s.protected_share("v1");
+    s.backup_completed(&v, &item); // no event: it is not subscribed to
+    std::fs::rename(env.path("share"), env.path("share-away")).unwrap();
+    let job = s.backup(&item);
+    assert_eq!(s.wait_job(&v, &job)["properties"]["status"], "Failed");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while seen.lock().unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no retry arrived");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        2,
+        "one event, sent until answered 2xx: {seen:?}"
+    );
+    assert_eq!(seen[0].1, seen[1].1, "a retry sends the same event");
+    for (headers, body) in &seen {
+        assert_eq!(
+            headers["content-type"],
+            "application/cloudevents+json; charset=utf-8"
+        );
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(body.as_bytes());
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(headers["x-rsvault-signature"], format!("sha256={hex}"));
+    }
+    let ev: Value = serde_json::from_str(&seen[0].1).unwrap();
+    assert_eq!(ev["specversion"], "1.0");
+    assert_eq!(ev["type"], "rsvault.job.failed");
+    assert_eq!(ev["source"], json!(v));
+    assert_eq!(ev["subject"], json!(job));
+    assert!(ev["id"].is_string() && ev["time"].is_string());
+    assert_eq!(ev["data"]["name"], json!(job));
+    assert_eq!(ev["data"]["properties"]["status"], "Failed");
+
+    // Each delivery and its attempts are recorded.
+    let list = s.get(&format!("{v}/rsvault/notifications"));
+    let d = &list["value"].as_array().unwrap()[..];
+    assert_eq!(d.len(), 1, "{list}");
+    assert_eq!(
+        (&d[0]["event"], &d[0]["state"], &d[0]["id"]),
+        (&json!("job.failed"), &json!("delivered"), &ev["id"])
+    );
+    let statuses: Vec<&Value> = d[0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["status"])
+        .collect();
+    assert_eq!(statuses, [&json!(500), &json!(200)]);
 }
