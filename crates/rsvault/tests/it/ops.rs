@@ -772,14 +772,13 @@ fn job_wait_on_a_terminal_draws_a_progress_bar_with_an_eta() {
     );
 }
 
+/// What a webhook receiver got: each request's headers (names lower case) and body.
+type Received =
+    std::sync::Arc<std::sync::Mutex<Vec<(std::collections::HashMap<String, String>, String)>>>;
+
 /// A webhook receiver: records each request's headers and body, answers them with `statuses` in
 /// turn (then 200).
-fn receiver(
-    statuses: Vec<u16>,
-) -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(std::collections::HashMap<String, String>, String)>>>,
-) {
+fn receiver(statuses: Vec<u16>) -> (String, Received) {
     use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
