@@ -165,6 +165,10 @@ pub struct MaintenanceConfig {
     pub verify_interval_hours: u64,
     /// Share of pack data scheduled verification re-reads, in percent (1..=100).
     pub verify_read_data_percent: u8,
+    /// Hours between restore drills per vault (0 = only on demand).
+    pub drill_interval_hours: u64,
+    /// Share of each item's files a drill restores and compares, in percent (1..=100).
+    pub drill_sample_percent: u8,
 }
 
 impl Default for MaintenanceConfig {
@@ -173,6 +177,8 @@ impl Default for MaintenanceConfig {
             gc_interval_hours: 24,
             verify_interval_hours: 168,
             verify_read_data_percent: 10,
+            drill_interval_hours: 168,
+            drill_sample_percent: 10,
         }
     }
 }
@@ -298,6 +304,10 @@ impl Config {
         anyhow::ensure!(
             (1..=100).contains(&self.maintenance.verify_read_data_percent),
             "maintenance.verify_read_data_percent must be between 1 and 100"
+        );
+        anyhow::ensure!(
+            (1..=100).contains(&self.maintenance.drill_sample_percent),
+            "maintenance.drill_sample_percent must be between 1 and 100"
         );
         for h in &self.notify.webhook {
             anyhow::ensure!(

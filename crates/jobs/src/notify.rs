@@ -92,7 +92,9 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 impl Service {
     /// Queues `job`'s event, if it ended in a way that has one.
     pub(crate) fn notify_job(&self, job: &Job) {
+        let drill = matches!(job.work, rsvault_types::job::Work::RestoreDrill { .. });
         let event = match job.status {
+            JobStatus::Failed | JobStatus::CompletedWithWarnings if drill => "drill.failed",
             JobStatus::Failed => "job.failed",
             JobStatus::CompletedWithWarnings => "job.completed_with_warnings",
             _ => return,

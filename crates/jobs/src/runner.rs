@@ -158,6 +158,9 @@ async fn run(svc: Arc<Service>, job: Job, attempt: i64) -> anyhow::Result<()> {
         Work::GarbageCollection => {
             crate::maintenance::garbage_collect(&svc, &vault, &job, ctx.clone()).await
         }
+        Work::RestoreDrill { sample_percent } => {
+            crate::maintenance::restore_drill(&svc, &vault, &job, ctx.clone(), sample_percent).await
+        }
         Work::Verify { read_data_percent } => {
             crate::maintenance::verify(&svc, &vault, &job, ctx.clone(), read_data_percent).await
         }

@@ -304,6 +304,7 @@ fn maintenance_runs(
     for (interval, op) in [
         (m.gc_interval_hours, "GarbageCollection"),
         (m.verify_interval_hours, "Verify"),
+        (m.drill_interval_hours, "RestoreDrill"),
     ] {
         if interval == 0 {
             continue;
@@ -331,12 +332,14 @@ fn maintenance_runs(
         let slot = rsvault_types::arm::time(
             now - Duration::seconds(now.timestamp() % (interval as i64 * 3600)),
         );
-        let work = if op == "Verify" {
-            Work::Verify {
+        let work = match op {
+            "Verify" => Work::Verify {
                 read_data_percent: Some(m.verify_read_data_percent),
-            }
-        } else {
-            Work::GarbageCollection
+            },
+            "RestoreDrill" => Work::RestoreDrill {
+                sample_percent: m.drill_sample_percent,
+            },
+            _ => Work::GarbageCollection,
         };
         let job = svc.maintenance_job(vault, op, work, false);
         let claimed = svc

@@ -187,6 +187,16 @@ enum MaintenanceCmd {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Restore a sample of each item's newest recovery point into scratch space and compare it.
+    Drill {
+        #[arg(long)]
+        vault: String,
+        /// Share of each item's files to restore, in percent (default: the server's setting).
+        #[arg(long)]
+        sample_percent: Option<u8>,
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Re-read and authenticate repository data.
     Verify {
         #[arg(long)]
@@ -283,6 +293,16 @@ fn main() -> anyhow::Result<()> {
                 MaintenanceCmd::Gc { vault, no_wait } => {
                     (vault, "garbageCollection", json!({}), no_wait)
                 }
+                MaintenanceCmd::Drill {
+                    vault,
+                    sample_percent,
+                    no_wait,
+                } => (
+                    vault,
+                    "restoreDrill",
+                    json!({"samplePercent": sample_percent}),
+                    no_wait,
+                ),
                 MaintenanceCmd::Verify {
                     vault,
                     read_data_percent,

@@ -209,6 +209,9 @@ pub struct Item {
     /// scheduler, cleared by the next successful backup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_since: Option<DateTime<Utc>>,
+    /// When a restore drill last proved the item's newest recovery point restorable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proven_restorable: Option<DateTime<Utc>>,
 }
 
 impl Item {
@@ -272,6 +275,9 @@ impl Item {
         }
         if let Some(t) = self.last_verified {
             p["lastVerifiedTime"] = json!(arm::time(t));
+        }
+        if let Some(t) = self.proven_restorable {
+            p["lastProvenRestorableTime"] = json!(arm::time(t));
         }
         if let Some(t) = self.stale_since {
             p["healthStatus"] = json!("ActionRequired");

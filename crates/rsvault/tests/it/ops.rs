@@ -895,3 +895,137 @@ fn a_failed_job_is_posted_signed_to_the_webhook_and_retried_after_a_500() {
         .collect();
     assert_eq!(statuses, [&json!(500), &json!(200)]);
 }
+
+#[test]
+fn a_restore_drill_proves_an_item_restorable_and_names_it_when_a_pack_is_corrupt() {
+    let env = Env::new();
+    let (url, seen) = receiver(vec![]);
+    let s = Server::start(
+        &env,
+        &format!("[scheduler]\nenabled = false\n[[notify.webhook]]\nurl = \"{url}\"\nevents = [\"drill.failed\"]"),
+    );
+    let (v, item) = s.protected_share("v1");
+    s.backup_completed(&v, &item);
+
+    let r = s.req(
+        "POST",
+        &format!("{v}/rsvault/maintenance/restoreDrill"),
+        Some(json!({"samplePercent": 0})),
+    );
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().unwrap()["error"]["target"],
+        "samplePercent"
+    );
+    let r = s.req(
+        "POST",
+        &format!("{v}/rsvault/maintenance/restoreDrill"),
+        Some(json!({"samplePercent": 100})),
+    );
+    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
+    let op = r.headers()["azure-asyncoperation"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let job = s.wait_job(&v, &s.job_of_operation(&op));
+    let p = &job["properties"];
+    assert_eq!(
+        (&p["status"], &p["operation"], &p["jobType"]),
+        (
+            &json!("Completed"),
+            &json!("RestoreDrill"),
+            &json!("VaultJob")
+        ),
+        "{job}"
+    );
+    assert_eq!(
+        p["extendedInfo"]["propertyBag"]["Items Proven Restorable"], "1",
+        "{job}"
+    );
+    let proven = s.get(&item)["properties"]["lastProvenRestorableTime"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let log = s.get(&format!(
+        "{v}/backupJobs/{}/rsvault/log",
+        job["name"].as_str().unwrap()
+    ));
+    // Every file of the share (a.txt, empty, sub/big.bin, sub/deeper/note.md; not the link).
+    assert!(
+        log["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["msg"].as_str().unwrap().starts_with("share1: 4 files,")),
+        "{log}"
+    );
+    let drills = s.data.join("drills");
+    assert!(
+        !drills.exists() || std::fs::read_dir(&drills).unwrap().next().is_none(),
+        "scratch space left behind"
+    );
+
+    // Damage every data pack: the next drill names the item, and says so to the webhook.
+    let mut packs = Vec::new();
+    crate::policies::collect_files(&s.data.join("repos"), &mut packs);
+    let packs: Vec<_> = packs
+        .into_iter()
+        .filter(|p| {
+            p.parent()
+                .and_then(|d| d.parent())
+                .is_some_and(|d| d.ends_with("data"))
+        })
+        .collect();
+    assert!(!packs.is_empty());
+    for p in &packs {
+        let mut b = std::fs::read(p).unwrap();
+        let mid = b.len() / 2;
+        b[mid] ^= 0xff;
+        std::fs::write(p, b).unwrap();
+    }
+    let out = rsvault(&[
+        "maintenance",
+        "drill",
+        "--url",
+        &s.base,
+        "--data",
+        s.data.to_str().unwrap(),
+        "--vault",
+        &format!("{SUB}/rg1/v1"),
+        "--sample-percent",
+        "100",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a failed drill is a failing command: {stderr}"
+    );
+    assert!(
+        stderr.contains("job ended CompletedWithWarnings"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("share1") && stderr.contains("did not restore as recorded"),
+        "{stderr}"
+    );
+    assert_eq!(
+        s.get(&item)["properties"]["lastProvenRestorableTime"],
+        json!(proven)
+    );
+    assert!(
+        !drills.exists() || std::fs::read_dir(&drills).unwrap().next().is_none(),
+        "scratch space left behind"
+    );
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while seen.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no drill.failed event"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let ev: Value = serde_json::from_str(&seen.lock().unwrap()[0].1).unwrap();
+    assert_eq!(ev["type"], "rsvault.drill.failed");
+    assert_eq!(ev["data"]["properties"]["status"], "CompletedWithWarnings");
+}
