@@ -31,6 +31,10 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub notify: NotifyConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub repository: RepositoryConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
     /// Restore roots named as storage accounts, so clients that take a storage account (`az
@@ -113,6 +117,35 @@ pub struct WebhookConfig {
 pub struct MetricsConfig {
     /// Serve `GET /metrics` without a token (for a scraper on a trusted network).
     pub public: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepositoryConfig {
+    /// Where vault repositories live (default `DATA/repos`); every node of a deployment must
+    /// reach the same place.
+    pub location: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://USER@HOST:PORT/DBNAME` for a store that several nodes share (default: SQLite
+    /// at `DATA/rsvault.db`). `RSVAULT_STORE_URL` overrides it.
+    pub url: Option<String>,
+}
+
+/// The environment variable that names the store (over `[store] url`).
+pub const STORE_URL_ENV: &str = "RSVAULT_STORE_URL";
+
+impl StoreConfig {
+    /// The store URL in effect: the environment's, else the config's; `None` = embedded SQLite.
+    pub fn effective_url(&self) -> Option<String> {
+        std::env::var(STORE_URL_ENV)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| self.url.clone())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -4,9 +4,9 @@
 use crate::service::{Service, K_VAULT};
 
 impl Service {
-    /// Where this node keeps vault repositories.
+    /// Where vault repositories live (`[repository] location`, default `DATA/repos`).
     pub fn repository_location(&self) -> std::path::PathBuf {
-        self.data_dir.join("repos")
+        (self.config.repository.location.clone()).unwrap_or_else(|| self.data_dir.join("repos"))
     }
 
     /// Each check by name, `Err` saying what is wrong.

@@ -1,4 +1,4 @@
--- Each job's log (issue #13; SQLite 0003): numbered lines, bounded per job by the writer (it
+-- Each job's log (issue #13; SQLite 0004): numbered lines, bounded per job by the writer (it
 -- keeps the first lines and the newest ones), deleted with the job.
 CREATE TABLE job_log (
     job_id TEXT COLLATE "C" NOT NULL,
