@@ -16,7 +16,13 @@ use rsvault_types::model::Vault;
 
 /// The endpoints answered before authentication: health always, metrics when public.
 pub fn public(svc: &Service, method: &Method, seg: &[String]) -> Option<Response> {
-    if !matches!(*method, Method::GET | Method::HEAD) || seg.len() != 1 {
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return None;
+    }
+    if seg.first().is_some_and(|s| s == "ui") {
+        return Some(ui(seg.get(1).map(String::as_str).unwrap_or("")));
+    }
+    if seg.len() != 1 {
         return None;
     }
     match seg[0].as_str() {
@@ -31,6 +37,36 @@ pub fn public(svc: &Service, method: &Method, seg: &[String]) -> Option<Response
 pub fn authenticated(svc: &Service, method: &Method, seg: &[String]) -> Option<Response> {
     (matches!(*method, Method::GET | Method::HEAD) && seg.len() == 1 && seg[0] == "metrics")
         .then(|| metrics(svc))
+}
+
+/// The dashboard (`/ui/`): static files built into the binary, no token needed to load them
+/// (the page asks for one and sends it with each API call). Nothing is loaded from elsewhere.
+fn ui(file: &str) -> Response {
+    let (ty, body): (&str, &str) = match file {
+        "" | "index.html" => ("text/html; charset=utf-8", include_str!("../ui/index.html")),
+        "app.js" => (
+            "text/javascript; charset=utf-8",
+            include_str!("../ui/app.js"),
+        ),
+        "app.css" => ("text/css; charset=utf-8", include_str!("../ui/app.css")),
+        other => {
+            return crate::error_response(ArmError::new(
+                rsvault_types::arm::ArmCode::PathNotFound,
+                format!("The dashboard has no file '{other}'."),
+            ))
+        }
+    };
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(ty)),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 fn readyz(svc: &Service) -> Response {
