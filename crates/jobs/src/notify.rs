@@ -170,6 +170,21 @@ impl Service {
         Ok(all)
     }
 
+    /// Deletes finished deliveries (delivered or given up) created before `cutoff`, with job
+    /// history. Returns how many.
+    pub fn prune_deliveries(&self, cutoff: DateTime<Utc>) -> Result<usize, rsvault_store::Error> {
+        self.store.tx(|tx| {
+            let mut n = 0;
+            for state in ["delivered", "failed"] {
+                let done: Vec<Delivery> = tx.list(K_DELIVERY, "", Some(state))?;
+                for d in done.iter().filter(|d| d.created < cutoff) {
+                    n += usize::from(tx.delete(K_DELIVERY, "", &d.id)?);
+                }
+            }
+            Ok(n)
+        })
+    }
+
     /// Takes a due delivery for one attempt (or `None` if another node has it or it is not due).
     fn take_delivery(&self, id: &str, now: DateTime<Utc>) -> Option<Delivery> {
         self.store

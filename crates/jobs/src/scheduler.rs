@@ -83,6 +83,7 @@ pub fn tick(svc: &Arc<Service>, now: DateTime<Utc>) -> anyhow::Result<TickReport
     if report.jobs_deleted > 0 {
         svc.store.tx(|tx| tx.delete_orphan_job_logs())?;
     }
+    svc.prune_deliveries(now - Duration::days(days))?;
     Ok(report)
 }
 

@@ -894,6 +894,27 @@ fn a_failed_job_is_posted_signed_to_the_webhook_and_retried_after_a_500() {
         .map(|a| &a["status"])
         .collect();
     assert_eq!(statuses, [&json!(500), &json!(200)]);
+
+    // Finished deliveries go with job history ([jobs] history_days, 180 by default).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let svc = crate::policies::in_process_service(&s);
+    rsvault_jobs::scheduler::tick(&svc, chrono::Utc::now() + chrono::Duration::days(179)).unwrap();
+    let ids = |l: Value| -> Vec<Value> {
+        l["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].clone())
+            .collect()
+    };
+    assert!(ids(s.get(&format!("{v}/rsvault/notifications"))).contains(&ev["id"]));
+    rsvault_jobs::scheduler::tick(&svc, chrono::Utc::now() + chrono::Duration::days(181)).unwrap();
+    assert!(!ids(s.get(&format!("{v}/rsvault/notifications"))).contains(&ev["id"]));
 }
 
 #[test]
