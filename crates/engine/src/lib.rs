@@ -60,7 +60,7 @@ pub use repo::{
     prune, remove_key, snapshot, snapshots,
 };
 pub use restore::{restore, restore_scoped};
-pub use verify::verify;
+pub use verify::{verify, verify_reporting};
 
 /// Where a repository lives and how to open it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

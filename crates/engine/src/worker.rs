@@ -194,7 +194,7 @@ pub fn run_request(request: &Request, ctx: &dyn JobContext) -> Result<Response> 
         Request::Verify {
             repo,
             read_data_percent,
-        } => Response::Verify(crate::verify(repo, *read_data_percent)?),
+        } => Response::Verify(crate::verify_reporting(repo, *read_data_percent, ctx)?),
         Request::Prune { repo } => {
             crate::prune(repo)?;
             Response::Prune

@@ -30,6 +30,9 @@ pub(crate) struct Ctx {
     pub(crate) last_write: Mutex<Option<Instant>>,
     pub(crate) started: Instant,
     pub(crate) warnings: Mutex<Vec<Warning>>,
+    /// The last "all bytes done" progress written, (phase, bytes): each is written once, however
+    /// soon it follows the one before, so a short phase never stays at its start.
+    pub(crate) last_complete: Mutex<Option<(String, u64)>>,
 }
 
 impl Ctx {
@@ -45,8 +48,17 @@ impl JobContext for Ctx {
 
     fn progress(&self, p: &Progress) {
         let mut last = self.last_write.lock().unwrap_or_else(|e| e.into_inner());
-        // Persist at most once a second: the job row is what every node and client reads.
-        if last.is_some_and(|t| t.elapsed().as_millis() < 1000) {
+        // Persist at most once a second: the job row is what every node and client reads. A
+        // phase's last step (all bytes done) always gets through.
+        let complete = (p.bytes_total > 0 && p.bytes_done >= p.bytes_total)
+            .then(|| (format!("{:?}", p.phase), p.bytes_done));
+        let first_complete = complete.is_some() && {
+            let mut c = self.last_complete.lock().unwrap_or_else(|e| e.into_inner());
+            let new = *c != complete;
+            *c = complete.clone();
+            new
+        };
+        if !first_complete && last.is_some_and(|t| t.elapsed().as_millis() < 1000) {
             return;
         }
         *last = Some(Instant::now());

@@ -149,6 +149,7 @@ async fn run(svc: Arc<Service>, job: Job, attempt: i64) -> anyhow::Result<()> {
         last_write: Mutex::new(None),
         started: Instant::now(),
         warnings: Mutex::new(Vec::new()),
+        last_complete: Mutex::new(None),
     });
 
     let outcome = match job.work.clone() {

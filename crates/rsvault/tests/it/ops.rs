@@ -1050,3 +1050,42 @@ fn a_restore_drill_proves_an_item_restorable_and_names_it_when_a_pack_is_corrupt
     assert_eq!(ev["type"], "rsvault.drill.failed");
     assert_eq!(ev["data"]["properties"]["status"], "CompletedWithWarnings");
 }
+
+#[test]
+fn verification_reports_its_progress_like_a_backup() {
+    let env = Env::new();
+    let s = Server::start(&env, "[scheduler]\nenabled = false");
+    let (v, item) = s.protected_share("v1");
+    s.backup_completed(&v, &item);
+    let r = s.req(
+        "POST",
+        &format!("{v}/rsvault/maintenance/verify"),
+        Some(json!({"readDataPercent": 100})),
+    );
+    assert_eq!(r.status(), 202);
+    let op = r.headers()["azure-asyncoperation"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let job = s.wait_job(&v, &s.job_of_operation(&op));
+    assert_eq!(job["properties"]["status"], "Completed", "{job}");
+    let bag = &job["properties"]["extendedInfo"]["propertyBag"];
+    assert_eq!(bag["Phase"], "Verifying", "{bag}");
+    let total: u64 = bag["Bytes Total"].as_str().unwrap().parse().unwrap();
+    let done: u64 = bag["Bytes Done"].as_str().unwrap().parse().unwrap();
+    // Every pack was read: the repository's data, not nothing.
+    assert!(total > 100_000 && done == total, "{bag}");
+    assert!(bag["Progress Percentage"].as_str().is_some(), "{bag}");
+    let log = s.get(&format!(
+        "{v}/backupJobs/{}/rsvault/log",
+        job["name"].as_str().unwrap()
+    ));
+    assert!(
+        log["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["msg"].as_str().unwrap().starts_with("Phase Verifying")),
+        "{log}"
+    );
+}
