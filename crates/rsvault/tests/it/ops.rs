@@ -1089,3 +1089,43 @@ fn verification_reports_its_progress_like_a_backup() {
         "{log}"
     );
 }
+
+#[test]
+fn a_restore_drill_proves_a_vm_disk_image_restorable() {
+    let env = Env::new();
+    let s = Server::start(&env, "[scheduler]\nenabled = false");
+    let v = s.setup_vault("v1");
+    let item = s.vm_item(&v);
+    s.protect(&v, &item);
+    s.backup_completed(&v, &item);
+    let r = s.req(
+        "POST",
+        &format!("{v}/rsvault/maintenance/restoreDrill"),
+        Some(json!({"samplePercent": 100})),
+    );
+    assert_eq!(r.status(), 202);
+    let op = r.headers()["azure-asyncoperation"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let job = s.wait_job(&v, &s.job_of_operation(&op));
+    assert_eq!(job["properties"]["status"], "Completed", "{job}");
+    let log = s.get(&format!(
+        "{v}/backupJobs/{}/rsvault/log",
+        job["name"].as_str().unwrap()
+    ));
+    // The one 16 MiB image, compared chunk by chunk.
+    let line = format!(
+        "vm1: 1 files, {} bytes restored and identical to the snapshot.",
+        16 << 20
+    );
+    assert!(
+        log["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["msg"] == json!(line)),
+        "{log}"
+    );
+    assert!(s.get(&item)["properties"]["lastProvenRestorableTime"].is_string());
+}
