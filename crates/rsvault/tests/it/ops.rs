@@ -439,6 +439,30 @@ fn a_job_log_streams_while_the_backup_runs_and_pages_after() {
     };
     assert_eq!(msgs.last().map(String::as_str), Some(end), "{msgs:?}");
 
+    // A reconnecting EventSource resumes after the last line it saw; an ended job's stream ends.
+    let resumed = s
+        .client
+        .get(s.url(&format!("{v}/backupJobs/{job}/rsvault/log")))
+        .bearer_auth(&s.token)
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "1")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let resumed_ids: Vec<i64> = resumed
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: ")?.parse().ok())
+        .collect();
+    assert_eq!(resumed_ids, ids[2..].to_vec(), "{resumed}");
+    assert!(
+        resumed.ends_with(&format!(
+            "event: end\ndata: {{\"total\":{}}}\n\n",
+            ids.len()
+        )),
+        "{resumed}"
+    );
+
     // The same lines as JSON pages.
     let all = log(&s, &v, &job, "");
     assert_eq!(all["active"], false);
