@@ -79,6 +79,8 @@ pub struct Service {
     pub kek: crate::secrets::Kek,
     /// This process's identity for leases.
     pub node_id: String,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The property-bag key that names the recovery point a backup job recorded.
@@ -281,6 +283,7 @@ impl Service {
                 tx.delete_all(kind, &key, None)?;
             }
             tx.delete_jobs_of_vault(&key)?;
+            tx.delete_orphan_job_logs()?;
             tx.delete(K_VAULT, &key, "")?;
             Ok(None)
         })?;
@@ -488,6 +491,9 @@ impl Service {
 
     /// After a job ends: backups update the item's last-backup status and time.
     pub fn after_job(&self, job: &Job) -> Result<(), store::Error> {
+        self.metrics.job_ended(job);
+        self.log_job_end(job);
+        self.notify_job(job);
         if job.operation != "Backup" {
             return Ok(());
         }
@@ -502,6 +508,12 @@ impl Service {
                     _ => "Passed",
                 }
                 .into();
+                if matches!(
+                    job.status,
+                    JobStatus::Completed | JobStatus::CompletedWithWarnings
+                ) {
+                    it.stale_since = None;
+                }
                 let parent = it.policy.clone().unwrap_or_default().to_ascii_lowercase();
                 tx.put(K_ITEM, &key, &it.key(), &parent, &it)?;
             }

@@ -17,10 +17,13 @@ use std::sync::{Mutex, MutexGuard};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 
-use crate::{Error, JobQuery, JobRow, MetaTx, QueuedReason, Result};
+use crate::{Error, JobQuery, JobRow, LogLine, MetaTx, QueuedReason, Result};
 
 /// Numbered, forward-only migrations; `rsvault_migrations` records which have run.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/0001_initial.sql"),
+    include_str!("../migrations/postgres/0002_job_log.sql"),
+];
 
 /// Advisory lock keys (arbitrary constants, private to rsvault's database).
 const WRITER_LOCK: i64 = 0x7273_7661_756c_7401; // "rsvault" + 1
@@ -550,5 +553,63 @@ impl MetaTx for PgTx<'_> {
             "SELECT id FROM jobs WHERE queue = 'running' AND lease_owner = $1 AND status = 'Cancelling'",
             &[&owner],
         )
+    }
+
+    fn count_queue(&self, queue: &str) -> Result<i64> {
+        self.count_of("SELECT count(*) FROM jobs WHERE queue = $1", &[&queue])
+    }
+
+    fn append_job_log(
+        &self,
+        job_id: &str,
+        t: &str,
+        level: &str,
+        msg: &str,
+        head: i64,
+        tail: i64,
+    ) -> Result<i64> {
+        let n = self.count_of(
+            "SELECT coalesce(max(n), -1) + 1 FROM job_log WHERE job_id = $1",
+            &[&job_id],
+        )?;
+        self.execute(
+            "INSERT INTO job_log(job_id, n, t, level, msg) VALUES ($1, $2, $3, $4, $5)",
+            &[&job_id, &n, &t, &level, &msg],
+        )?;
+        if n - tail >= head {
+            self.execute(
+                "DELETE FROM job_log WHERE job_id = $1 AND n = $2",
+                &[&job_id, &(n - tail)],
+            )?;
+        }
+        Ok(n)
+    }
+
+    fn job_log(&self, job_id: &str, start: i64, limit: i64) -> Result<(Vec<LogLine>, i64)> {
+        let lines = self
+            .query(
+                "SELECT n, t, level, msg FROM job_log WHERE job_id = $1 AND n >= $2 ORDER BY n LIMIT $3",
+                &[&job_id, &start, &limit],
+            )?
+            .iter()
+            .map(|r| LogLine {
+                n: r.get(0),
+                t: r.get(1),
+                level: r.get(2),
+                msg: r.get(3),
+            })
+            .collect();
+        let total = self.count_of(
+            "SELECT coalesce(max(n), -1) + 1 FROM job_log WHERE job_id = $1",
+            &[&job_id],
+        )?;
+        Ok((lines, total))
+    }
+
+    fn delete_orphan_job_logs(&self) -> Result<usize> {
+        Ok(self.execute(
+            "DELETE FROM job_log WHERE job_id NOT IN (SELECT id FROM jobs)",
+            &[],
+        )? as usize)
     }
 }

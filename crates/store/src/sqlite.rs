@@ -6,13 +6,14 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::{JobQuery, JobRow, MetaTx, QueuedReason, Result};
+use crate::{JobQuery, JobRow, LogLine, MetaTx, QueuedReason, Result};
 
 /// Numbered, forward-only migrations; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_initial.sql"),
     include_str!("../migrations/sqlite/0002_job_queue.sql"),
     include_str!("../migrations/sqlite/0003_nodes.sql"),
+    include_str!("../migrations/sqlite/0004_job_log.sql"),
 ];
 
 pub struct Sqlite {
@@ -452,6 +453,69 @@ impl MetaTx for SqliteTx<'_> {
         Ok(self
             .0
             .execute("DELETE FROM jobs WHERE vault = ?1", params![vault])?)
+    }
+
+    fn count_queue(&self, queue: &str) -> Result<i64> {
+        Ok(self.0.query_row(
+            "SELECT count(*) FROM jobs WHERE queue = ?1",
+            params![queue],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn append_job_log(
+        &self,
+        job_id: &str,
+        t: &str,
+        level: &str,
+        msg: &str,
+        head: i64,
+        tail: i64,
+    ) -> Result<i64> {
+        let n: i64 = self.0.query_row(
+            "SELECT coalesce(max(n), -1) + 1 FROM job_log WHERE job_id = ?1",
+            params![job_id],
+            |r| r.get(0),
+        )?;
+        self.0.execute(
+            "INSERT INTO job_log(job_id, n, t, level, msg) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![job_id, n, t, level, msg],
+        )?;
+        if n - tail >= head {
+            self.0.execute(
+                "DELETE FROM job_log WHERE job_id = ?1 AND n = ?2",
+                params![job_id, n - tail],
+            )?;
+        }
+        Ok(n)
+    }
+
+    fn job_log(&self, job_id: &str, start: i64, limit: i64) -> Result<(Vec<LogLine>, i64)> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT n, t, level, msg FROM job_log WHERE job_id = ?1 AND n >= ?2 ORDER BY n LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![job_id, start, limit], |r| {
+            Ok(LogLine {
+                n: r.get(0)?,
+                t: r.get(1)?,
+                level: r.get(2)?,
+                msg: r.get(3)?,
+            })
+        })?;
+        let lines = rows.collect::<rusqlite::Result<_>>()?;
+        let total: i64 = self.0.query_row(
+            "SELECT coalesce(max(n), -1) + 1 FROM job_log WHERE job_id = ?1",
+            params![job_id],
+            |r| r.get(0),
+        )?;
+        Ok((lines, total))
+    }
+
+    fn delete_orphan_job_logs(&self) -> Result<usize> {
+        Ok(self.0.execute(
+            "DELETE FROM job_log WHERE job_id NOT IN (SELECT id FROM jobs)",
+            [],
+        )?)
     }
 }
 
