@@ -456,7 +456,9 @@ impl Service {
     ) -> Result<(), store::Error> {
         let key = vault.vault.key();
         let mut rp = rp;
-        self.store.tx(|tx| {
+        // Durable before the job can say Completed: a power cut must not leave a snapshot that
+        // garbage collection would then forget as an orphan (issue #9 item 8).
+        self.store.tx_durable(|tx| {
             // A job this node no longer holds (reaped as lost) must not gain a point: its job
             // already says it made none. The snapshot stays unreferenced until garbage collection.
             if !tx.holds_job(job_id, &self.node_id, attempt)? {

@@ -350,6 +350,17 @@ impl Store {
         }
     }
 
+    /// [`Store::tx`], committed durably whatever the store's everyday setting: the commit is on
+    /// stable storage before this returns (SQLite `synchronous=FULL` for this transaction,
+    /// PostgreSQL `synchronous_commit=on`). For writes a power cut must not undo once a client
+    /// may have been told about them, such as a recovery point.
+    pub fn tx_durable<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        match self {
+            Self::Sqlite(s) => s.tx_durable(|t| f(&Tx(t))),
+            Self::Postgres(p) => p.tx_durable(|t| f(&Tx(t))),
+        }
+    }
+
     /// Rewrites the storage so that no free page or journal keeps data that was overwritten
     /// (after secrets were moved out of it).
     pub fn compact(&self) -> Result<()> {

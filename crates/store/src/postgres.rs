@@ -158,6 +158,16 @@ impl Postgres {
         )
     }
 
+    /// [`Postgres::tx`] committed with `synchronous_commit=on`, whatever the server's setting.
+    pub(crate) fn tx_durable<T>(&self, f: impl FnOnce(&PgTx<'_>) -> Result<T>) -> Result<T> {
+        self.run(
+            &format!(
+                "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
+            ),
+            f,
+        )
+    }
+
     /// PostgreSQL's MVCC reclaims dead rows by itself (autovacuum), and an rsvault database on
     /// PostgreSQL never held plain-text secrets: nothing to do.
     pub fn compact(&self) -> Result<()> {
@@ -611,5 +621,24 @@ impl MetaTx for PgTx<'_> {
             "DELETE FROM job_log WHERE job_id NOT IN (SELECT id FROM jobs)",
             &[],
         )? as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a server that does not wait for WAL flushes (the test cluster runs with
+    /// `synchronous_commit=off`), a durable transaction still does; others keep the setting.
+    #[test]
+    fn durable_transactions_wait_for_the_flush_whatever_the_server_setting() {
+        let cluster = rsvault_testpg::Cluster::start();
+        let store = Postgres::open(&cluster.create_db("durable")).unwrap();
+        let setting = |t: &PgTx<'_>| -> Result<String> {
+            Ok(t.query("SHOW synchronous_commit", &[])?[0].get(0))
+        };
+        assert_eq!(store.tx(|t| setting(t)).unwrap(), "off");
+        assert_eq!(store.tx_durable(|t| setting(t)).unwrap(), "on");
+        assert_eq!(store.tx(|t| setting(t)).unwrap(), "off");
     }
 }

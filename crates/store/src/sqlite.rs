@@ -87,10 +87,27 @@ impl Sqlite {
     /// Runs `f` in one immediate transaction: all of its writes land, or none.
     pub(crate) fn tx<T>(&self, f: impl FnOnce(&SqliteTx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        Self::immediate(&mut conn, f)
+    }
+
+    fn immediate<T>(
+        conn: &mut Connection,
+        f: impl FnOnce(&SqliteTx<'_>) -> Result<T>,
+    ) -> Result<T> {
         let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&SqliteTx(&t))?;
         t.commit()?;
         Ok(out)
+    }
+
+    /// [`Sqlite::tx`] with the WAL synced at commit (`synchronous=FULL`); the connection goes
+    /// back to `NORMAL` (synced at checkpoints) afterwards.
+    pub(crate) fn tx_durable<T>(&self, f: impl FnOnce(&SqliteTx<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let out = Self::immediate(&mut conn, f);
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        out
     }
 }
 
@@ -573,5 +590,22 @@ mod tests {
         // Opening again runs nothing twice.
         drop(store);
         Sqlite::open(&path).unwrap();
+    }
+
+    /// A durable transaction commits with the WAL synced, and leaves the writer as it was.
+    #[test]
+    fn durable_transactions_sync_at_commit_and_only_they() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::open(&dir.path().join("d.db")).unwrap();
+        let level = |t: &SqliteTx<'_>| -> Result<i64> {
+            Ok(t.0.pragma_query_value(None, "synchronous", |r| r.get(0))?)
+        };
+        // 1 = NORMAL, 2 = FULL
+        assert_eq!(store.tx(|t| level(t)).unwrap(), 1);
+        assert_eq!(store.tx_durable(|t| level(t)).unwrap(), 2);
+        assert_eq!(store.tx(|t| level(t)).unwrap(), 1);
+        let failed: Result<()> = store.tx_durable(|_| Err(crate::Error::Missing("x".into())));
+        assert!(failed.is_err());
+        assert_eq!(store.tx(|t| level(t)).unwrap(), 1);
     }
 }
