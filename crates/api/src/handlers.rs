@@ -438,6 +438,7 @@ fn put_vault(svc: &Service, r: &Req, v: VaultRef) -> ArmResult<Response> {
         }
     }
     props["provisioningState"] = json!("Succeeded");
+    rsvault_jobs::immutability::check_settings(existing.as_ref(), &mut props, is_patch)?;
     let identity = match body.get("identity") {
         None | Some(Value::Null) => existing.as_ref().and_then(|e| e.identity.clone()),
         Some(i) => {

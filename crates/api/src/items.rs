@@ -48,6 +48,11 @@ pub(crate) fn item(
         Method::PUT => protect(svc, r, vault, container, item_name),
         Method::DELETE => {
             let it = find_item(svc, vault, container, item_name)?;
+            rsvault_jobs::immutability::check_delete_data(
+                vault,
+                &svc.recovery_points(vault, &it.key())?,
+                Utc::now(),
+            )?;
             let op_kind = OpKind::DeleteItem;
             let job = new_job(vault, &it, "DeleteBackupData", Work::DeleteData, true);
             let op = Operation::new(op_kind, Some(job.id.clone()), Some(it.key()));
@@ -185,6 +190,22 @@ fn protect(
             stale_since: None,
             proven_restorable: None,
         });
+        let old = it
+            .policy
+            .as_deref()
+            .filter(|o| !o.eq_ignore_ascii_case(&pol.name));
+        // A policy in use cannot be deleted, so the item's current one is there to compare with.
+        if let Some(before) = old.and_then(|o| get_policy(svc, vault, o).ok()) {
+            rsvault_jobs::immutability::check_not_shortened(
+                vault,
+                &before.properties["retentionPolicy"],
+                &pol.properties["retentionPolicy"],
+                &format!(
+                    "Moving '{item_name}' from policy '{}' to '{}'",
+                    before.name, pol.name
+                ),
+            )?;
+        }
         it.policy = Some(pol.name.clone());
         it.protection_state = if it.last_recovery_point.is_some() {
             "Protected"

@@ -67,6 +67,12 @@ pub(crate) fn policy(svc: &Service, r: &Req, vault: &Vault, name: &str) -> ArmRe
                 .store
                 .read(|tx| tx.get(K_POLICY, &vault.vault.key(), &key))?;
             if let Some(e) = &existing {
+                rsvault_jobs::immutability::check_not_shortened(
+                    vault,
+                    &e.properties["retentionPolicy"],
+                    &props["retentionPolicy"],
+                    &format!("Changing policy '{}'", e.name),
+                )?;
                 if e.backup_management_type()
                     != props["backupManagementType"].as_str().unwrap_or("")
                 {

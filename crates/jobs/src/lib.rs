@@ -15,6 +15,7 @@ pub mod config;
 pub mod context;
 pub mod failpoint;
 pub mod fsutil;
+pub mod immutability;
 pub mod joblog;
 pub mod live;
 pub mod maintenance;

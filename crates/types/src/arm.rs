@@ -31,6 +31,10 @@ pub enum ArmCode {
     VaultNotEmpty,
     PolicyInUse,
     RestoreTargetInvalid,
+    /// An operation that would shorten retention on an immutable vault.
+    ImmutableVault,
+    /// Changing the immutability of a vault where it is `Locked`.
+    ImmutabilityLocked,
     Conflict,
     Internal,
 }
@@ -45,6 +49,8 @@ impl ArmCode {
             | Self::InvalidJson
             | Self::InvalidFilter
             | Self::InvalidSkipToken
+            | Self::ImmutableVault
+            | Self::ImmutabilityLocked
             | Self::InvalidResourceName
             | Self::NotCancellable
             | Self::ItemNotProtected
@@ -67,6 +73,8 @@ impl ArmCode {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::ImmutableVault => "UserErrorImmutableVaultOperationNotAllowed",
+            Self::ImmutabilityLocked => "UserErrorImmutabilityLockedCannotBeChanged",
             Self::Unauthorized => "AuthenticationFailed",
             Self::MissingApiVersion => "MissingApiVersionParameter",
             Self::InvalidApiVersion => "InvalidApiVersionParameter",

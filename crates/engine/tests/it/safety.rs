@@ -490,7 +490,13 @@ fn kill_9_during_an_overwrite_restore_leaves_each_file_old_or_new() {
     fs::create_dir_all(&target).unwrap();
     let modified = random_bytes(40 << 20, 22);
     let (mut old, mut new) = (0, 0);
-    for delay_ms in [0u64, 2, 5, 10, 20, 30, 50, 80, 120, 200, 300, 500, 800] {
+    // Fixed moments, then longer ones until a kill comes after the rename too (a loaded machine
+    // restores slowly).
+    let mut delays = vec![0u64, 2, 5, 10, 20, 30, 50, 80, 120, 200, 300, 500, 800];
+    let mut i = 0;
+    while i < delays.len() {
+        let delay_ms = delays[i];
+        i += 1;
         fs::write(target.join("big.bin"), &modified).unwrap();
         let req = Request::Restore {
             repo: fx.repo.clone(),
@@ -519,6 +525,9 @@ fn kill_9_during_an_overwrite_restore_leaves_each_file_old_or_new() {
                 "after a kill at {delay_ms} ms the file is neither old nor new ({} bytes)",
                 now.len()
             );
+        }
+        if i == delays.len() && new == 0 && delay_ms < 20_000 {
+            delays.push(delay_ms * 2);
         }
     }
     eprintln!(

@@ -9,6 +9,7 @@ mod backup_restore;
 mod cluster;
 mod data_dir;
 mod examples;
+mod immutability;
 mod jobs;
 mod neighbours;
 mod nodes;
