@@ -91,6 +91,18 @@ pub enum Request {
         repo: RepoConfig,
         key_id: String,
     },
+    /// Whether the repository exists (an unreachable store is an error).
+    Exists {
+        repo: RepoConfig,
+    },
+    /// Delete the repository and everything in it.
+    Destroy {
+        repo: RepoConfig,
+    },
+    /// Bytes the repository occupies.
+    Size {
+        repo: RepoConfig,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,6 +118,9 @@ pub enum Response {
     Prune,
     AddKey(String),
     RemoveKey,
+    Exists(bool),
+    Destroy,
+    Size(u64),
 }
 
 /// [`Error`] on the wire.
@@ -200,6 +215,12 @@ pub fn run_request(request: &Request, ctx: &dyn JobContext) -> Result<Response> 
             crate::remove_key(repo, key_id)?;
             Response::RemoveKey
         }
+        Request::Exists { repo } => Response::Exists(crate::exists(repo)?),
+        Request::Destroy { repo } => {
+            crate::destroy(repo)?;
+            Response::Destroy
+        }
+        Request::Size { repo } => Response::Size(crate::size(repo)?),
     })
 }
 

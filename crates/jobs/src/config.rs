@@ -27,6 +27,9 @@ pub struct Config {
     pub node: NodeConfig,
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// Where vault repositories live (a directory, S3 or Azure Blob).
+    #[serde(default)]
+    pub repository: crate::repository::RepositoryConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
     /// Restore roots named as storage accounts, so clients that take a storage account (`az
@@ -214,6 +217,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.repository.validate()?;
         anyhow::ensure!(
             (3..=3600).contains(&self.runner.lease_seconds),
             "runner.lease_seconds must be between 3 and 3600"

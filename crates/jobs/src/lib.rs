@@ -17,6 +17,7 @@ pub mod maintenance;
 pub mod neighbours;
 pub mod policy;
 pub mod queue;
+pub mod repository;
 pub mod retention;
 pub mod runner;
 pub mod schedule;
