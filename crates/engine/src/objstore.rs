@@ -160,9 +160,15 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
 pub(crate) fn operator(store: &ObjectStore, prefix: &str) -> Result<Operator> {
     // One crypto provider per process: ring, as the server uses (reqwest is built without one
     // of its own). Installing fails harmlessly if the process already has one.
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
+    static TRANSPORT: std::sync::Once = std::sync::Once::new();
+    TRANSPORT.call_once(|| {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        opendal::HttpTransporter::install_default(
+            opendal_http_transport_reqwest::ReqwestTransport::default(),
+        );
+    });
     let root = format!("/{}", prefix.trim_matches('/'));
     let built = match store {
         ObjectStore::S3 {
@@ -232,8 +238,10 @@ pub(crate) fn operator(store: &ObjectStore, prefix: &str) -> Result<Operator> {
 pub(crate) struct ObjectBackend {
     op: Operator,
     location: String,
-    /// Key files this backend wrote: removed again if the `config` write loses a race.
-    keys_written: Mutex<Vec<Id>>,
+    /// While creating a repository: key files held back until `config` is written, so a
+    /// creation that loses the race never leaves a key file that opens with the same password
+    /// but wraps another master key (an opener could pick it). `None`: write keys at once.
+    pending_keys: Option<Mutex<Vec<(Id, opendal::Buffer)>>>,
 }
 
 impl std::fmt::Debug for ObjectBackend {
@@ -262,7 +270,15 @@ impl ObjectBackend {
         Ok(Self {
             op: operator(store, prefix)?,
             location: store.display(prefix),
-            keys_written: Mutex::new(Vec::new()),
+            pending_keys: None,
+        })
+    }
+
+    /// A backend for creating the repository: see `pending_keys`.
+    pub(crate) fn for_init(store: &ObjectStore, prefix: &str) -> Result<Self> {
+        Ok(Self {
+            pending_keys: Some(Mutex::default()),
+            ..Self::new(store, prefix)?
         })
     }
 
@@ -420,17 +436,17 @@ impl WriteBackend for ObjectBackend {
         if tpe == FileType::Config {
             return self.write_config(&path, body);
         }
+        if let (FileType::Key, Some(pending)) = (tpe, &self.pending_keys) {
+            pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((*id, body));
+            return Ok(());
+        }
         self.op
             .write(&path, body)
             .map(|_| ())
-            .map_err(|e| backend_err("Writing `{path}` failed.", &path, e))?;
-        if tpe == FileType::Key {
-            self.keys_written
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(*id);
-        }
-        Ok(())
+            .map_err(|e| backend_err("Writing `{path}` failed.", &path, e))
     }
 
     fn remove(&self, tpe: FileType, id: &Id, _cacheable: bool) -> RusticResult<()> {
@@ -465,21 +481,27 @@ impl ObjectBackend {
                 Err(e) => Err(e),
             }
         };
+        let pending = self
+            .pending_keys
+            .as_ref()
+            .map(|p| std::mem::take(&mut *p.lock().unwrap_or_else(|e| e.into_inner())));
         match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => {
-                let written = std::mem::take(
-                    &mut *self.keys_written.lock().unwrap_or_else(|e| e.into_inner()),
-                );
-                for id in written {
-                    let _ = self.op.delete(&object_path(FileType::Key, &id));
+            Ok(_) => {
+                // This creation won: its key files follow. (An opener that sees `config`
+                // before them finds no key yet; `open_or_init` waits for them.)
+                for (id, body) in pending.unwrap_or_default() {
+                    let path = object_path(FileType::Key, &id);
+                    self.op
+                        .write(&path, body)
+                        .map_err(|e| backend_err("Writing `{path}` failed.", &path, e))?;
                 }
-                Err(RusticError::new(
-                    ErrorKind::Backend,
-                    "A repository already exists at `{path}`.",
-                )
-                .attach_context("path", self.location.clone()))
+                Ok(())
             }
+            Err(e) if e.kind() == opendal::ErrorKind::ConditionNotMatch => Err(RusticError::new(
+                ErrorKind::Backend,
+                "A repository already exists at `{path}`.",
+            )
+            .attach_context("path", self.location.clone())),
             Err(e) => Err(backend_err("Writing `{path}` failed.", path, e)),
         }
     }

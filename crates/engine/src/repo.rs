@@ -156,8 +156,9 @@ fn repo_path_str(cfg: &RepoConfig) -> Result<String> {
         .ok_or_else(|| Error::Repository(format!("repository path {:?} is not UTF-8", cfg.path)))
 }
 
-/// The backend `cfg` names, unguarded: a local directory or an object store prefix.
-fn backend(cfg: &RepoConfig) -> Result<(Arc<dyn WriteBackend>, Option<PathBuf>)> {
+/// The backend `cfg` names, unguarded: a local directory or an object store prefix (`init`:
+/// one that creates the repository).
+fn backend(cfg: &RepoConfig, init: bool) -> Result<(Arc<dyn WriteBackend>, Option<PathBuf>)> {
     let path = repo_path_str(cfg)?;
     match &cfg.store {
         None => {
@@ -165,6 +166,7 @@ fn backend(cfg: &RepoConfig) -> Result<(Arc<dyn WriteBackend>, Option<PathBuf>)>
                 LocalBackend::new(&path, Vec::<(String, String)>::new()).map_err(map_err)?;
             Ok((Arc::new(local), Some(cfg.path.clone())))
         }
+        Some(store) if init => Ok((Arc::new(ObjectBackend::for_init(store, &path)?), None)),
         Some(store) => Ok((Arc::new(ObjectBackend::new(store, &path)?), None)),
     }
 }
@@ -174,7 +176,16 @@ fn new_repo(
     veto: Arc<AtomicBool>,
     bars: Option<Arc<dyn ProgressBars>>,
 ) -> Result<Repository<()>> {
-    let (inner, root) = backend(cfg)?;
+    new_repo_for(cfg, veto, bars, false)
+}
+
+fn new_repo_for(
+    cfg: &RepoConfig,
+    veto: Arc<AtomicBool>,
+    bars: Option<Arc<dyn ProgressBars>>,
+    init: bool,
+) -> Result<Repository<()>> {
+    let (inner, root) = backend(cfg, init)?;
     let guarded = GuardedBackend { inner, root, veto };
     let backends = RepositoryBackends::new(Arc::new(guarded), None);
     let mut opts = RepositoryOptions::default();
@@ -391,7 +402,7 @@ fn init_master_key(repo: &RepoConfig) -> Result<MasterKey> {
             master_key: None,
             ..repo.clone()
         };
-        return new_repo(&repo, Arc::new(AtomicBool::new(false)), None)?
+        return new_repo_for(&repo, Arc::new(AtomicBool::new(false)), None, true)?
             .init(
                 &Credentials::password(&repo.password),
                 &KeyOptions::default(),
@@ -475,7 +486,20 @@ pub fn open_or_init_master_key(repo: &RepoConfig) -> Result<MasterKey> {
         return master_key(repo);
     }
     match init_master_key(repo) {
-        Err(_) if has_config(repo)? => master_key(repo),
+        Err(_) if has_config(repo)? => {
+            // Another creation won. On an object store its key file follows its config by one
+            // request: give it a moment.
+            let mut tries = 0;
+            loop {
+                match master_key(repo) {
+                    Err(Error::Repository(_)) if repo.store.is_some() && tries < 20 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    other => return other,
+                }
+            }
+        }
         other => other,
     }
 }
