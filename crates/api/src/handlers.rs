@@ -262,7 +262,7 @@ async fn fabric_routes(
         ["protectableContainers"] | ["protectablecontainers"] => {
             only(m, &[Method::GET])?;
             let values: Vec<Value> = svc
-                .sources
+                .all_sources()
                 .iter()
                 .filter(|s| s.workload == Workload::FileShare)
                 .filter({
@@ -633,7 +633,7 @@ fn list_protectable(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response
     )?;
     let items = svc.list_items(vault)?;
     let values: Vec<Value> = svc
-        .sources
+        .all_sources()
         .iter()
         .filter(|s| want.is_none_or(|w| w == Some(s.workload)))
         .map(|s| {
@@ -673,7 +673,7 @@ fn list_containers(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response>
         .store
         .read(|tx| tx.list(K_CONTAINER, &vault.vault.key(), None))?;
     let mut values = Vec::new();
-    for s in &svc.sources {
+    for s in &svc.all_sources() {
         if want.is_some_and(|w| w != Some(s.workload)) {
             continue;
         }
@@ -703,7 +703,7 @@ fn list_containers(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response>
 }
 
 fn container_source(svc: &Service, vault: &Vault, name: &str) -> ArmResult<SourceInfo> {
-    svc.source_by_container(name).cloned().ok_or_else(|| {
+    svc.source_by_container(name).ok_or_else(|| {
         ArmError::new(
             ArmCode::ContainerNotFound,
             format!(

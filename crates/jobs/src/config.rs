@@ -27,7 +27,10 @@ pub struct Config {
     pub node: NodeConfig,
     #[serde(default)]
     pub secrets: SecretsConfig,
-    /// Where vault repositories live (a directory, S3 or Azure Blob).
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Where vault repositories live (a directory, S3 or Azure Blob); every node of a
+    /// deployment must reach the same place.
     #[serde(default)]
     pub repository: crate::repository::RepositoryConfig,
     #[serde(default, rename = "source")]
@@ -75,6 +78,27 @@ pub struct SecretsConfig {
     /// The key-encryption key that wraps every vault key (default `DATA/master.key`; every
     /// node of a deployment names the same file). `RSVAULT_MASTER_KEY` overrides it.
     pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://USER@HOST:PORT/DBNAME` for a store that several nodes share (default: SQLite
+    /// at `DATA/rsvault.db`). `RSVAULT_STORE_URL` overrides it.
+    pub url: Option<String>,
+}
+
+/// The environment variable that names the store (over `[store] url`).
+pub const STORE_URL_ENV: &str = "RSVAULT_STORE_URL";
+
+impl StoreConfig {
+    /// The store URL in effect: the environment's, else the config's; `None` = embedded SQLite.
+    pub fn effective_url(&self) -> Option<String> {
+        std::env::var(STORE_URL_ENV)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| self.url.clone())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -56,8 +56,8 @@ impl Service {
     }
 
     /// The VM source named `rg/name` (names compare case-insensitively, as in ARM).
-    pub fn vm_source(&self, rg: &str, name: &str) -> Option<&SourceInfo> {
-        self.sources.iter().find(|s| {
+    pub fn vm_source(&self, rg: &str, name: &str) -> Option<SourceInfo> {
+        self.all_sources().into_iter().find(|s| {
             s.workload == Workload::Vm
                 && s.rg.eq_ignore_ascii_case(rg)
                 && s.host_name.eq_ignore_ascii_case(name)
@@ -74,7 +74,7 @@ impl Service {
     pub fn storage_accounts(&self) -> Vec<StorageAccount> {
         let mut out: Vec<StorageAccount> = Vec::new();
         for s in self
-            .sources
+            .all_sources()
             .iter()
             .filter(|s| s.workload == Workload::FileShare)
         {

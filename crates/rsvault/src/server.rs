@@ -11,7 +11,7 @@ use rsvault_api::{self as api, AppState};
 use rsvault_jobs::config::{source_info, Config};
 use rsvault_jobs::live::Runner;
 use rsvault_jobs::secrets::{self, Kek};
-use rsvault_jobs::service::Service;
+use rsvault_jobs::service::{Service, ADMIN_TOKEN, EXPORT_SIGNING_KEY};
 use rsvault_store::Store;
 
 pub struct ServeOptions {
@@ -207,28 +207,52 @@ pub fn lock_data_dir(data: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::F
     Ok(lock)
 }
 
-/// Reads the admin token, creating it (0600) on first start. Returns (token, newly created).
-pub fn admin_token(data: &Path) -> anyhow::Result<(String, bool)> {
+/// The deployment's admin token, shared by every node through the store (wrapped by the KEK): the
+/// first node to initialize the store creates it (or adopts its `DATA/admin-token` from before);
+/// every node keeps a copy in its own `DATA/admin-token` (0600). Returns (token, newly created).
+pub fn admin_token(svc: &Service, data: &Path) -> anyhow::Result<(String, bool)> {
     let p = data.join("admin-token");
-    if p.exists() {
-        let t = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        return Ok((t.trim().to_string(), false));
+    let own = match std::fs::read_to_string(&p) {
+        Ok(t) => Some(t.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+    };
+    let mut created = false;
+    let token = rsvault_jobs::service::shared_secret(&svc.store, &svc.kek, ADMIN_TOKEN, || {
+        created = own.is_none();
+        own.clone()
+            .unwrap_or_else(|| format!("rsv_{}", api::random_token()))
+    })?;
+    if own.as_deref() != Some(token.as_str()) {
+        if own.is_some() {
+            tracing::warn!(
+                "{} held another admin token than the deployment's (in the store): replaced",
+                p.display()
+            );
+        }
+        rsvault_jobs::fsutil::write_private(&p, token.as_bytes())?;
     }
-    let token = format!("rsv_{}", api::random_token());
-    rsvault_jobs::fsutil::write_private(&p, token.as_bytes())?;
-    Ok((token, true))
+    Ok((token, created))
 }
 
-fn signing_key(data: &Path) -> anyhow::Result<Vec<u8>> {
-    let p = data.join("signing-key");
-    if let Ok(k) = std::fs::read(&p) {
-        if k.len() >= 32 {
-            return Ok(k);
-        }
+/// The export-link signing key, shared by every node through the store (wrapped by the KEK). A
+/// key file from before (`DATA/signing-key`) becomes the shared key, so its links stay valid, and
+/// is then removed.
+fn signing_key(store: &Store, kek: &Kek, data: &Path) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let legacy = data.join("signing-key");
+    let key = rsvault_jobs::service::shared_secret(store, kek, EXPORT_SIGNING_KEY, || {
+        let bytes = std::fs::read(&legacy)
+            .ok()
+            .filter(|k| k.len() >= 32)
+            .unwrap_or_else(|| (0..32).map(|_| rand::random::<u8>()).collect());
+        b64.encode(bytes)
+    })?;
+    if legacy.exists() {
+        std::fs::remove_file(&legacy)?;
     }
-    let k: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
-    rsvault_jobs::fsutil::write_private(&p, &k)?;
-    Ok(k)
+    Ok(b64.decode(key)?)
 }
 
 /// Builds the service over a data dir: the store, sources, signing key. Several services may
@@ -239,15 +263,21 @@ pub fn open_service(
     worker: (PathBuf, Vec<String>),
 ) -> anyhow::Result<Arc<Service>> {
     let restore_umask = secure_data_dir(data)?;
-    let store = Store::open(&data.join("rsvault.db")).context("opening the metadata store")?;
+    let store = match config.store.effective_url() {
+        Some(url) => Store::open_url(&url)
+            .with_context(|| format!("opening the store {}", rsvault_store::redact(&url)))?,
+        None => Store::open(&data.join("rsvault.db")).context("opening the metadata store")?,
+    };
     let kek = load_kek(&store, &key_file(data, &config))?;
     let sources = config.sources.iter().map(source_info).collect();
+    let signing_key = signing_key(&store, &kek, data)?;
     Ok(Arc::new(Service {
         store,
         sources,
+        peer_sources: Default::default(),
         data_dir: data.to_path_buf(),
         runner: Runner::new(worker, config.runner.max_concurrent_jobs(), restore_umask),
-        signing_key: signing_key(data)?,
+        signing_key,
         kek,
         node_id: config
             .node
@@ -279,7 +309,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         config.node.id = Some(default_node_id(Some(opts.listen.port())));
     }
     let svc = open_service(&opts.data, config, worker)?;
-    let (token, fresh) = admin_token(&opts.data)?;
+    let (token, fresh) = admin_token(&svc, &opts.data)?;
     let wrapped = svc
         .wrap_legacy_keys()
         .context("wrapping stored vault keys")?;
@@ -289,6 +319,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             "wrapped vault keys that were stored in plain text"
         );
     }
+    svc.register_node()
+        .context("registering this node in the store")?;
     let (failed, requeued) = svc
         .recover_interrupted()
         .context("resolving interrupted jobs")?;

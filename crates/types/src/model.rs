@@ -138,7 +138,7 @@ impl Workload {
 }
 
 /// A source from the config, with its Azure names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceInfo {
     pub workload: Workload,
     pub container: String,
@@ -153,6 +153,11 @@ pub struct SourceInfo {
 }
 
 impl SourceInfo {
+    /// What a node that has this source offers to jobs (see `Job::needs`).
+    pub fn offer(&self) -> String {
+        format!("item:{}", item_key(&self.container, &self.item))
+    }
+
     /// ARM id of the source VM or storage account in `sub`.
     pub fn resource_id(&self, sub: &str) -> String {
         match self.workload {
