@@ -65,7 +65,7 @@ pub fn storage_config(r: &Req, vault: &Vault) -> ArmResult<Response> {
                     Some(Value::String(t)) if t.eq_ignore_ascii_case("LocallyRedundant") => {}
                     Some(other) => {
                         return Err(ArmError::invalid(format!(
-                            "{key} {other} cannot be honoured: a vault's repository is one local copy, so only LocallyRedundant is supported."
+                            "{key} {other} cannot be honoured: a vault's repository is one copy in the configured repository location (a directory, S3 or Azure Blob, whose own redundancy rsvault does not control), so only LocallyRedundant is supported."
                         ))
                         .with_target(format!("properties.{key}")))
                     }
