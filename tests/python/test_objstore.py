@@ -133,6 +133,8 @@ class Emulator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        # (a launcher shim may have started the server as a child of its own)
+        subprocess.run(["fuser", "-k", f"{self.port}/tcp"], capture_output=True)
         self.log.close()
 
 
@@ -163,6 +165,14 @@ class Setup:
         make_random_file(self.big / "big.bin", 32 * 1024 * 1024, seed=43)
         self.restore.mkdir()
         self.emu = Emulator(kind, root / "emulator")
+        try:
+            self._start(root)
+        except BaseException:
+            self.emu.stop()
+            raise
+
+    def _start(self, root: Path) -> None:
+        kind = self.kind
         cfg = toml_config(
             [self.restore],
             [{"kind": "fileshare", "resource_group": SRC_RG, "storage_account": "objacct", "share": "objshare",

@@ -402,7 +402,7 @@ fn outage_mid_backup_then_recovery(kind: Kind) {
     // stays uncommitted blocks, invisible until the next backup writes the same pack) and
     // anything else no snapshot references.
     assert!(
-        with_orphans > after + (16 << 20),
+        with_orphans > after + (8 << 20),
         "prune removed too little: {with_orphans} -> {after}"
     );
     assert!(
