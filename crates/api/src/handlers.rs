@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use super::{accepted, no_content, ok, Req};
+use super::{accepted, no_content, ok, ok_json_bytes, Req};
 use crate::filter;
 use crate::items::{item, list_protected, list_recovery_points, trigger_backup};
 use crate::jobs::{job_query, list_jobs};
@@ -101,7 +101,7 @@ async fn vault_routes(
         }
         ["backupjobs", job] => {
             only(m, &[Method::GET])?;
-            Ok(ok(svc.get_job(&vault, job)?.wire()))
+            Ok(ok_json_bytes(svc.get_job(&vault, job)?.wire_json()))
         }
         ["backupjobs", job, "cancel"] => {
             only(m, &[Method::POST])?;
@@ -112,6 +112,17 @@ async fn vault_routes(
                 op.id
             ));
             Ok(accepted(&loc, None, svc.config.server.retry_after_seconds))
+        }
+        ["rsvault", "notifications"] => {
+            only(m, &[Method::GET])?;
+            let list = svc.deliveries(&vault).map_err(ArmError::internal)?;
+            Ok(ok(
+                json!({"value": list.iter().map(|d| d.wire()).collect::<Vec<_>>()}),
+            ))
+        }
+        ["backupjobs", job, "rsvault", "log"] => {
+            only(m, &[Method::GET])?;
+            crate::ops::job_log(svc, r, &vault, job)
         }
         ["backupjobs", _job, "operationresults", op] => {
             only(m, &[Method::GET])?;
@@ -518,6 +529,21 @@ fn start_maintenance(svc: &Arc<Service>, r: &Req, vault: &Vault, op: &str) -> Ar
     let body = r.json_or_empty()?;
     let (operation, work) = match op {
         "garbagecollection" => ("GarbageCollection", Work::GarbageCollection),
+        "restoredrill" => {
+            let pct = match body.get("samplePercent") {
+                None | Some(Value::Null) => svc.config.maintenance.drill_sample_percent,
+                Some(v) => v.as_u64().filter(|p| (1..=100).contains(p)).ok_or_else(|| {
+                    ArmError::invalid("samplePercent must be an integer from 1 to 100.")
+                        .with_target("samplePercent")
+                })? as u8,
+            };
+            (
+                "RestoreDrill",
+                Work::RestoreDrill {
+                    sample_percent: pct,
+                },
+            )
+        }
         "verify" => {
             let pct =
                 match body.get("readDataPercent") {
@@ -540,7 +566,7 @@ fn start_maintenance(svc: &Arc<Service>, r: &Req, vault: &Vault, op: &str) -> Ar
             return Err(ArmError::new(
                 ArmCode::PathNotFound,
                 format!(
-                    "Unknown maintenance operation '{other}'; use garbageCollection or verify."
+                    "Unknown maintenance operation '{other}'; use garbageCollection, verify or restoreDrill."
                 ),
             ))
         }

@@ -9,6 +9,7 @@ pub mod items;
 pub mod jobs;
 pub mod lookup;
 pub mod openapi;
+pub mod ops;
 pub mod policies;
 pub mod resources;
 pub mod restore;
@@ -48,6 +49,7 @@ pub struct Req {
     pub api_version: String,
     pub origin: String,
     pub body: Bytes,
+    pub headers: HeaderMap,
 }
 
 impl Req {
@@ -114,6 +116,9 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
         }
     };
     tracing::info!(%method, %path, status = resp.status().as_u16(), request_id = %request_id);
+    app.svc
+        .metrics
+        .http_request(method.as_str(), resp.status().as_u16());
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-ms-request-id", v.clone());
@@ -159,7 +164,13 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
             axum::Json(cloud_metadata(&origin(&app.svc.config.server, &parts))).into_response(),
         );
     }
+    if let Some(r) = ops::public(&app.svc, &parts.method, &seg) {
+        return Ok(r);
+    }
     check_auth(&parts.headers, &app.token)?;
+    if let Some(r) = ops::authenticated(&app.svc, &parts.method, &seg) {
+        return Ok(r);
+    }
     if seg.len() == 1 && seg[0].eq_ignore_ascii_case("openapi.json") && parts.method == Method::GET
     {
         return Ok(axum::Json(openapi::document()).into_response());
@@ -199,6 +210,7 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
         api_version,
         origin,
         body,
+        headers: parts.headers,
     };
     handlers::route(&app.svc, &r).await
 }
@@ -329,6 +341,19 @@ pub fn parse_query(q: &str) -> HashMap<String, String> {
 /// 200 with a JSON body.
 pub fn ok(v: Value) -> Response {
     (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+/// 200 with a JSON body that is already serialized.
+pub fn ok_json_bytes(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// 202 with `Location`, optional `Azure-AsyncOperation`, and `Retry-After`.

@@ -120,6 +120,8 @@ pub fn routes() -> Vec<Route> {
         r!("post", leak(it("/recoveryPoints/{recoveryPointId}/restore")), "Restores_Trigger", &[202], None, true, none),
         r!("post", leak(v("/rsvault/maintenance/{maintenanceOperation}")), "Rsvault_Maintenance", &[202], None, true, none),
         r!("get", leak(v("/rsvault/retentionPreview")), "Rsvault_RetentionPreview", &[200], Object, false, none),
+        r!("get", leak(v("/rsvault/notifications")), "Rsvault_Notifications", &[200], Object, false, none),
+        r!("get", leak(v("/backupJobs/{jobName}/rsvault/log")), "Rsvault_JobLog", &[200], Object, false, &["start", "limit"]),
     ]
 }
 

@@ -103,6 +103,11 @@ pub enum Request {
     Size {
         repo: RepoConfig,
     },
+    /// A restore drill: a sample restored into scratch space and compared with the snapshot.
+    Drill {
+        repo: RepoConfig,
+        spec: crate::DrillSpec,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +126,7 @@ pub enum Response {
     Exists(bool),
     Destroy,
     Size(u64),
+    Drill(crate::DrillReport),
 }
 
 /// [`Error`] on the wire.
@@ -203,7 +209,7 @@ pub fn run_request(request: &Request, ctx: &dyn JobContext) -> Result<Response> 
         Request::Verify {
             repo,
             read_data_percent,
-        } => Response::Verify(crate::verify(repo, *read_data_percent)?),
+        } => Response::Verify(crate::verify_reporting(repo, *read_data_percent, ctx)?),
         Request::Prune { repo } => {
             crate::prune(repo)?;
             Response::Prune
@@ -221,6 +227,7 @@ pub fn run_request(request: &Request, ctx: &dyn JobContext) -> Result<Response> 
             Response::Destroy
         }
         Request::Size { repo } => Response::Size(crate::size(repo)?),
+        Request::Drill { repo, spec } => Response::Drill(crate::drill(repo, spec, ctx)?),
     })
 }
 

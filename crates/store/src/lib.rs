@@ -119,6 +119,63 @@ fn reason(item: bool, vault: bool, node: bool) -> QueuedReason {
     }
 }
 
+/// An argument of a built query.
+pub(crate) enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// The job listing's SQL for `q`, with placeholders spelled by `mark(n)` (`?n` for SQLite, `$n`
+/// for PostgreSQL), and its arguments. It names only the predicates that are present (values
+/// already in their canonical spelling), so both planners can use the `(vault, status|operation,
+/// start_time, seq)` indexes and a rare status is found without scanning a vault's history.
+pub(crate) fn list_jobs_sql(
+    vault: &str,
+    q: &JobQuery,
+    limit: usize,
+    mark: fn(usize) -> String,
+) -> (String, Vec<Arg>) {
+    let mut sql = format!(
+        "SELECT body, start_time, seq FROM jobs WHERE vault = {}",
+        mark(1)
+    );
+    let mut args = vec![Arg::Text(vault.to_string())];
+    let mut push = |sql: &mut String, clause: &str, v: Arg| {
+        args.push(v);
+        sql.push_str(&clause.replace('?', &mark(args.len())));
+    };
+    for (col, v) in [
+        ("status", &q.status),
+        ("operation", &q.operation),
+        ("bmt", &q.bmt),
+        ("id", &q.job_id),
+    ] {
+        if let Some(v) = v {
+            push(&mut sql, &format!(" AND {col} = ?"), Arg::Text(v.clone()));
+        }
+    }
+    if let Some(t) = &q.start_from {
+        push(&mut sql, " AND start_time >= ?", Arg::Text(t.clone()));
+    }
+    if let Some(t) = &q.start_to {
+        push(&mut sql, " AND start_time <= ?", Arg::Text(t.clone()));
+    }
+    if let Some((t, seq)) = &q.after {
+        args.push(Arg::Text(t.clone()));
+        args.push(Arg::Int(*seq));
+        let (a, b) = (mark(args.len() - 1), mark(args.len()));
+        sql.push_str(&format!(
+            " AND (start_time < {a} OR (start_time = {a} AND seq < {b}))"
+        ));
+    }
+    args.push(Arg::Int(limit as i64));
+    sql.push_str(&format!(
+        " ORDER BY start_time DESC, seq DESC LIMIT {}",
+        mark(args.len())
+    ));
+    (sql, args)
+}
+
 /// What one transaction can do, whatever the backend. Documents travel as JSON text; [`Tx`]
 /// adds the typed accessors.
 pub trait MetaTx {
@@ -200,6 +257,38 @@ pub trait MetaTx {
     fn expired_leases(&self, now: &str) -> Result<Vec<(String, String)>>;
     /// Ids of the jobs `owner` runs that a client asked to cancel.
     fn cancel_requests_of(&self, owner: &str) -> Result<Vec<String>>;
+
+    // ---- issue #13: queue gauges and job logs ----
+
+    /// Jobs whose queue state is `queue` (`queued`, `running` or `done`).
+    fn count_queue(&self, queue: &str) -> Result<i64>;
+    /// Appends a line to a job's log and returns its number. The log keeps its first `head`
+    /// lines and its newest `tail` ones: a longer log loses lines from between the two.
+    fn append_job_log(
+        &self,
+        job_id: &str,
+        t: &str,
+        level: &str,
+        msg: &str,
+        head: i64,
+        tail: i64,
+    ) -> Result<i64>;
+    /// Up to `limit` lines of a job's log numbered `start` or later, and the number of lines
+    /// ever written to it.
+    fn job_log(&self, job_id: &str, start: i64, limit: i64) -> Result<(Vec<LogLine>, i64)>;
+    /// Deletes the logs of jobs that no longer exist (after history retention or a vault delete).
+    fn delete_orphan_job_logs(&self) -> Result<usize>;
+}
+
+/// One line of a job's log, as `GET …/backupJobs/{id}/rsvault/log` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LogLine {
+    pub n: i64,
+    /// RFC 3339 UTC.
+    pub t: String,
+    /// `info`, `warning` or `error`.
+    pub level: String,
+    pub msg: String,
 }
 
 /// One transaction: the backend's operations plus typed document accessors.
@@ -315,6 +404,17 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.tx(|t| f(&Tx(t))),
             Self::Postgres(p) => p.tx(|t| f(&Tx(t))),
+        }
+    }
+
+    /// [`Store::tx`], committed durably whatever the store's everyday setting: the commit is on
+    /// stable storage before this returns (SQLite `synchronous=FULL` for this transaction,
+    /// PostgreSQL `synchronous_commit=on`). For writes a power cut must not undo once a client
+    /// may have been told about them, such as a recovery point.
+    pub fn tx_durable<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        match self {
+            Self::Sqlite(s) => s.tx_durable(|t| f(&Tx(t))),
+            Self::Postgres(p) => p.tx_durable(|t| f(&Tx(t))),
         }
     }
 

@@ -17,10 +17,13 @@ use std::sync::{Mutex, MutexGuard};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 
-use crate::{Error, JobQuery, JobRow, MetaTx, QueuedReason, Result};
+use crate::{Error, JobQuery, JobRow, LogLine, MetaTx, QueuedReason, Result};
 
 /// Numbered, forward-only migrations; `rsvault_migrations` records which have run.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/0001_initial.sql"),
+    include_str!("../migrations/postgres/0002_job_log.sql"),
+];
 
 /// Advisory lock keys (arbitrary constants, private to rsvault's database).
 const WRITER_LOCK: i64 = 0x7273_7661_756c_7401; // "rsvault" + 1
@@ -151,6 +154,16 @@ impl Postgres {
     pub(crate) fn tx<T>(&self, f: impl FnOnce(&PgTx<'_>) -> Result<T>) -> Result<T> {
         self.run(
             &format!("BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"),
+            f,
+        )
+    }
+
+    /// [`Postgres::tx`] committed with `synchronous_commit=on`, whatever the server's setting.
+    pub(crate) fn tx_durable<T>(&self, f: impl FnOnce(&PgTx<'_>) -> Result<T>) -> Result<T> {
+        self.run(
+            &format!(
+                "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
+            ),
             f,
         )
     }
@@ -324,42 +337,16 @@ impl MetaTx for PgTx<'_> {
         q: &JobQuery,
         limit: usize,
     ) -> Result<Vec<(String, String, i64)>> {
-        // Only the predicates that are present, so the planner can use the
-        // (vault, status|operation, start_time, seq) indexes.
-        let mut sql = String::from("SELECT body, start_time, seq FROM jobs WHERE vault = $1");
-        let mut args: Vec<Box<dyn ToSql + Sync>> = vec![Box::new(vault.to_string())];
-        for (col, v) in [
-            ("status", &q.status),
-            ("operation", &q.operation),
-            ("bmt", &q.bmt),
-            ("id", &q.job_id),
-        ] {
-            if let Some(v) = v {
-                args.push(Box::new(v.clone()));
-                sql.push_str(&format!(" AND {col} = ${}", args.len()));
-            }
-        }
-        if let Some(t) = &q.start_from {
-            args.push(Box::new(t.clone()));
-            sql.push_str(&format!(" AND start_time >= ${}", args.len()));
-        }
-        if let Some(t) = &q.start_to {
-            args.push(Box::new(t.clone()));
-            sql.push_str(&format!(" AND start_time <= ${}", args.len()));
-        }
-        if let Some((t, seq)) = &q.after {
-            args.push(Box::new(t.clone()));
-            args.push(Box::new(*seq));
-            let (a, b) = (args.len() - 1, args.len());
-            sql.push_str(&format!(
-                " AND (start_time < ${a} OR (start_time = ${a} AND seq < ${b}))"
-            ));
-        }
-        args.push(Box::new(limit as i64));
-        sql.push_str(&format!(
-            " ORDER BY start_time DESC, seq DESC LIMIT ${}",
-            args.len()
-        ));
+        let (sql, args) = crate::list_jobs_sql(vault, q, limit, |n| format!("${n}"));
+        let args: Vec<Box<dyn ToSql + Sync>> = args
+            .into_iter()
+            .map(|a| -> Box<dyn ToSql + Sync> {
+                match a {
+                    crate::Arg::Text(t) => Box::new(t),
+                    crate::Arg::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
         Ok(self
             .query(&sql, &params)?
@@ -550,5 +537,82 @@ impl MetaTx for PgTx<'_> {
             "SELECT id FROM jobs WHERE queue = 'running' AND lease_owner = $1 AND status = 'Cancelling'",
             &[&owner],
         )
+    }
+
+    fn count_queue(&self, queue: &str) -> Result<i64> {
+        self.count_of("SELECT count(*) FROM jobs WHERE queue = $1", &[&queue])
+    }
+
+    fn append_job_log(
+        &self,
+        job_id: &str,
+        t: &str,
+        level: &str,
+        msg: &str,
+        head: i64,
+        tail: i64,
+    ) -> Result<i64> {
+        let n = self.count_of(
+            "SELECT coalesce(max(n), -1) + 1 FROM job_log WHERE job_id = $1",
+            &[&job_id],
+        )?;
+        self.execute(
+            "INSERT INTO job_log(job_id, n, t, level, msg) VALUES ($1, $2, $3, $4, $5)",
+            &[&job_id, &n, &t, &level, &msg],
+        )?;
+        if n - tail >= head {
+            self.execute(
+                "DELETE FROM job_log WHERE job_id = $1 AND n = $2",
+                &[&job_id, &(n - tail)],
+            )?;
+        }
+        Ok(n)
+    }
+
+    fn job_log(&self, job_id: &str, start: i64, limit: i64) -> Result<(Vec<LogLine>, i64)> {
+        let lines = self
+            .query(
+                "SELECT n, t, level, msg FROM job_log WHERE job_id = $1 AND n >= $2 ORDER BY n LIMIT $3",
+                &[&job_id, &start, &limit],
+            )?
+            .iter()
+            .map(|r| LogLine {
+                n: r.get(0),
+                t: r.get(1),
+                level: r.get(2),
+                msg: r.get(3),
+            })
+            .collect();
+        let total = self.count_of(
+            "SELECT coalesce(max(n), -1) + 1 FROM job_log WHERE job_id = $1",
+            &[&job_id],
+        )?;
+        Ok((lines, total))
+    }
+
+    fn delete_orphan_job_logs(&self) -> Result<usize> {
+        Ok(self.execute(
+            "DELETE FROM job_log WHERE job_id NOT IN (SELECT id FROM jobs)",
+            &[],
+        )? as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a server that does not wait for WAL flushes (the test cluster runs with
+    /// `synchronous_commit=off`), a durable transaction still does; others keep the setting.
+    #[test]
+    fn durable_transactions_wait_for_the_flush_whatever_the_server_setting() {
+        let cluster = rsvault_testpg::Cluster::start();
+        let store = Postgres::open(&cluster.create_db("durable")).unwrap();
+        let setting = |t: &PgTx<'_>| -> Result<String> {
+            Ok(t.query("SHOW synchronous_commit", &[])?[0].get(0))
+        };
+        assert_eq!(store.tx(|t| setting(t)).unwrap(), "off");
+        assert_eq!(store.tx_durable(|t| setting(t)).unwrap(), "on");
+        assert_eq!(store.tx(|t| setting(t)).unwrap(), "off");
     }
 }

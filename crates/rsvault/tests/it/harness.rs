@@ -110,12 +110,18 @@ impl Server {
 
     /// Starts the server with extra environment variables (e.g. `RSVAULT_FAILPOINTS`).
     pub fn start_with_env(data: &Path, config: &Path, vars: &[(&str, &str)]) -> Self {
+        let mut s = Self::start_with_args(data, &["--config".as_ref(), config.as_os_str()], vars);
+        s.config = config.to_path_buf();
+        s
+    }
+
+    /// Starts `rsvault serve --data DATA ARGS…` (no `--config` unless `args` has one).
+    pub fn start_with_args(data: &Path, args: &[&std::ffi::OsStr], vars: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rsvault"))
             .envs(vars.iter().copied())
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
-            .arg("--config")
-            .arg(config)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -151,7 +157,7 @@ impl Server {
             token,
             client,
             data: data.to_path_buf(),
-            config: config.to_path_buf(),
+            config: data.join("rsvault.toml"),
         }
     }
 

@@ -12,5 +12,6 @@ mod examples;
 mod jobs;
 mod neighbours;
 mod nodes;
+mod ops;
 mod policies;
 mod restart;
