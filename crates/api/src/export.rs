@@ -112,20 +112,29 @@ fn write_export(
         jobs.push(w);
     }
     let n = jobs.len();
-    let dir = svc.data_dir.join("exports");
-    std::fs::create_dir_all(&dir)?;
-    rsvault_jobs::fsutil::write_private(
-        &dir.join(format!("{op_id}.json")),
-        serde_json::to_string_pretty(&json!({
-            "value": jobs,
-            "truncated": truncated,
-            "maxJobs": MAX_EXPORT,
-        }))?
-        .as_bytes(),
-    )?;
-    rsvault_jobs::fsutil::write_private(&dir.join(format!("{op_id}.csv")), csv.as_bytes())?;
+    let json_text = serde_json::to_string_pretty(&json!({
+        "value": jobs,
+        "truncated": truncated,
+        "maxJobs": MAX_EXPORT,
+    }))?;
+    // In the metadata store, not the data dir: any node of the deployment serves the download
+    // link, whichever node ran the export (issue #11 item 5).
+    svc.store.tx(|tx| {
+        tx.put(
+            K_EXPORT,
+            "",
+            &format!("{op_id}.json"),
+            vault_key,
+            &json_text,
+        )?;
+        tx.put(K_EXPORT, "", &format!("{op_id}.csv"), vault_key, &csv)
+    })?;
     Ok(n)
 }
+
+/// Store documents holding export files, keyed by file name (no vault: the signed link names the
+/// file only; the parent is the vault's key).
+const K_EXPORT: &str = "export";
 
 pub fn result(svc: &Service, r: &Req, vault: &Vault, op_id: &str) -> ArmResult<Response> {
     let op = svc.get_op(vault, op_id)?;
@@ -239,13 +248,15 @@ pub fn download(svc: &Service, name: &str, query: &HashMap<String, String>) -> A
     if exp < Utc::now() {
         return Err(denied("it has expired; request a new export"));
     }
-    let path = svc.data_dir.join("exports").join(name);
-    let bytes = std::fs::read(&path).map_err(|_| {
-        ArmError::new(
-            ArmCode::PathNotFound,
-            format!("Export '{name}' was not found."),
-        )
-    })?;
+    let bytes: String = svc
+        .store
+        .read(|tx| tx.get(K_EXPORT, "", name))?
+        .ok_or_else(|| {
+            ArmError::new(
+                ArmCode::PathNotFound,
+                format!("Export '{name}' was not found."),
+            )
+        })?;
     let ctype = if name.ends_with(".json") {
         "application/json"
     } else {

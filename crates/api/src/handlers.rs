@@ -78,7 +78,7 @@ async fn vault_routes(
             Method::GET => Ok(ok(svc.get_vault(&v)?.wire())),
             Method::PUT | Method::PATCH => put_vault(svc, r, v),
             Method::DELETE => {
-                svc.delete_vault(&v)?;
+                svc.delete_vault_and_repository(&v).await?;
                 Ok(no_content())
             }
             _ => Err(only(
@@ -208,7 +208,7 @@ async fn vault_routes(
         ["backupstorageconfig", "vaultstorageconfig"] => {
             crate::vault_config::storage_config(r, &vault)
         }
-        ["backupusagesummaries"] => crate::vault_config::usage_summaries(svc, r, &vault),
+        ["backupusagesummaries"] => crate::vault_config::usage_summaries(svc, r, &vault).await,
         ["backupvalidateoperation"] => crate::vault_config::validate_now(svc, r, &vault),
         ["backuptriggervalidateoperation"] => crate::vault_config::validate_trigger(svc, r, &vault),
         ["backupvalidateoperationresults", _] => {

@@ -65,7 +65,7 @@ pub fn storage_config(r: &Req, vault: &Vault) -> ArmResult<Response> {
                     Some(Value::String(t)) if t.eq_ignore_ascii_case("LocallyRedundant") => {}
                     Some(other) => {
                         return Err(ArmError::invalid(format!(
-                            "{key} {other} cannot be honoured: a vault's repository is one local copy, so only LocallyRedundant is supported."
+                            "{key} {other} cannot be honoured: a vault's repository is one copy in the configured repository location (a directory, S3 or Azure Blob, whose own redundancy rsvault does not control), so only LocallyRedundant is supported."
                         ))
                         .with_target(format!("properties.{key}")))
                     }
@@ -103,7 +103,7 @@ pub fn storage_config(r: &Req, vault: &Vault) -> ArmResult<Response> {
 }
 
 /// `GET {vault}/backupUsageSummaries[?$filter=type eq '…']`
-pub fn usage_summaries(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> {
+pub async fn usage_summaries(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> {
     only(&r.method, &[Method::GET])?;
     let mut kind = None;
     if let Some(f) = r.q("$filter") {
@@ -123,7 +123,14 @@ pub fn usage_summaries(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Respo
             }
         }
     }
-    Ok(ok(svc.usage_summaries(vault, kind)?))
+    let repo_bytes = if kind.is_none_or(|k| k == USAGE_KINDS[2]) {
+        svc.repository_bytes(vault)
+            .await
+            .map_err(|e| ArmError::internal(format!("measuring the vault's repository: {e}")))?
+    } else {
+        0
+    };
+    Ok(ok(svc.usage_summaries(vault, kind, repo_bytes)?))
 }
 
 /// Runs the restore planner on a validation request: `ValidateOperationRequestResource`

@@ -48,6 +48,7 @@ mod backup;
 mod confine;
 mod drill;
 pub mod failpoint;
+pub mod objstore;
 mod repo;
 mod restore;
 mod verify;
@@ -55,9 +56,10 @@ pub mod worker;
 
 pub use backup::backup;
 pub use drill::{drill, DrillReport, DrillSpec};
+pub use objstore::ObjectStore;
 pub use repo::{
-    add_key, forget, init, key_id, list_keys, master_key, open_or_init, open_or_init_master_key,
-    prune, remove_key, snapshot, snapshots,
+    add_key, destroy, exists, forget, init, key_id, list_keys, master_key, open_or_init,
+    open_or_init_master_key, prune, remove_key, restic_repository, size, snapshot, snapshots,
 };
 pub use restore::{restore, restore_scoped};
 pub use verify::{verify, verify_reporting};
@@ -65,7 +67,8 @@ pub use verify::{verify, verify_reporting};
 /// Where a repository lives and how to open it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RepoConfig {
-    /// Local directory of the repository.
+    /// Local directory of the repository, or with [`RepoConfig::store`] its key prefix in the
+    /// object store (`PREFIX/SUB/RG/VAULT`).
     pub path: PathBuf,
     /// The vault key (restic password). Opens the repository through one of its key files, which
     /// costs a scrypt derivation (N=2^17: ~0.4 s of CPU and 128 MiB) per open.
@@ -76,6 +79,9 @@ pub struct RepoConfig {
     /// tried instead; with an empty password that is [`Error::WrongKey`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_key: Option<MasterKey>,
+    /// The object store holding the repository (S3, Azure Blob); `None`: local disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<ObjectStore>,
 }
 
 /// A repository's master key: the encryption and MAC keys every key file of the repository wraps

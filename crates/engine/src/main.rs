@@ -21,7 +21,9 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct RepoArgs {
-    /// Repository directory.
+    /// Repository directory, or a restic-style object store (`s3:http://HOST:PORT/BUCKET/PREFIX`
+    /// with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, `azure:CONTAINER:/PREFIX` with
+    /// AZURE_ACCOUNT_NAME / AZURE_ACCOUNT_KEY / AZURE_ENDPOINT).
     #[arg(long)]
     repo: PathBuf,
     /// File holding the vault key (a trailing newline is ignored).
@@ -149,8 +151,17 @@ fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 fn repo_config(a: RepoArgs) -> anyhow::Result<RepoConfig> {
+    let remote = match a.repo.to_str() {
+        Some(s) => rsvault_engine::objstore::from_restic_repository(s, |k| std::env::var(k).ok())?,
+        None => None,
+    };
+    let (path, store) = match remote {
+        Some((store, prefix)) => (PathBuf::from(prefix), Some(store)),
+        None => (a.repo, None),
+    };
     Ok(RepoConfig {
-        path: a.repo,
+        path,
+        store,
         password: match &a.password_file {
             Some(p) => read_secret(p)?,
             None => String::new(),

@@ -16,6 +16,7 @@ use rustic_core::{
     RusticError, RusticResult, WriteBackend,
 };
 
+use crate::objstore::ObjectBackend;
 use crate::{Error, MasterKey, RepoConfig, Result, SnapshotInfo};
 
 /// rustic's messages carry guidance, context and backtraces: keep the part a caller can act on
@@ -53,9 +54,13 @@ pub(crate) fn map_err(err: Box<RusticError>) -> Error {
 /// snapshot, whatever else it has already written (packs and indexes are harmless orphans at
 /// worst, and `prune` reclaims them).
 #[derive(Debug)]
+///
+/// On an object store (`root` is `None`) every write is already atomic: a PUT makes an object
+/// visible whole or not at all ([`crate::objstore`]); the veto is checked the same way.
 pub(crate) struct GuardedBackend {
     inner: Arc<dyn WriteBackend>,
-    root: PathBuf,
+    /// The local repository directory, for the temp-file-and-rename writes.
+    root: Option<PathBuf>,
     veto: Arc<AtomicBool>,
 }
 
@@ -105,9 +110,9 @@ impl WriteBackend for GuardedBackend {
                 "the backup was cancelled; its snapshot is not written",
             ));
         }
-        match tpe {
-            FileType::Snapshot | FileType::Index | FileType::Key => {
-                let dir = self.root.join(tpe.dirname());
+        match (tpe, &self.root) {
+            (FileType::Snapshot | FileType::Index | FileType::Key, Some(root)) => {
+                let dir = root.join(tpe.dirname());
                 let name = id.to_hex().to_string();
                 atomic_write(&dir, &name, content).map_err(|err| {
                     RusticError::with_source(
@@ -151,22 +156,41 @@ fn repo_path_str(cfg: &RepoConfig) -> Result<String> {
         .ok_or_else(|| Error::Repository(format!("repository path {:?} is not UTF-8", cfg.path)))
 }
 
+/// The backend `cfg` names, unguarded: a local directory or an object store prefix (`init`:
+/// one that creates the repository).
+fn backend(cfg: &RepoConfig, init: bool) -> Result<(Arc<dyn WriteBackend>, Option<PathBuf>)> {
+    let path = repo_path_str(cfg)?;
+    match &cfg.store {
+        None => {
+            let local =
+                LocalBackend::new(&path, Vec::<(String, String)>::new()).map_err(map_err)?;
+            Ok((Arc::new(local), Some(cfg.path.clone())))
+        }
+        Some(store) if init => Ok((Arc::new(ObjectBackend::for_init(store, &path)?), None)),
+        Some(store) => Ok((Arc::new(ObjectBackend::new(store, &path)?), None)),
+    }
+}
+
 fn new_repo(
     cfg: &RepoConfig,
     veto: Arc<AtomicBool>,
     bars: Option<Arc<dyn ProgressBars>>,
 ) -> Result<Repository<()>> {
-    let path = repo_path_str(cfg)?;
-    let local = LocalBackend::new(&path, Vec::<(String, String)>::new()).map_err(map_err)?;
-    let guarded = GuardedBackend {
-        inner: Arc::new(local),
-        root: cfg.path.clone(),
-        veto,
-    };
+    new_repo_for(cfg, veto, bars, false)
+}
+
+fn new_repo_for(
+    cfg: &RepoConfig,
+    veto: Arc<AtomicBool>,
+    bars: Option<Arc<dyn ProgressBars>>,
+    init: bool,
+) -> Result<Repository<()>> {
+    let (inner, root) = backend(cfg, init)?;
+    let guarded = GuardedBackend { inner, root, veto };
     let backends = RepositoryBackends::new(Arc::new(guarded), None);
     let mut opts = RepositoryOptions::default();
-    // A local repository gains nothing from rustic's cache, and the cache would write below the
-    // worker's $HOME.
+    // No local cache: on local disk it gains nothing; on an object store it would write below
+    // the worker's $HOME, and every worker is a fresh process, so it would start cold anyway.
     opts.no_cache = true;
     match bars {
         Some(b) => Repository::new_with_progress(&opts, &backends, ArcBars(b)),
@@ -188,8 +212,69 @@ impl ProgressBars for ArcBars {
     }
 }
 
-fn has_config(cfg: &RepoConfig) -> bool {
-    cfg.path.join("config").is_file()
+fn has_config(cfg: &RepoConfig) -> Result<bool> {
+    match &cfg.store {
+        None => Ok(cfg.path.join("config").is_file()),
+        Some(store) => ObjectBackend::new(store, &repo_path_str(cfg)?)?.has_config(),
+    }
+}
+
+/// Where the repository is, for messages: its directory, or `s3://BUCKET/PREFIX`.
+pub(crate) fn describe(cfg: &RepoConfig) -> String {
+    match &cfg.store {
+        None => cfg.path.display().to_string(),
+        Some(store) => store.display(&cfg.path.to_string_lossy()),
+    }
+}
+
+/// Whether a repository exists at `repo` (its `config` file does). An unreachable object store
+/// is an error, not "no".
+pub fn exists(repo: &RepoConfig) -> Result<bool> {
+    has_config(repo)
+}
+
+/// Deletes the repository and everything in it (a deleted vault's backup data). A missing
+/// repository is not an error.
+pub fn destroy(repo: &RepoConfig) -> Result<()> {
+    match &repo.store {
+        None => match fs::remove_dir_all(&repo.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Repository(format!(
+                "deleting '{}': {e}",
+                repo.path.display()
+            ))),
+            _ => Ok(()),
+        },
+        Some(store) => ObjectBackend::new(store, &repo_path_str(repo)?)?.destroy(),
+    }
+}
+
+/// Bytes the repository occupies (0 if it does not exist).
+pub fn size(repo: &RepoConfig) -> Result<u64> {
+    fn dir_bytes(dir: &Path) -> u64 {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+                Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => 0,
+            })
+            .sum()
+    }
+    match &repo.store {
+        None => Ok(dir_bytes(&repo.path)),
+        Some(store) => ObjectBackend::new(store, &repo_path_str(repo)?)?.size(),
+    }
+}
+
+/// The `restic -r` argument that opens this repository with stock restic.
+pub fn restic_repository(repo: &RepoConfig) -> String {
+    match &repo.store {
+        None => repo.path.display().to_string(),
+        Some(store) => store.restic_repository(&repo.path.to_string_lossy()),
+    }
 }
 
 /// The rustic form of a stored master key, checked: rustic copies the parts into fixed-size
@@ -240,10 +325,10 @@ pub(crate) fn open_with(
     veto: Arc<AtomicBool>,
     bars: Option<Arc<dyn ProgressBars>>,
 ) -> Result<Repository<OpenStatus>> {
-    if !has_config(cfg) {
+    if !has_config(cfg)? {
         return Err(Error::Repository(format!(
             "no repository at '{}'",
-            cfg.path.display()
+            describe(cfg)
         )));
     }
     if let Some(key) = &cfg.master_key {
@@ -267,7 +352,7 @@ pub(crate) fn open_with(
         }
         // A stale key must not fail the job while the password still opens the repository;
         // the caller learns the current key from `master_key`.
-        tracing::warn!(repo = %cfg.path.display(), "{failed}; opening with the password");
+        tracing::warn!(repo = %describe(cfg), "{failed}; opening with the password");
     }
     new_repo(cfg, veto, bars)?
         .open(&Credentials::password(&cfg.password))
@@ -302,11 +387,32 @@ fn init_master_key(repo: &RepoConfig) -> Result<MasterKey> {
     let exists = || {
         Error::Repository(format!(
             "a repository already exists at '{}'",
-            repo.path.display()
+            describe(repo)
         ))
     };
-    if has_config(repo) {
+    if has_config(repo)? {
         return Err(exists());
+    }
+    let mut config = ConfigOptions::default();
+    config.set_version = Some(2);
+    if repo.store.is_some() {
+        // No rename on an object store: `config` is written last and only if absent
+        // (objstore.rs), which settles a race the same way.
+        let repo = RepoConfig {
+            master_key: None,
+            ..repo.clone()
+        };
+        return new_repo_for(&repo, Arc::new(AtomicBool::new(false)), None, true)?
+            .init(
+                &Credentials::password(&repo.password),
+                &KeyOptions::default(),
+                &config,
+            )
+            .map_err(|e| match has_config(&repo) {
+                Ok(true) => exists(),
+                _ => map_err(e),
+            })
+            .and_then(|r| to_master_key(&r));
     }
     let name = repo
         .path
@@ -329,9 +435,8 @@ fn init_master_key(repo: &RepoConfig) -> Result<MasterKey> {
         path: tmp.clone(),
         password: repo.password.clone(),
         master_key: None,
+        store: None,
     };
-    let mut config = ConfigOptions::default();
-    config.set_version = Some(2);
     let created = fs::create_dir_all(&tmp)
         .map_err(|e| Error::Repository(format!("creating '{}': {e}", tmp.display())))
         .and_then(|()| new_repo(&tmp_cfg, Arc::new(AtomicBool::new(false)), None))
@@ -356,7 +461,7 @@ fn init_master_key(repo: &RepoConfig) -> Result<MasterKey> {
         Ok(()) => Ok(key),
         Err(e) => {
             let _ = fs::remove_dir_all(&tmp);
-            if has_config(repo) {
+            if has_config(repo)? {
                 Err(exists())
             } else {
                 Err(Error::Repository(format!(
@@ -377,11 +482,24 @@ pub fn open_or_init(repo: &RepoConfig) -> Result<()> {
 /// [`open_or_init`], returning the repository's master key (see [`master_key`]). On a new
 /// repository the key costs nothing extra: `init` made it.
 pub fn open_or_init_master_key(repo: &RepoConfig) -> Result<MasterKey> {
-    if has_config(repo) {
+    if has_config(repo)? {
         return master_key(repo);
     }
     match init_master_key(repo) {
-        Err(_) if has_config(repo) => master_key(repo),
+        Err(_) if has_config(repo)? => {
+            // Another creation won. On an object store its key file follows its config by one
+            // request: give it a moment.
+            let mut tries = 0;
+            loop {
+                match master_key(repo) {
+                    Err(Error::Repository(_)) if repo.store.is_some() && tries < 20 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                    other => return other,
+                }
+            }
+        }
         other => other,
     }
 }

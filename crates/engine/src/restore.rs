@@ -53,6 +53,9 @@ use writer::*;
 const BLOBS_PER_SEGMENT: usize = 16;
 /// Writer threads. Two cores, but reads and writes block: a few more threads keep both busy.
 const THREADS: usize = 4;
+/// Writer threads on an object store, where each blob read is a request that mostly waits on
+/// the network: more requests in flight (each thread still holds at most one blob).
+const OBJECT_STORE_THREADS: usize = 16;
 /// Cap on per-file warnings about an interrupted restore; the rest are summarised.
 const MAX_LISTED: usize = 200;
 
@@ -484,7 +487,12 @@ pub fn restore_scoped(
     let phase = || Phase::Restoring;
     let outcome = monitored(&shared, ctx, Some(&phase), || {
         std::thread::scope(|s| {
-            for _ in 0..THREADS {
+            let threads = if repo.store.is_some() {
+                OBJECT_STORE_THREADS
+            } else {
+                THREADS
+            };
+            for _ in 0..threads {
                 s.spawn(|| {
                     write_segments(
                         &r,

@@ -91,6 +91,18 @@ pub enum Request {
         repo: RepoConfig,
         key_id: String,
     },
+    /// Whether the repository exists (an unreachable store is an error).
+    Exists {
+        repo: RepoConfig,
+    },
+    /// Delete the repository and everything in it.
+    Destroy {
+        repo: RepoConfig,
+    },
+    /// Bytes the repository occupies.
+    Size {
+        repo: RepoConfig,
+    },
     /// A restore drill: a sample restored into scratch space and compared with the snapshot.
     Drill {
         repo: RepoConfig,
@@ -111,6 +123,9 @@ pub enum Response {
     Prune,
     AddKey(String),
     RemoveKey,
+    Exists(bool),
+    Destroy,
+    Size(u64),
     Drill(crate::DrillReport),
 }
 
@@ -206,6 +221,12 @@ pub fn run_request(request: &Request, ctx: &dyn JobContext) -> Result<Response> 
             crate::remove_key(repo, key_id)?;
             Response::RemoveKey
         }
+        Request::Exists { repo } => Response::Exists(crate::exists(repo)?),
+        Request::Destroy { repo } => {
+            crate::destroy(repo)?;
+            Response::Destroy
+        }
+        Request::Size { repo } => Response::Size(crate::size(repo)?),
         Request::Drill { repo, spec } => Response::Drill(crate::drill(repo, spec, ctx)?),
     })
 }

@@ -41,8 +41,10 @@ pub struct Config {
     pub notify: NotifyConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    /// Where vault repositories live (a directory, S3 or Azure Blob); every node of a
+    /// deployment must reach the same place.
     #[serde(default)]
-    pub repository: RepositoryConfig,
+    pub repository: crate::repository::RepositoryConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
     /// Restore roots named as storage accounts, so clients that take a storage account (`az
@@ -125,14 +127,6 @@ pub struct WebhookConfig {
 pub struct MetricsConfig {
     /// Serve `GET /metrics` without a token (for a scraper on a trusted network).
     pub public: bool,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct RepositoryConfig {
-    /// Where vault repositories live (default `DATA/repos`); every node of a deployment must
-    /// reach the same place.
-    pub location: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -308,6 +302,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.repository.validate()?;
         anyhow::ensure!(
             (3..=3600).contains(&self.runner.lease_seconds),
             "runner.lease_seconds must be between 3 and 3600"

@@ -177,14 +177,31 @@ pub(crate) fn repo_config(
     vault: &Vault,
 ) -> Result<rsvault_engine::RepoConfig, rsvault_engine::Error> {
     Ok(rsvault_engine::RepoConfig {
-        path: svc.repo_dir(vault),
         password: svc
             .vault_password(vault)
             .map_err(|e| rsvault_engine::Error::WrongKey(format!("{e:#}")))?,
         master_key: svc
             .vault_master_key(vault)
             .map(rsvault_engine::MasterKey::from_text),
+        ..svc
+            .repo_location(vault)
+            .map_err(rsvault_engine::Error::Repository)?
     })
+}
+
+/// Whether `repo` exists, asked of the engine (only the engine knows what a repository looks
+/// like, on disk or in an object store).
+pub(crate) async fn repo_exists(
+    ctx: &Arc<Ctx>,
+    repo: &rsvault_engine::RepoConfig,
+) -> Result<bool, rsvault_engine::Error> {
+    use rsvault_engine::worker::{Request, Response};
+    match engine_call(&ctx.svc, ctx, Request::Exists { repo: repo.clone() }).await? {
+        Response::Exists(b) => Ok(b),
+        other => Err(rsvault_engine::Error::Worker(format!(
+            "unexpected worker answer {other:?}"
+        ))),
+    }
 }
 
 /// [`repo_config`], with the master key derived first if the vault has none stored yet: one
@@ -199,7 +216,7 @@ pub(crate) async fn keyed_repo_config(
     use rsvault_engine::worker::{Request, Response};
     let svc = &ctx.svc;
     let mut repo = repo_config(svc, vault)?;
-    let exists = repo.path.join("config").exists();
+    let exists = repo_exists(ctx, &repo).await?;
     if (exists && repo.master_key.is_some()) || (!exists && !create) {
         return Ok(repo);
     }

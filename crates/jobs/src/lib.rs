@@ -25,6 +25,7 @@ pub mod notify;
 pub mod policy;
 pub mod queue;
 pub mod readiness;
+pub mod repository;
 pub mod retention;
 pub mod runner;
 pub mod schedule;

@@ -9,7 +9,7 @@ use rsvault_engine::worker::{Request, Response};
 use rsvault_engine::Error as EngineError;
 use serde::Serialize;
 
-use crate::context::{engine_call, keyed_repo_config, Ctx, Outcome};
+use crate::context::{engine_call, keyed_repo_config, repo_exists, Ctx, Outcome};
 use crate::retention::{self, Decision, PointIn, Protection};
 use crate::service::{Service, K_ITEM, K_POLICY, K_RP};
 use rsvault_types::job::{codes, Job, JobError};
@@ -139,7 +139,7 @@ pub(crate) async fn garbage_collect(
         .map_err(store_err)?;
 
     let repo = keyed_repo_config(&ctx, vault, false).await?;
-    if !repo.path.join("config").exists() {
+    if !repo_exists(&ctx, &repo).await? {
         svc.update_job(&job.id, |j| {
             j.property_bag
                 .insert("Recovery Points Expired".into(), "0".into());
@@ -213,7 +213,7 @@ pub(crate) async fn verify(
     let key = vault.vault.key();
     let repo = keyed_repo_config(&ctx, vault, false).await?;
     let now = Utc::now();
-    let report = if repo.path.join("config").exists() {
+    let report = if repo_exists(&ctx, &repo).await? {
         match engine_call(
             svc,
             &ctx,

@@ -154,9 +154,15 @@ impl Metrics {
         let vaults: Vec<Vault> = svc.store.read(|tx| tx.list_prefix(K_VAULT, ""))?;
         for v in &vaults {
             let vault = v.vault.key();
-            self.repository_size
-                .with_label_values(&[vault.as_str()])
-                .set(crate::status::dir_bytes(&svc.repo_dir(v)) as i64);
+            // Local repositories only: measuring one in an object store lists all its objects,
+            // too slow for a scrape (backupUsageSummaries measures it on request).
+            if let Ok(repo) = svc.repo_location(v).map_err(|_| ()) {
+                if repo.store.is_none() {
+                    self.repository_size
+                        .with_label_values(&[vault.as_str()])
+                        .set(crate::status::dir_bytes(&repo.path) as i64);
+                }
+            }
             for it in svc
                 .list_items(v)
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?

@@ -4,11 +4,6 @@
 use crate::service::{Service, K_VAULT};
 
 impl Service {
-    /// Where vault repositories live (`[repository] location`, default `DATA/repos`).
-    pub fn repository_location(&self) -> std::path::PathBuf {
-        (self.config.repository.location.clone()).unwrap_or_else(|| self.data_dir.join("repos"))
-    }
-
     /// Each check by name, `Err` saying what is wrong.
     pub fn readiness(&self) -> Vec<(&'static str, Result<(), String>)> {
         let store = self
@@ -16,7 +11,15 @@ impl Service {
             .read(|tx| tx.count(K_VAULT, "", None))
             .map(|_| ())
             .map_err(|e| format!("the metadata store does not answer: {e}"));
-        let dir = self.repository_location();
+        let dir = match self.repositories() {
+            Ok(crate::repository::Repositories::Directory(dir)) => dir,
+            // An object store's reachability is not probed here (it would block the answer on
+            // the network); a store that is down fails jobs, within the retry bound.
+            Ok(crate::repository::Repositories::Object { .. }) => {
+                return vec![("store", store), ("repository", Ok(()))];
+            }
+            Err(e) => return vec![("store", store), ("repository", Err(e))],
+        };
         let repository = if !dir.is_dir() {
             Err(format!(
                 "the repository location {} is missing",

@@ -128,16 +128,102 @@ pub fn new_recovery_point_id() -> String {
 }
 
 impl Service {
-    pub fn repo_dir(&self, vault: &Vault) -> PathBuf {
-        // One directory per vault, named from its creation stamp so case and odd characters in
-        // names never matter on disk.
-        let root = (self.config.repository.location.clone())
-            .unwrap_or_else(|| self.data_dir.join("repos"));
-        root.join(format!(
-            "{}-{}",
-            vault.created.timestamp_micros(),
-            &vault.etag
-        ))
+    /// Where repositories live, credentials resolved (read again on every call, so a rotated
+    /// key file is used by the next job).
+    pub fn repositories(&self) -> Result<crate::repository::Repositories, String> {
+        self.config
+            .repository
+            .resolve(&self.data_dir, |k| std::env::var(k).ok())
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// The engine's view of `vault`'s repository, without its keys: `PREFIX/<sub>/<rg>/<vault>`
+    /// in the configured location. A vault created before repositories were named so keeps its
+    /// directory (`LOCATION/<created>-<etag>`).
+    pub fn repo_location(&self, vault: &Vault) -> Result<rsvault_engine::RepoConfig, String> {
+        let repos = self.repositories()?;
+        let (path, store) = match &repos {
+            crate::repository::Repositories::Directory(root) => {
+                let legacy = root.join(format!(
+                    "{}-{}",
+                    vault.created.timestamp_micros(),
+                    &vault.etag
+                ));
+                if legacy.join("config").is_file() {
+                    (legacy, None)
+                } else {
+                    repos.for_vault(&vault.vault)
+                }
+            }
+            _ => repos.for_vault(&vault.vault),
+        };
+        Ok(rsvault_engine::RepoConfig {
+            path,
+            password: String::new(),
+            master_key: None,
+            store,
+        })
+    }
+
+    /// Runs one engine request that belongs to no job (deleting a vault's data, measuring it)
+    /// in a worker process.
+    pub async fn engine_request(
+        &self,
+        request: rsvault_engine::worker::Request,
+    ) -> Result<rsvault_engine::worker::Response, rsvault_engine::Error> {
+        struct NoJob;
+        impl rsvault_engine::JobContext for NoJob {
+            fn is_cancelled(&self) -> bool {
+                false
+            }
+            fn progress(&self, _: &rsvault_engine::Progress) {}
+            fn warn(&self, _: rsvault_engine::Warning) {}
+        }
+        let (program, args) = self.runner.worker.clone();
+        tokio::task::spawn_blocking(move || {
+            rsvault_engine::worker::run_in_worker(&program, &args, &request, &NoJob)
+        })
+        .await
+        .map_err(|e| rsvault_engine::Error::Worker(format!("engine task failed: {e}")))?
+    }
+
+    /// Bytes in `vault`'s repository (0 before its first backup).
+    pub async fn repository_bytes(&self, vault: &Vault) -> Result<u64, rsvault_engine::Error> {
+        let repo = self
+            .repo_location(vault)
+            .map_err(rsvault_engine::Error::Repository)?;
+        match self
+            .engine_request(rsvault_engine::worker::Request::Size { repo })
+            .await?
+        {
+            rsvault_engine::worker::Response::Size(n) => Ok(n),
+            other => Err(rsvault_engine::Error::Worker(format!(
+                "unexpected worker answer {other:?}"
+            ))),
+        }
+    }
+
+    /// [`Service::delete_vault`], then its repository: a vault can only be deleted empty, but
+    /// its repository may still hold the data of deleted items.
+    pub async fn delete_vault_and_repository(&self, v: &VaultRef) -> ArmResult<bool> {
+        let Some(vault) = self.get_vault_by_key(&v.key())? else {
+            return Ok(false);
+        };
+        if !self.delete_vault(v)? {
+            return Ok(false);
+        }
+        let destroyed = match self.repo_location(&vault) {
+            Ok(repo) => self
+                .engine_request(rsvault_engine::worker::Request::Destroy { repo })
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = destroyed {
+            tracing::warn!(vault = %v.key(), "could not delete the vault's repository: {e}");
+        }
+        Ok(true)
     }
 
     // ---- vaults ----
@@ -270,11 +356,13 @@ impl Service {
         Ok(self.store.read(|tx| tx.list_prefix(K_VAULT, &prefix))?)
     }
 
+    /// Deletes the vault's records; [`Service::delete_vault_and_repository`] also deletes its
+    /// repository.
     pub fn delete_vault(&self, v: &VaultRef) -> ArmResult<bool> {
         let key = v.key();
-        let Some(vault) = self.get_vault_by_key(&key)? else {
+        if self.get_vault_by_key(&key)?.is_none() {
             return Ok(false);
-        };
+        }
         let refused = self.store.tx(|tx| {
             if tx.count(K_ITEM, &key, None)? > 0 {
                 return Ok(Some("it still has protected items. Stop protection and delete their backup data first"));
@@ -295,12 +383,6 @@ impl Service {
                 ArmCode::VaultNotEmpty,
                 format!("Vault '{}' cannot be deleted because {why}.", v.name),
             ));
-        }
-        let dir = self.repo_dir(&vault);
-        if dir.exists() {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!("could not remove repository {}: {e}", dir.display());
-            }
         }
         Ok(true)
     }

@@ -2,8 +2,6 @@
 //! VM or share protected, by which vault and policy) and a vault's `backupUsageSummaries`
 //! (protected items and containers per backup management type, bytes stored in its repository).
 
-use std::path::Path;
-
 use serde_json::{json, Value};
 
 use crate::neighbours::{normalize_location, parse_resource_id};
@@ -68,7 +66,14 @@ impl Service {
 
     /// `BackupManagementUsageList` of `vault` for the summary `kind` (one of [`USAGE_KINDS`]; all
     /// when `None`).
-    pub fn usage_summaries(&self, vault: &Vault, kind: Option<&str>) -> ArmResult<Value> {
+    /// `repo_bytes`: what [`Service::repository_bytes`] measured (asked only when `kind` wants
+    /// the storage usage).
+    pub fn usage_summaries(
+        &self,
+        vault: &Vault,
+        kind: Option<&str>,
+        repo_bytes: u64,
+    ) -> ArmResult<Value> {
         let items = self.list_items(vault)?;
         let want = |k: &str| kind.is_none_or(|x| x.eq_ignore_ascii_case(k));
         let mut values = Vec::new();
@@ -90,7 +95,7 @@ impl Service {
         if want(USAGE_KINDS[2]) {
             values.push(json!({
                 "unit": "Bytes",
-                "currentValue": dir_bytes(&self.repo_dir(vault)),
+                "currentValue": repo_bytes,
                 "limit": -1,
                 "name": {"value": "StorageUsage", "localizedValue": "Backup storage used by the vault's repository"},
             }));
@@ -123,7 +128,7 @@ fn same_resource(a: &str, b: &str) -> bool {
 }
 
 /// Bytes in the files below `dir` (0 when it does not exist yet).
-pub(crate) fn dir_bytes(dir: &Path) -> u64 {
+pub(crate) fn dir_bytes(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

@@ -272,7 +272,9 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "{}",
                 json!({
-                    "repository": svc.repo_dir(&v),
+                    "repository": rsvault_engine::restic_repository(
+                        &svc.repo_location(&v).map_err(|e| anyhow::anyhow!(e))?
+                    ),
                     "password": svc.vault_password(&v)?,
                 })
             );

@@ -313,8 +313,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
     let svc = open_service(&opts.data, config, worker)?;
     // Readiness checks that the repository location exists: a fresh data dir has it from the start.
-    std::fs::create_dir_all(svc.repository_location())
-        .with_context(|| format!("creating {}", svc.repository_location().display()))?;
+    // Resolving it here also fails the start on missing object-store credentials.
+    match svc.repositories().map_err(anyhow::Error::msg)? {
+        rsvault_jobs::repository::Repositories::Directory(dir) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?
+        }
+        rsvault_jobs::repository::Repositories::Object { .. } => {}
+    }
     let (token, fresh) = admin_token(&svc, &opts.data)?;
     let wrapped = svc
         .wrap_legacy_keys()

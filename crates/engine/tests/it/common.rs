@@ -70,6 +70,7 @@ impl Fixture {
             path: dir.path().join("repo"),
             password: PASSWORD.into(),
             master_key: None,
+            store: None,
         };
         rsvault_engine::init(&repo).unwrap();
         Self { dir, repo }

@@ -29,6 +29,7 @@ fn racing_open_or_init_creates_one_repository() {
         path: dir.path().join("vault/repo"),
         password: PASSWORD.into(),
         master_key: None,
+        store: None,
     };
     std::thread::scope(|s| {
         for _ in 0..3 {

@@ -1,9 +1,11 @@
 //! Engine integration tests: real files, real processes, temp dirs.
 
+mod backends;
 mod cancel;
 mod common;
 mod corruption;
 mod disks;
+mod emulator;
 mod keys;
 mod master_key;
 mod restic;

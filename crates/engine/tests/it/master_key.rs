@@ -14,6 +14,7 @@ fn by_master_key(repo: &RepoConfig, key: &MasterKey) -> RepoConfig {
         path: repo.path.clone(),
         password: String::new(),
         master_key: Some(key.clone()),
+        store: repo.store.clone(),
     }
 }
 
@@ -121,6 +122,7 @@ fn master_key_request_creates_the_repository_once() {
         path: dir.path().join("repo"),
         password: PASSWORD.into(),
         master_key: None,
+        store: None,
     };
     let ctx = TestCtx::default();
     let ask = |create| Request::MasterKey {

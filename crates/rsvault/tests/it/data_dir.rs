@@ -246,6 +246,7 @@ fn jobs_open_the_repository_by_its_wrapped_master_key() {
         path: repo.clone().into(),
         password: password.clone(),
         master_key: None,
+        store: None,
     })
     .unwrap();
     let parsed: serde_json::Value = serde_json::from_str(master_key.as_str()).unwrap();

@@ -217,14 +217,14 @@ fn verification_names_damage_and_flags_the_item() {
     let mut packs = Vec::new();
     let repos = s.data.join("repos");
     collect_files(&repos, &mut packs);
-    // repos/<vault repository>/data/<xx>/<pack>
+    // repos/<sub>/<rg>/<vault>/data/<xx>/<pack>
     let packs: Vec<_> = packs
         .into_iter()
         .filter(|p| {
             p.strip_prefix(&repos)
                 .unwrap()
                 .iter()
-                .nth(1)
+                .nth(3)
                 .is_some_and(|c| c == "data")
         })
         .collect();
