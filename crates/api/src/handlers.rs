@@ -349,9 +349,14 @@ async fn fabric_routes(
 
 // ---------------------------------------------------------------- vaults
 
-fn list_vaults(svc: &Service, _r: &Req, sub: &str, rg: Option<&str>) -> ArmResult<Response> {
+fn list_vaults(svc: &Service, r: &Req, sub: &str, rg: Option<&str>) -> ArmResult<Response> {
     let vaults = svc.list_vaults(sub, rg)?;
-    let v: Vec<Value> = vaults.iter().map(Vault::wire).collect();
+    // As ARM lists: only the vaults the caller may read.
+    let v: Vec<Value> = vaults
+        .iter()
+        .filter(|v| r.grants.allows("Microsoft.RecoveryServices/vaults/read", &v.vault.id()))
+        .map(Vault::wire)
+        .collect();
     Ok(ok(json!({"value": v})))
 }
 

@@ -27,6 +27,10 @@ pub struct Config {
     pub node: NodeConfig,
     #[serde(default)]
     pub secrets: SecretsConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
     /// Restore roots named as storage accounts, so clients that take a storage account (`az
@@ -174,11 +178,94 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Per-job read throughput limit for backups, bytes per second (0 = unlimited).
     pub backup_bytes_per_second: u64,
+    /// Reads (GET) per caller and subscription per minute; past it, 429 (0 = unlimited).
+    pub reads_per_minute: u32,
+    /// Writes and actions per caller and subscription per minute (0 = unlimited).
+    pub writes_per_minute: u32,
+    /// Seconds a connection may take to send a request's headers (and its TLS handshake).
+    pub header_read_timeout_seconds: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    pub idle_timeout_seconds: u64,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            backup_bytes_per_second: 0,
+            // ARM's own budgets per principal and subscription are 12,000 reads and 1,200 writes
+            // an hour; a minute of those at once is generous for any script.
+            reads_per_minute: 12_000,
+            writes_per_minute: 1_200,
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Who may call: the deployment's own token issuer and external OpenID Connect issuers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The `iss` of tokens `rsvault token issue` signs (default: `server.public_url`, else
+    /// `https://rsvault.local/`).
+    pub token_issuer: Option<String>,
+    /// The ES256 key those tokens are signed with (default `DATA/token-signing-key.pem`,
+    /// created 0600 on first use; every node of a deployment names the same file).
+    pub signing_key_file: Option<PathBuf>,
+    /// Lifetime of issued tokens when `--expires-in` is not given.
+    pub default_token_seconds: u64,
+    /// `[[auth.issuer]]`: external issuers (e.g. Microsoft Entra ID) whose tokens are accepted.
+    #[serde(rename = "issuer")]
+    pub issuers: Vec<ExternalIssuer>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            token_issuer: None,
+            signing_key_file: None,
+            default_token_seconds: 3600,
+            issuers: Vec::new(),
+        }
+    }
+}
+
+/// `[[auth.issuer]]`: an OpenID Connect issuer and where its signing keys are published.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuer {
+    /// The exact `iss` of its tokens, e.g. `https://login.microsoftonline.com/{tenant}/v2.0`.
+    pub issuer: String,
+    /// The `aud` its tokens must carry (e.g. `https://management.azure.com/`).
+    pub audience: String,
+    /// A JWKS document on disk (re-read when it changes).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL (HTTPS), fetched on first use and again for an unknown `kid`.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+}
+
+/// `[audit]`: the activity log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Days activity-log entries are kept.
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention_days: 90 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -247,6 +334,32 @@ impl Config {
         anyhow::ensure!(
             (1..=100).contains(&self.maintenance.verify_read_data_percent),
             "maintenance.verify_read_data_percent must be between 1 and 100"
+        );
+        for i in &self.auth.issuers {
+            anyhow::ensure!(
+                i.jwks_file.is_some() != i.jwks_uri.is_some(),
+                "auth.issuer '{}' needs exactly one of jwks_file and jwks_uri",
+                i.issuer
+            );
+            if let Some(u) = &i.jwks_uri {
+                anyhow::ensure!(
+                    u.starts_with("https://"),
+                    "auth.issuer '{}' jwks_uri must be https",
+                    i.issuer
+                );
+            }
+        }
+        anyhow::ensure!(
+            self.auth.default_token_seconds > 0,
+            "auth.default_token_seconds must be > 0"
+        );
+        anyhow::ensure!(
+            self.limits.header_read_timeout_seconds > 0 && self.limits.idle_timeout_seconds > 0,
+            "limits.header_read_timeout_seconds and limits.idle_timeout_seconds must be > 0"
+        );
+        anyhow::ensure!(
+            self.limits.max_connections > 0,
+            "limits.max_connections must be > 0"
         );
         for root in &self.restore_roots {
             anyhow::ensure!(

@@ -207,16 +207,20 @@ pub fn lock_data_dir(data: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::F
     Ok(lock)
 }
 
-/// Reads the admin token, creating it (0600) on first start. Returns (token, newly created).
-pub fn admin_token(data: &Path) -> anyhow::Result<(String, bool)> {
-    let p = data.join("admin-token");
-    if p.exists() {
-        let t = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        return Ok((t.trim().to_string(), false));
-    }
-    let token = format!("rsv_{}", api::random_token());
-    rsvault_jobs::fsutil::write_private(&p, token.as_bytes())?;
-    Ok((token, true))
+/// Makes sure the admin token exists (only its hash is stored). Returns it when it was created
+/// now, to be printed once.
+pub fn admin_token(data: &Path, store: &Store) -> anyhow::Result<Option<String>> {
+    api::auth::ensure_admin_token(store, &data.join("admin-token"))
+}
+
+/// The deployment's token-signing key, published in the store for every node.
+pub fn token_key(data: &Path, svc: &Service) -> anyhow::Result<api::auth::SigningKey> {
+    let key = api::auth::SigningKey::load_or_create(&api::auth::signing_key_path(
+        data,
+        &svc.config,
+    ))?;
+    api::auth::publish_key(&svc.store, &key)?;
+    Ok(key)
 }
 
 fn signing_key(data: &Path) -> anyhow::Result<Vec<u8>> {
@@ -279,7 +283,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         config.node.id = Some(default_node_id(Some(opts.listen.port())));
     }
     let svc = open_service(&opts.data, config, worker)?;
-    let (token, fresh) = admin_token(&opts.data)?;
+    let fresh_token = admin_token(&opts.data, &svc.store)?;
+    let auth = Arc::new(api::auth::Auth::new(&svc.config, token_key(&opts.data, &svc)?));
     let wrapped = svc
         .wrap_legacy_keys()
         .context("wrapping stored vault keys")?;
@@ -312,8 +317,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .context("loading TLS certificate")?;
     let app = api::router(AppState {
         svc: svc.clone(),
-        token: Arc::new(token.clone()),
+        auth,
+        limits: Arc::new(api::limits::RateLimiter::default()),
     });
+    tokio::spawn(purge_activity(svc.clone()));
     let handle = axum_server::Handle::new();
     let shutdown = handle.clone();
     tokio::spawn(async move {
@@ -321,18 +328,34 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         tracing::info!("shutting down: no new requests; running jobs are resolved at next start");
         shutdown.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
-    let server = axum_server::bind_rustls(opts.listen, tls).handle(handle.clone());
-    let task = tokio::spawn(server.serve(app.into_make_service()));
+    let l = &svc.config.limits;
+    let header_timeout = std::time::Duration::from_secs(l.header_read_timeout_seconds);
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+        .handshake_timeout(header_timeout)
+        .acceptor(crate::conn::Hygiene::new(
+            l.max_connections,
+            std::time::Duration::from_secs(l.idle_timeout_seconds),
+        ));
+    let mut server = axum_server::bind(opts.listen)
+        .acceptor(acceptor)
+        .first_request_timeout(header_timeout)
+        .handle(handle.clone());
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(header_timeout));
+    let task = tokio::spawn(
+        server.serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>()),
+    );
     let addr = handle
         .listening()
         .await
         .context("the listener did not start")?;
     println!("rsvault listening on https://{addr}");
-    if fresh {
+    if let Some(token) = fresh_token {
         println!("admin token: {token}");
         println!(
-            "(stored in {}; it is not printed again)",
-            opts.data.join("admin-token").display()
+            "(only its hash is stored; it is not printed again: `rsvault token rotate-admin` makes a new one)"
         );
     }
     println!("TLS certificate: {}", cert.display());
@@ -340,6 +363,20 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
     task.await.context("server task")?.context("server")?;
     Ok(())
+}
+
+/// Deletes activity-log events past `[audit] retention_days`, hourly.
+async fn purge_activity(svc: Arc<Service>) {
+    loop {
+        let s = svc.clone();
+        let n = tokio::task::spawn_blocking(move || api::activity::purge(&s))
+            .await
+            .unwrap_or(0);
+        if n > 0 {
+            tracing::info!(events = n, "deleted activity-log events past their retention");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
 }
 
 async fn wait_for_signal() {

@@ -33,12 +33,32 @@ pub enum ArmCode {
     RestoreTargetInvalid,
     Conflict,
     Internal,
+    InvalidAuthenticationToken,
+    ExpiredAuthenticationToken,
+    AuthorizationFailed,
+    TooManyRequests,
+    RoleAssignmentNotFound,
+    RoleDefinitionDoesNotExist,
+    RoleAssignmentExists,
+    RoleAssignmentUpdateNotPermitted,
+    InvalidRoleAssignmentId,
 }
 
 impl ArmCode {
     pub fn status(self) -> StatusCode {
         match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized
+            | Self::InvalidAuthenticationToken
+            | Self::ExpiredAuthenticationToken => StatusCode::UNAUTHORIZED,
+            Self::AuthorizationFailed => StatusCode::FORBIDDEN,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Self::RoleAssignmentNotFound | Self::RoleDefinitionDoesNotExist => {
+                StatusCode::NOT_FOUND
+            }
+            Self::RoleAssignmentExists => StatusCode::CONFLICT,
+            Self::RoleAssignmentUpdateNotPermitted | Self::InvalidRoleAssignmentId => {
+                StatusCode::BAD_REQUEST
+            }
             Self::MissingApiVersion
             | Self::InvalidApiVersion
             | Self::InvalidInput
@@ -92,6 +112,15 @@ impl ArmCode {
             Self::RestoreTargetInvalid => "BMSUserErrorInvalidRestoreTarget",
             Self::Conflict => "Conflict",
             Self::Internal => "InternalServerError",
+            Self::InvalidAuthenticationToken => "InvalidAuthenticationToken",
+            Self::ExpiredAuthenticationToken => "ExpiredAuthenticationToken",
+            Self::AuthorizationFailed => "AuthorizationFailed",
+            Self::TooManyRequests => "TooManyRequests",
+            Self::RoleAssignmentNotFound => "RoleAssignmentNotFound",
+            Self::RoleDefinitionDoesNotExist => "RoleDefinitionDoesNotExist",
+            Self::RoleAssignmentExists => "RoleAssignmentExists",
+            Self::RoleAssignmentUpdateNotPermitted => "RoleAssignmentUpdateNotPermitted",
+            Self::InvalidRoleAssignmentId => "InvalidRoleAssignmentId",
         }
     }
 }

@@ -123,10 +123,14 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut base = None;
+        let mut printed = None;
         for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(rest) = line.strip_prefix("rsvault listening on ") {
                 base = Some(rest.trim().to_string());
+            }
+            if let Some(rest) = line.strip_prefix("admin token: ") {
+                printed = Some(rest.trim().to_string());
             }
             if line.starts_with("TLS certificate") {
                 break;
@@ -135,10 +139,25 @@ impl Server {
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let base = base.expect("server printed its address");
-        let token = std::fs::read_to_string(data.join("admin-token"))
-            .unwrap()
-            .trim()
-            .to_string();
+        // The admin token is printed on first start only (the server keeps just its hash):
+        // remember it per data dir for restarts.
+        let token = {
+            static TOKENS: std::sync::Mutex<Vec<(PathBuf, String)>> =
+                std::sync::Mutex::new(Vec::new());
+            let mut known = TOKENS.lock().unwrap();
+            match printed {
+                Some(t) => {
+                    known.retain(|(d, _)| d != data);
+                    known.push((data.to_path_buf(), t.clone()));
+                    t
+                }
+                None => known
+                    .iter()
+                    .find(|(d, _)| d == data)
+                    .map(|(_, t)| t.clone())
+                    .expect("the admin token of this data dir was printed at its first start"),
+            }
+        };
         let cert = std::fs::read(data.join("tls/cert.pem")).unwrap();
         let client = Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
