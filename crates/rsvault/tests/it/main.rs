@@ -12,4 +12,5 @@ mod jobs;
 mod neighbours;
 mod nodes;
 mod policies;
+mod rbac;
 mod restart;
