@@ -1,5 +1,5 @@
 //! The operator's client: `rsvault job …`, `rsvault maintenance …`, `rsvault retention preview`.
-//! Thin HTTPS calls to a running server, authenticated with the admin token of its data dir.
+//! Thin HTTPS calls to a running server, authenticated with a token signed by its data dir's key.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -27,8 +27,8 @@ pub struct Conn {
         global = true
     )]
     pub data: PathBuf,
-    /// Bearer token (default: a short-lived token for principal `--principal-id`, signed with the
-    /// key in DATA).
+    /// Bearer token (default: a short-lived token signed with the deployment's key in DATA: the
+    /// admin's, or `--principal-id`'s).
     #[arg(long, env = "RSVAULT_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
     /// The principal the default token names (it needs a role assignment).
@@ -64,20 +64,16 @@ impl Client {
         let token = match &c.token {
             Some(t) => t.clone(),
             None => {
-                let Some(principal) = &c.principal_id else {
-                    bail!("no credentials: pass --token (the admin token, or one from `rsvault token issue`) or --principal-id with --data");
-                };
                 let config = crate::server::load_config(&c.data, None)?;
                 let key = rsvault_api::auth::SigningKey::load_or_create(
                     &rsvault_api::auth::signing_key_path(&c.data, &config),
                 )
-                .context("reading the token-signing key (use --token, or --data of the server)")?;
-                rsvault_api::auth::issue_token(
-                    &key,
-                    &rsvault_api::auth::issuer_name(&config),
-                    principal,
-                    600,
-                )?
+                .context("reading the token-signing key of DATA (or pass --token)")?;
+                let issuer = rsvault_api::auth::issuer_name(&config);
+                match &c.principal_id {
+                    Some(p) => rsvault_api::auth::issue_token(&key, &issuer, p, 600)?,
+                    None => rsvault_api::auth::issue_admin_token(&key, &issuer, 600)?,
+                }
             }
         };
         let mut b = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60));
