@@ -135,7 +135,7 @@ def test_backup_operator_backs_up_but_cannot_stop_protection(server, setup):
                                          cls=lambda p, d, h: (p.http_response.status_code, h))
     assert status == 202
     with pytest.raises(HttpResponseError) as e:
-        bk.protected_items.begin_delete(VAULT, RG_A, "Azure", storage_container(), share_item()).result()
+        bk.protected_items.delete(VAULT, RG_A, "Azure", storage_container(), share_item())
     assert e.value.status_code == 403 and e.value.error.code == "AuthorizationFailed"
     with pytest.raises(HttpResponseError) as e:
         bk.protection_policies.create_or_update(VAULT, RG_A, "other", share_policy_body())

@@ -157,14 +157,15 @@ impl ArmError {
             format!("An internal error occurred (error id {id}); the server log has the details."),
         )
     }
+    /// Absent members are left out rather than sent as `null`: azure-core's error parser iterates
+    /// `details` and `additionalInfo` when present, and on `null` gives up on the whole error, so
+    /// an SDK caller would see no `error.code` at all.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {
-            "code": self.code.as_str(),
-            "message": self.message,
-            "target": self.target,
-            "details": null,
-            "additionalInfo": null,
-        }})
+        let mut e = json!({"code": self.code.as_str(), "message": self.message});
+        if let Some(t) = &self.target {
+            e["target"] = json!(t);
+        }
+        json!({ "error": e })
     }
 }
 
