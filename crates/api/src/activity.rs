@@ -61,7 +61,11 @@ pub fn record(svc: &Service, a: &Audit, status: StatusCode) {
     let provider = a.action.split('/').next().unwrap_or("").to_string();
     let resource_type = {
         let parts: Vec<&str> = a.action.split('/').collect();
-        let cut = if a.action.to_ascii_lowercase().ends_with("/action") { 2 } else { 1 };
+        let cut = if a.action.to_ascii_lowercase().ends_with("/action") {
+            2
+        } else {
+            1
+        };
         parts[..parts.len().saturating_sub(cut)].join("/")
     };
     let (claims, tenant) = match &a.principal {
@@ -166,7 +170,12 @@ fn parse_time(v: &str) -> ArmResult<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(v) {
         return Ok(t.with_timezone(&Utc));
     }
-    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"] {
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(v, f) {
             return Ok(t.and_utc());
         }
@@ -198,9 +207,16 @@ fn parse_filter(f: &str) -> ArmResult<Filter> {
     for c in clauses {
         let parts: Vec<&str> = c.trim().splitn(3, ' ').collect();
         let [field, op, value] = parts[..] else {
-            return Err(bad(format!("The clause '{}' is not 'field op value'.", c.trim())));
+            return Err(bad(format!(
+                "The clause '{}' is not 'field op value'.",
+                c.trim()
+            )));
         };
-        let value = value.trim().trim_matches('\'').trim_matches('"').to_string();
+        let value = value
+            .trim()
+            .trim_matches('\'')
+            .trim_matches('"')
+            .to_string();
         match (field.to_ascii_lowercase().as_str(), op.to_ascii_lowercase().as_str()) {
             ("eventtimestamp", "ge") => out.from = Some(parse_time(&value)?),
             ("eventtimestamp", "le") => out.to = Some(parse_time(&value)?),
@@ -250,7 +266,10 @@ pub fn list(svc: &Service, r: &Req, sub: &str) -> ArmResult<Response> {
                 .decode(t)
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| s.split_once('|').map(|(a, b)| (a.to_string(), b.to_string())))
+                .and_then(|s| {
+                    s.split_once('|')
+                        .map(|(a, b)| (a.to_string(), b.to_string()))
+                })
                 .ok_or_else(|| {
                     ArmError::new(ArmCode::InvalidSkipToken, "The $skiptoken is not valid.")
                         .with_target("$skiptoken")

@@ -354,7 +354,10 @@ fn list_vaults(svc: &Service, r: &Req, sub: &str, rg: Option<&str>) -> ArmResult
     // As ARM lists: only the vaults the caller may read.
     let v: Vec<Value> = vaults
         .iter()
-        .filter(|v| r.grants.allows("Microsoft.RecoveryServices/vaults/read", &v.vault.id()))
+        .filter(|v| {
+            r.grants
+                .allows("Microsoft.RecoveryServices/vaults/read", &v.vault.id())
+        })
         .map(Vault::wire)
         .collect();
     Ok(ok(json!({"value": v})))

@@ -216,7 +216,10 @@ async fn handle(app: &AppState, req: Request, trace: &mut Trace) -> ArmResult<Re
             _ => {}
         }
     }
-    let principal = app.auth.authenticate(&app.svc.store, &parts.headers).await?;
+    let principal = app
+        .auth
+        .authenticate(&app.svc.store, &parts.headers)
+        .await?;
     if seg.len() == 1 && seg[0].eq_ignore_ascii_case("openapi.json") && parts.method == Method::GET
     {
         return Ok(axum::Json(openapi::document()).into_response());
@@ -229,13 +232,18 @@ async fn handle(app: &AppState, req: Request, trace: &mut Trace) -> ArmResult<Re
     if !matches!(principal, auth::Principal::Admin) {
         let write = parts.method != Method::GET && parts.method != Method::HEAD;
         let l = &app.svc.config.limits;
-        let limit = if write { l.writes_per_minute } else { l.reads_per_minute };
+        let limit = if write {
+            l.writes_per_minute
+        } else {
+            l.reads_per_minute
+        };
         let b = app.limits.count(&principal.key(), &sub, write, limit);
         let over = b.retry_after;
         trace.budget = Some(b);
         if let Some(secs) = over {
             let mut r = error_response(limits::throttled(write, &sub, limit, secs));
-            r.headers_mut().insert("retry-after", HeaderValue::from(secs));
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
             return Ok(r);
         }
     }
@@ -316,7 +324,8 @@ async fn handle(app: &AppState, req: Request, trace: &mut Trace) -> ArmResult<Re
 /// whose api-versions are older than the backup API's.
 fn is_outside_backup(seg: &[String]) -> bool {
     seg.iter().any(|s| {
-        s.eq_ignore_ascii_case("microsoft.authorization") || s.eq_ignore_ascii_case("microsoft.insights")
+        s.eq_ignore_ascii_case("microsoft.authorization")
+            || s.eq_ignore_ascii_case("microsoft.insights")
     })
 }
 

@@ -130,10 +130,17 @@ pub fn routes() -> Vec<Route> {
 /// for a POST), except where Azure names the operation otherwise.
 pub fn action(r: &Route) -> String {
     let fixed = match r.operation_id {
-        "BackupEncryptionConfigs_Get" => Some("Microsoft.RecoveryServices/Vaults/backupEncryptionConfigs/read"),
-        "BackupResourceVaultConfigs_Get" => Some("Microsoft.RecoveryServices/Vaults/backupconfig/read"),
-        "BackupResourceStorageConfigsNonCRR_Get" => Some("Microsoft.RecoveryServices/Vaults/backupstorageconfig/read"),
-        "BackupResourceStorageConfigsNonCRR_Update" | "BackupResourceStorageConfigsNonCRR_Patch" => {
+        "BackupEncryptionConfigs_Get" => {
+            Some("Microsoft.RecoveryServices/Vaults/backupEncryptionConfigs/read")
+        }
+        "BackupResourceVaultConfigs_Get" => {
+            Some("Microsoft.RecoveryServices/Vaults/backupconfig/read")
+        }
+        "BackupResourceStorageConfigsNonCRR_Get" => {
+            Some("Microsoft.RecoveryServices/Vaults/backupstorageconfig/read")
+        }
+        "BackupResourceStorageConfigsNonCRR_Update"
+        | "BackupResourceStorageConfigsNonCRR_Patch" => {
             Some("Microsoft.RecoveryServices/Vaults/backupstorageconfig/write")
         }
         "Rsvault_RetentionPreview" => Some("Microsoft.RecoveryServices/Vaults/backupPolicies/read"),
@@ -165,7 +172,11 @@ pub fn action(r: &Route) -> String {
 /// The resource a request to route `r` at path `seg` acts on: the path, less the action name of
 /// a POST (ARM's authorization scope).
 pub fn scope(r: &Route, seg: &[String]) -> String {
-    let tpl_last_is_literal = r.path.rsplit('/').next().is_some_and(|s| !s.starts_with('{'));
+    let tpl_last_is_literal = r
+        .path
+        .rsplit('/')
+        .next()
+        .is_some_and(|s| !s.starts_with('{'));
     let n = if r.method == "post" && tpl_last_is_literal && seg.len() > 1 {
         seg.len() - 1
     } else {

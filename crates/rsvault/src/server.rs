@@ -215,10 +215,8 @@ pub fn admin_token(data: &Path, store: &Store) -> anyhow::Result<Option<String>>
 
 /// The deployment's token-signing key, published in the store for every node.
 pub fn token_key(data: &Path, svc: &Service) -> anyhow::Result<api::auth::SigningKey> {
-    let key = api::auth::SigningKey::load_or_create(&api::auth::signing_key_path(
-        data,
-        &svc.config,
-    ))?;
+    let key =
+        api::auth::SigningKey::load_or_create(&api::auth::signing_key_path(data, &svc.config))?;
     api::auth::publish_key(&svc.store, &key)?;
     Ok(key)
 }
@@ -284,7 +282,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
     let svc = open_service(&opts.data, config, worker)?;
     let fresh_token = admin_token(&opts.data, &svc.store)?;
-    let auth = Arc::new(api::auth::Auth::new(&svc.config, token_key(&opts.data, &svc)?));
+    let auth = Arc::new(api::auth::Auth::new(
+        &svc.config,
+        token_key(&opts.data, &svc)?,
+    ));
     let wrapped = svc
         .wrap_legacy_keys()
         .context("wrapping stored vault keys")?;
@@ -373,7 +374,10 @@ async fn purge_activity(svc: Arc<Service>) {
             .await
             .unwrap_or(0);
         if n > 0 {
-            tracing::info!(events = n, "deleted activity-log events past their retention");
+            tracing::info!(
+                events = n,
+                "deleted activity-log events past their retention"
+            );
         }
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
     }

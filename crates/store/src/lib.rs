@@ -1,28 +1,39 @@
-//! The metadata store: one SQLite file (WAL). All SQL lives here; no other crate names a table.
+//! The metadata store. All SQL lives here; no other crate names a table.
 //!
 //! Resources that are read whole (vaults, policies, containers, protected items, recovery points,
 //! operations, exports) are JSON documents keyed by (kind, vault, key). Jobs have their own table
-//! with indexed columns because they are filtered and paged.
-
-use std::path::Path;
-use std::sync::Mutex;
+//! with indexed columns because they are filtered, paged and queued.
+//!
+//! Two backends answer the same operations ([`MetaTx`]): SQLite (one file in WAL mode, the
+//! embedded default for one node) and PostgreSQL (one database that several nodes share). Callers
+//! compose operations into transactions with [`Store::tx`] (all writes land or none, one writer at
+//! a time) and [`Store::read`] (one consistent snapshot, never waiting for the writer).
 
 use rsvault_types::arm;
 use rsvault_types::job::Job;
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+mod postgres;
+mod sqlite;
+
+pub use postgres::Postgres;
+pub use sqlite::Sqlite;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("database error: {0}")]
+    Postgres(#[from] ::postgres::Error),
     #[error("stored document is unreadable: {0}")]
     Json(#[from] serde_json::Error),
     #[error("{0} does not exist")]
     Missing(String),
     #[error("job {0} is no longer held by this node (its lease expired and it was ended)")]
     Fenced(String),
+    #[error("store URL {0:?} is not understood: {1}")]
+    Url(String, String),
 }
 
 impl From<Error> for rsvault_types::arm::ArmError {
@@ -32,24 +43,6 @@ impl From<Error> for rsvault_types::arm::ArmError {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Numbered, forward-only migrations; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/sqlite/0001_initial.sql"),
-    include_str!("../migrations/sqlite/0002_job_queue.sql"),
-    include_str!("../migrations/sqlite/0004_activity_log.sql"),
-];
-
-pub struct Store {
-    /// The one writer: every transaction that writes goes through it (`BEGIN IMMEDIATE`).
-    conn: Mutex<Connection>,
-    /// Read-only connections for reads (WAL lets them run next to the writer and each other).
-    readers: Vec<Mutex<Connection>>,
-    next_reader: std::sync::atomic::AtomicUsize,
-}
-
-/// Read-only connections per store.
-const READERS: usize = 4;
 
 /// One row of the jobs table, as the store sees it.
 pub struct JobRow {
@@ -106,89 +99,107 @@ pub struct JobQuery {
     pub after: Option<(String, i64)>,
 }
 
-impl Store {
-    pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        migrate(&conn)?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            let r = Connection::open_with_flags(
-                path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            r.busy_timeout(std::time::Duration::from_secs(10))?;
-            readers.push(Mutex::new(r));
-        }
-        Ok(Self {
-            conn: Mutex::new(conn),
-            readers,
-            next_reader: std::sync::atomic::AtomicUsize::new(0),
-        })
-    }
+/// Why a queued job waits: another job of its `item`, an exclusive job of its `vault`, or a free
+/// runner `slot` (nothing else holds it).
+pub type QueuedReason = &'static str;
 
-    /// Rewrites the database so that no free page or journal keeps data that was overwritten
-    /// (after secrets were moved out of it).
-    pub fn compact(&self) -> Result<()> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
-        Ok(())
-    }
+/// What one transaction can do, whatever the backend. Documents travel as JSON text; [`Tx`]
+/// adds the typed accessors.
+pub trait MetaTx {
+    /// The JSON body of one document.
+    fn doc(&self, kind: &str, vault: &str, key: &str) -> Result<Option<String>>;
+    /// Creates or replaces one document.
+    fn put_doc(&self, kind: &str, vault: &str, key: &str, parent: &str, body: &str) -> Result<()>;
+    /// Deletes one document; whether it existed.
+    fn delete(&self, kind: &str, vault: &str, key: &str) -> Result<bool>;
+    /// Documents of `kind` in `vault` (optionally under `parent`), ordered by key.
+    fn docs(&self, kind: &str, vault: &str, parent: Option<&str>) -> Result<Vec<String>>;
+    /// Documents of `kind` whose vault key starts with `prefix`, ordered by vault and key.
+    fn docs_with_vault_prefix(&self, kind: &str, prefix: &str) -> Result<Vec<String>>;
+    fn count(&self, kind: &str, vault: &str, parent: Option<&str>) -> Result<i64>;
+    fn delete_all(&self, kind: &str, vault: &str, parent: Option<&str>) -> Result<usize>;
+    /// All vault keys that have a vault document.
+    fn vault_keys(&self) -> Result<Vec<String>>;
 
-    /// Runs the reads in `f` on a read-only connection, in one snapshot (a deferred transaction),
-    /// without waiting for the writer. A write in `f` fails.
-    pub fn read<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let start = self
-            .next_reader
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // A free reader if there is one, else wait for the next in turn.
-        let mut conn = (0..self.readers.len())
-            .find_map(|i| {
-                self.readers[(start + i) % self.readers.len()]
-                    .try_lock()
-                    .ok()
-            })
-            .unwrap_or_else(|| {
-                self.readers[start % self.readers.len()]
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-            });
-        let t = conn.transaction()?;
-        let out = f(&Tx(&t))?;
-        t.finish()?;
-        Ok(out)
-    }
+    /// The sequence number of the next job (strictly greater than every job's so far).
+    fn next_job_seq(&self) -> Result<i64>;
+    fn upsert_job(&self, j: &JobRow) -> Result<()>;
+    fn jobs_by_id(&self, id: &str) -> Result<Option<String>>;
+    fn get_job_body(&self, vault: &str, id: &str) -> Result<Option<String>>;
+    /// Job bodies matching `q`, newest first, at most `limit`, with each row's paging position
+    /// (start time, seq).
+    fn list_jobs(
+        &self,
+        vault: &str,
+        q: &JobQuery,
+        limit: usize,
+    ) -> Result<Vec<(String, String, i64)>>;
+    /// Bodies of jobs in any of `statuses` (all vaults), oldest first.
+    fn jobs_with_status(&self, statuses: &[&str]) -> Result<Vec<String>>;
+    /// Whether `item` in `vault` has a job in one of `statuses` other than `except`.
+    fn item_has_job(
+        &self,
+        vault: &str,
+        item: &str,
+        statuses: &[&str],
+        except: &str,
+    ) -> Result<bool>;
+    /// Jobs of `vault` that are queued, running or cancelling.
+    fn active_jobs_in_vault(&self, vault: &str) -> Result<i64>;
+    /// Deletes up to `batch` finished jobs that started before `cutoff`. Returns how many.
+    fn delete_finished_jobs_before(&self, cutoff: &str, batch: usize) -> Result<usize>;
+    fn delete_jobs_of_vault(&self, vault: &str) -> Result<usize>;
 
-    /// Runs `f` in one immediate transaction: all of its writes land, or none.
-    pub fn tx<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let out = f(&Tx(&t))?;
-        t.commit()?;
-        Ok(out)
-    }
+    /// Takes or renews the named lease for `owner` until `until` if it is free, expired or
+    /// already ours. Returns whether `owner` holds it now.
+    fn acquire_lease(&self, name: &str, owner: &str, now: &str, until: &str) -> Result<bool>;
+    /// Claims one schedule slot of an item; false when someone already ran it.
+    fn claim_slot(&self, vault: &str, item: &str, slot: &str, job_id: &str) -> Result<bool>;
+
+    /// The oldest queued job this node may start now, with its attempt count: none of its item's
+    /// or an exclusive job of its vault running, no older queued job of its item or older
+    /// exclusive job of its vault waiting (first come, first served), and `owner` running fewer
+    /// than `max_running` jobs.
+    fn claimable_job(&self, owner: &str, max_running: usize) -> Result<Option<(String, i64)>>;
+    /// Why each of the first `limit` queued jobs waits.
+    fn queued_reasons(&self, limit: usize) -> Result<Vec<(String, QueuedReason)>>;
+    /// Records that `owner` runs job `id` as attempt `attempt` until `until`.
+    fn set_lease(&self, id: &str, owner: &str, until: &str, attempt: i64) -> Result<()>;
+    /// Extends the leases of every job `owner` runs. Returns how many.
+    fn renew_leases(&self, owner: &str, until: &str) -> Result<usize>;
+    /// Whether `owner` still runs job `id` as attempt `attempt` (the fence of every write a
+    /// running job makes).
+    fn holds_job(&self, id: &str, owner: &str, attempt: i64) -> Result<bool>;
+    /// Running jobs whose lease expired before `now`: (body, lease owner).
+    fn expired_leases(&self, now: &str) -> Result<Vec<(String, String)>>;
+    /// Ids of the jobs `owner` runs that a client asked to cancel.
+    fn cancel_requests_of(&self, owner: &str) -> Result<Vec<String>>;
+
+    /// Records one activity-log event (`sub` lowercase, `ts` fixed-width RFC 3339 UTC).
+    fn insert_activity(&self, id: &str, sub: &str, ts: &str, body: &str) -> Result<()>;
+    /// Activity events of `sub` with `from <= ts <= to`, newest first, after the (ts, id)
+    /// position `after` when given, at most `limit`: (ts, id, body).
+    fn list_activity(
+        &self,
+        sub: &str,
+        from: &str,
+        to: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(String, String, String)>>;
+    /// Deletes up to `batch` activity events older than `cutoff`. Returns how many.
+    fn delete_activity_before(&self, cutoff: &str, batch: usize) -> Result<usize>;
 }
 
-/// Runs the migrations this database has not seen, each in its own transaction.
-fn migrate(conn: &Connection) -> Result<()> {
-    let done: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {sql}\nPRAGMA user_version = {}; COMMIT;",
-            i + 1
-        ))
-        .inspect_err(|_| {
-            let _ = conn.execute_batch("ROLLBACK");
-        })?;
-    }
-    Ok(())
-}
+/// One transaction: the backend's operations plus typed document accessors.
+pub struct Tx<'a>(&'a dyn MetaTx);
 
-pub struct Tx<'a>(&'a rusqlite::Transaction<'a>);
+impl<'a> std::ops::Deref for Tx<'a> {
+    type Target = dyn MetaTx + 'a;
+    fn deref(&self) -> &Self::Target {
+        self.0
+    }
+}
 
 impl Tx<'_> {
     pub fn get<T: DeserializeOwned>(
@@ -197,15 +208,9 @@ impl Tx<'_> {
         vault: &str,
         key: &str,
     ) -> Result<Option<T>> {
-        let body: Option<String> = self
-            .0
-            .query_row(
-                "SELECT body FROM docs WHERE kind = ?1 AND vault = ?2 AND key = ?3",
-                params![kind, vault, key],
-                |r| r.get(0),
-            )
-            .optional()?;
-        body.map(|b| serde_json::from_str(&b))
+        self.0
+            .doc(kind, vault, key)?
+            .map(|b| serde_json::from_str(&b))
             .transpose()
             .map_err(Into::into)
     }
@@ -218,21 +223,8 @@ impl Tx<'_> {
         parent: &str,
         doc: &T,
     ) -> Result<()> {
-        let body = serde_json::to_string(doc)?;
-        self.0.execute(
-            "INSERT INTO docs(kind, vault, key, parent, body) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(kind, vault, key) DO UPDATE SET parent = excluded.parent, body = excluded.body",
-            params![kind, vault, key, parent, body],
-        )?;
-        Ok(())
-    }
-
-    pub fn delete(&self, kind: &str, vault: &str, key: &str) -> Result<bool> {
-        let n = self.0.execute(
-            "DELETE FROM docs WHERE kind = ?1 AND vault = ?2 AND key = ?3",
-            params![kind, vault, key],
-        )?;
-        Ok(n > 0)
+        self.0
+            .put_doc(kind, vault, key, parent, &serde_json::to_string(doc)?)
     }
 
     /// Documents of `kind` in `vault` (optionally under `parent`), ordered by key.
@@ -242,424 +234,114 @@ impl Tx<'_> {
         vault: &str,
         parent: Option<&str>,
     ) -> Result<Vec<T>> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT body FROM docs WHERE kind = ?1 AND vault = ?2 AND (?3 IS NULL OR parent = ?3) ORDER BY key",
-        )?;
-        let rows = stmt.query_map(params![kind, vault, parent], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for body in rows {
-            out.push(serde_json::from_str(&body?)?);
-        }
-        Ok(out)
+        parse_all(self.0.docs(kind, vault, parent)?)
     }
 
     /// Documents of `kind` whose vault key starts with `prefix` (vault listings by scope).
     pub fn list_prefix<T: DeserializeOwned>(&self, kind: &str, prefix: &str) -> Result<Vec<T>> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT body FROM docs WHERE kind = ?1 AND substr(vault, 1, length(?2)) = ?2 ORDER BY vault, key",
-        )?;
-        let rows = stmt.query_map(params![kind, prefix], |r| r.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for body in rows {
-            out.push(serde_json::from_str(&body?)?);
-        }
-        Ok(out)
+        parse_all(self.0.docs_with_vault_prefix(kind, prefix)?)
+    }
+}
+
+fn parse_all<T: DeserializeOwned>(bodies: Vec<String>) -> Result<Vec<T>> {
+    bodies
+        .iter()
+        .map(|b| serde_json::from_str(b).map_err(Into::into))
+        .collect()
+}
+
+/// The store of one deployment: an embedded SQLite file or a shared PostgreSQL database.
+pub enum Store {
+    Sqlite(Sqlite),
+    Postgres(Postgres),
+}
+
+impl Store {
+    /// Opens (creating and migrating where needed) the SQLite store at `path`.
+    pub fn open(path: &std::path::Path) -> Result<Self> {
+        Ok(Self::Sqlite(Sqlite::open(path)?))
     }
 
-    pub fn count(&self, kind: &str, vault: &str, parent: Option<&str>) -> Result<i64> {
-        Ok(self.0.query_row(
-            "SELECT count(*) FROM docs WHERE kind = ?1 AND vault = ?2 AND (?3 IS NULL OR parent = ?3)",
-            params![kind, vault, parent],
-            |r| r.get(0),
-        )?)
-    }
-
-    pub fn delete_all(&self, kind: &str, vault: &str, parent: Option<&str>) -> Result<usize> {
-        Ok(self.0.execute(
-            "DELETE FROM docs WHERE kind = ?1 AND vault = ?2 AND (?3 IS NULL OR parent = ?3)",
-            params![kind, vault, parent],
-        )?)
-    }
-
-    pub fn next_job_seq(&self) -> Result<i64> {
-        Ok(self
-            .0
-            .query_row("SELECT coalesce(max(seq), 0) + 1 FROM jobs", [], |r| {
-                r.get(0)
-            })?)
-    }
-
-    pub fn upsert_job(&self, j: &JobRow) -> Result<()> {
-        self.0.execute(
-            "INSERT INTO jobs(id, vault, seq, status, operation, bmt, start_time, item, body, queue, exclusive)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT(id) DO UPDATE SET status = excluded.status, operation = excluded.operation,
-                 bmt = excluded.bmt, start_time = excluded.start_time, item = excluded.item, body = excluded.body,
-                 queue = excluded.queue, exclusive = excluded.exclusive",
-            params![j.id, j.vault, j.seq, j.status, j.operation, j.bmt, j.start_time, j.item, j.body, j.queue, j.exclusive],
-        )?;
-        Ok(())
-    }
-
-    pub fn jobs_by_id(&self, id: &str) -> Result<Option<String>> {
-        Ok(self
-            .0
-            .query_row("SELECT body FROM jobs WHERE id = ?1", params![id], |r| {
-                r.get(0)
-            })
-            .optional()?)
-    }
-
-    pub fn get_job_body(&self, vault: &str, id: &str) -> Result<Option<String>> {
-        Ok(self
-            .0
-            .query_row(
-                "SELECT body FROM jobs WHERE vault = ?1 AND id = ?2",
-                params![vault, id],
-                |r| r.get(0),
-            )
-            .optional()?)
-    }
-
-    /// Job bodies matching `q`, newest first, at most `limit`, with each row's paging position.
-    ///
-    /// The SQL names only the predicates that are present (with values already in their canonical
-    /// spelling), so SQLite can use the `(vault, status|operation, start_time, seq)` indexes and
-    /// a rare status is found without scanning the vault's whole history.
-    pub fn list_jobs(
-        &self,
-        vault: &str,
-        q: &JobQuery,
-        limit: usize,
-    ) -> Result<Vec<(String, String, i64)>> {
-        let mut sql = String::from("SELECT body, start_time, seq FROM jobs WHERE vault = ?1");
-        let mut args: Vec<rusqlite::types::Value> = vec![vault.to_string().into()];
-        let mut push = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
-            args.push(v);
-            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
-        };
-        for (col, v) in [
-            ("status", &q.status),
-            ("operation", &q.operation),
-            ("bmt", &q.bmt),
-            ("id", &q.job_id),
-        ] {
-            if let Some(v) = v {
-                push(&mut sql, &format!(" AND {col} = ?"), v.clone().into());
-            }
-        }
-        if let Some(t) = &q.start_from {
-            push(&mut sql, " AND start_time >= ?", t.clone().into());
-        }
-        if let Some(t) = &q.start_to {
-            push(&mut sql, " AND start_time <= ?", t.clone().into());
-        }
-        if let Some((t, seq)) = &q.after {
-            args.push(t.clone().into());
-            args.push((*seq).into());
-            let (a, b) = (args.len() - 1, args.len());
-            sql.push_str(&format!(
-                " AND (start_time < ?{a} OR (start_time = ?{a} AND seq < ?{b}))"
-            ));
-        }
-        args.push((limit as i64).into());
-        sql.push_str(&format!(
-            " ORDER BY start_time DESC, seq DESC LIMIT ?{}",
-            args.len()
-        ));
-        let mut stmt = self.0.prepare_cached(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
-    }
-
-    /// Bodies of jobs in any of `statuses` (all vaults), oldest first.
-    pub fn jobs_with_status(&self, statuses: &[&str]) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut stmt = self
-            .0
-            .prepare_cached("SELECT body FROM jobs WHERE status = ?1 ORDER BY seq")?;
-        for s in statuses {
-            let rows = stmt.query_map(params![s], |r| r.get::<_, String>(0))?;
-            for r in rows {
-                out.push(r?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Whether `item` in `vault` has a job in one of `statuses` other than `except`.
-    pub fn item_has_job(
-        &self,
-        vault: &str,
-        item: &str,
-        statuses: &[&str],
-        except: &str,
-    ) -> Result<bool> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT count(*) FROM jobs WHERE vault = ?1 AND item = ?2 AND status = ?3 AND id <> ?4",
-        )?;
-        for s in statuses {
-            let n: i64 = stmt.query_row(params![vault, item, s, except], |r| r.get(0))?;
-            if n > 0 {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Takes or renews the named lease for `owner` until `until` if it is free, expired or
-    /// already ours. Returns whether `owner` holds it now.
-    pub fn acquire_lease(&self, name: &str, owner: &str, now: &str, until: &str) -> Result<bool> {
-        let n = self.0.execute(
-            "INSERT INTO leases(name, owner, until) VALUES (?1, ?2, ?4)
-             ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until = excluded.until
-             WHERE leases.owner = excluded.owner OR leases.until < ?3",
-            params![name, owner, now, until],
-        )?;
-        Ok(n > 0)
-    }
-
-    /// Claims one schedule slot of an item; false when someone already ran it.
-    pub fn claim_slot(&self, vault: &str, item: &str, slot: &str, job_id: &str) -> Result<bool> {
-        let n = self.0.execute(
-            "INSERT OR IGNORE INTO schedule_runs(vault, item, slot, job_id) VALUES (?1, ?2, ?3, ?4)",
-            params![vault, item, slot, job_id],
-        )?;
-        Ok(n > 0)
-    }
-
-    /// Deletes up to `batch` finished jobs that started before `cutoff`. Returns how many.
-    pub fn delete_finished_jobs_before(&self, cutoff: &str, batch: usize) -> Result<usize> {
-        Ok(self.0.execute(
-            "DELETE FROM jobs WHERE rowid IN (
-                SELECT rowid FROM jobs WHERE start_time < ?1
-                  AND status IN ('Completed', 'CompletedWithWarnings', 'Failed', 'Cancelled')
-                LIMIT ?2)",
-            params![cutoff, batch as i64],
-        )?)
-    }
-
-    /// All vault keys that have a vault document.
-    pub fn vault_keys(&self) -> Result<Vec<String>> {
-        let mut stmt = self
-            .0
-            .prepare_cached("SELECT vault FROM docs WHERE kind = 'vault' ORDER BY vault")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
-    }
-
-    /// Jobs of `vault` that are queued, running or cancelling.
-    pub fn active_jobs_in_vault(&self, vault: &str) -> Result<i64> {
-        Ok(self.0.query_row(
-            "SELECT count(*) FROM jobs WHERE vault = ?1 AND status IN ('InProgress', 'Cancelling')",
-            params![vault],
-            |r| r.get(0),
-        )?)
-    }
-
-    /// The oldest queued job this node may start now, with its attempt count: none of its item's
-    /// or an exclusive job of its vault running, no older queued job of its item or older
-    /// exclusive job of its vault waiting (first come, first served), and `owner` running fewer
-    /// than `max_running` jobs.
-    pub fn claimable_job(&self, owner: &str, max_running: usize) -> Result<Option<(String, i64)>> {
-        let running: i64 = self.0.query_row(
-            "SELECT count(*) FROM jobs WHERE queue = 'running' AND lease_owner = ?1",
-            params![owner],
-            |r| r.get(0),
-        )?;
-        if running >= max_running as i64 {
-            return Ok(None);
-        }
-        Ok(self
-            .0
-            .query_row(
-                "SELECT q.body, q.attempt FROM jobs q WHERE q.queue = 'queued'
-                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.queue = 'running' AND r.vault = q.vault
-                       AND (r.item = q.item OR r.exclusive = 1 OR q.exclusive = 1))
-                   AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.queue = 'queued' AND e.vault = q.vault
-                       AND e.seq < q.seq AND (e.item = q.item OR e.exclusive = 1 OR q.exclusive = 1))
-                 ORDER BY q.seq LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
-    }
-
-    /// Why a queued job waits: `item`, `vault` or `slot` (a runner slot: nothing else holds it).
-    pub fn queued_reasons(&self, limit: usize) -> Result<Vec<(String, &'static str)>> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT q.id,
-                EXISTS (SELECT 1 FROM jobs r WHERE r.vault = q.vault AND r.item = q.item AND r.seq < q.seq
-                        AND r.queue IN ('running', 'queued')),
-                EXISTS (SELECT 1 FROM jobs r WHERE r.vault = q.vault AND r.seq < q.seq
-                        AND r.queue IN ('running', 'queued') AND (r.exclusive = 1 OR q.exclusive = 1))
-             FROM jobs q WHERE q.queue = 'queued' ORDER BY q.seq LIMIT ?1",
-        )?;
-        let rows = stmt.query_map(params![limit as i64], |r| {
-            let (id, item, vault): (String, bool, bool) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            Ok((
-                id,
-                if item {
-                    "item"
-                } else if vault {
-                    "vault"
-                } else {
-                    "slot"
-                },
+    /// Opens the store a URL names: `postgres://…` / `postgresql://…`, or `sqlite:PATH`.
+    pub fn open_url(url: &str) -> Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(Postgres::open(url)?))
+        } else if let Some(path) = url.strip_prefix("sqlite:") {
+            Self::open(std::path::Path::new(path.trim_start_matches("//")))
+        } else {
+            Err(Error::Url(
+                redact(url),
+                "expected postgres://USER@HOST:PORT/DBNAME or sqlite:PATH".into(),
             ))
-        })?;
-        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+        }
     }
 
-    /// Records that `owner` runs job `id` as attempt `attempt` until `until`.
-    pub fn set_lease(&self, id: &str, owner: &str, until: &str, attempt: i64) -> Result<()> {
-        self.0.execute(
-            "UPDATE jobs SET lease_owner = ?2, lease_expires_at = ?3, attempt = ?4 WHERE id = ?1",
-            params![id, owner, until, attempt],
-        )?;
-        Ok(())
+    /// Which backend this is, for logs and readiness: `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
     }
 
-    /// Extends the leases of every job `owner` runs. Returns how many.
-    pub fn renew_leases(&self, owner: &str, until: &str) -> Result<usize> {
-        Ok(self.0.execute(
-            "UPDATE jobs SET lease_expires_at = ?2 WHERE queue = 'running' AND lease_owner = ?1",
-            params![owner, until],
-        )?)
+    /// Whether several nodes may share this store (PostgreSQL) or it belongs to one (SQLite).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Postgres(_))
     }
 
-    /// Whether `owner` still runs job `id` as attempt `attempt` (the fence of every write a
-    /// running job makes).
-    pub fn holds_job(&self, id: &str, owner: &str, attempt: i64) -> Result<bool> {
-        let n: i64 = self.0.query_row(
-            "SELECT count(*) FROM jobs WHERE id = ?1 AND queue = 'running' AND lease_owner = ?2
-               AND attempt = ?3",
-            params![id, owner, attempt],
-            |r| r.get(0),
-        )?;
-        Ok(n > 0)
+    /// Runs the reads in `f` in one consistent snapshot, without waiting for the writer. A write
+    /// in `f` fails.
+    pub fn read<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        match self {
+            Self::Sqlite(s) => s.read(|t| f(&Tx(t))),
+            Self::Postgres(p) => p.read(|t| f(&Tx(t))),
+        }
     }
 
-    /// Running jobs whose lease expired before `now`: (body, lease owner).
-    pub fn expired_leases(&self, now: &str) -> Result<Vec<(String, String)>> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT body, coalesce(lease_owner, '') FROM jobs
-             WHERE queue = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < ?1)",
-        )?;
-        let rows = stmt.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    /// Runs `f` in one transaction: all of its writes land, or none, and no other writer (of any
+    /// node) runs in between.
+    pub fn tx<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        match self {
+            Self::Sqlite(s) => s.tx(|t| f(&Tx(t))),
+            Self::Postgres(p) => p.tx(|t| f(&Tx(t))),
+        }
     }
 
-    /// Ids of the jobs `owner` runs that a client asked to cancel.
-    pub fn cancel_requests_of(&self, owner: &str) -> Result<Vec<String>> {
-        let mut stmt = self.0.prepare_cached(
-            "SELECT id FROM jobs WHERE queue = 'running' AND lease_owner = ?1 AND status = 'Cancelling'",
-        )?;
-        let rows = stmt.query_map(params![owner], |r| r.get(0))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    /// Rewrites the storage so that no free page or journal keeps data that was overwritten
+    /// (after secrets were moved out of it).
+    pub fn compact(&self) -> Result<()> {
+        match self {
+            Self::Sqlite(s) => s.compact(),
+            Self::Postgres(p) => p.compact(),
+        }
     }
+}
 
-    pub fn delete_jobs_of_vault(&self, vault: &str) -> Result<usize> {
-        Ok(self
-            .0
-            .execute("DELETE FROM jobs WHERE vault = ?1", params![vault])?)
-    }
-
-    /// Records one activity-log event (`sub` lowercase, `ts` RFC 3339 UTC with fixed digits).
-    pub fn insert_activity(&self, id: &str, sub: &str, ts: &str, body: &str) -> Result<()> {
-        self.0.execute(
-            "INSERT INTO activity(id, sub, ts, body) VALUES (?1, ?2, ?3, ?4)",
-            params![id, sub, ts, body],
-        )?;
-        Ok(())
-    }
-
-    /// Activity events of `sub` with `from <= ts <= to`, newest first, after the (ts, id)
-    /// position `after` when given: (ts, id, body).
-    pub fn list_activity(
-        &self,
-        sub: &str,
-        from: &str,
-        to: &str,
-        after: Option<(&str, &str)>,
-        limit: usize,
-    ) -> Result<Vec<(String, String, String)>> {
-        let (ats, aid) = after.unwrap_or(("", ""));
-        let mut stmt = self.0.prepare_cached(
-            "SELECT ts, id, body FROM activity WHERE sub = ?1 AND ts >= ?2 AND ts <= ?3
-             AND (?4 = '' OR ts < ?4 OR (ts = ?4 AND id < ?5))
-             ORDER BY ts DESC, id DESC LIMIT ?6",
-        )?;
-        let rows = stmt.query_map(params![sub, from, to, ats, aid, limit as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Deletes up to `batch` activity events older than `cutoff`.
-    pub fn delete_activity_before(&self, cutoff: &str, batch: usize) -> Result<usize> {
-        Ok(self.0.execute(
-            "DELETE FROM activity WHERE id IN (SELECT id FROM activity WHERE ts < ?1 LIMIT ?2)",
-            params![cutoff, batch as i64],
-        )?)
+/// `url` without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    /// A database written before numbered migrations (schema 0001, user_version 0) with a
-    /// finished, a queued and a running job opens, and its jobs land in the right queue state.
     #[test]
-    fn a_database_from_before_migrations_is_migrated_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.db");
-        {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(MIGRATIONS[0]).unwrap();
-            for (id, seq, status, started, work) in [
-                ("done", 1, "Completed", true, "Backup"),
-                ("waiting", 2, "InProgress", false, "DeleteData"),
-                ("running", 3, "Cancelling", true, "Backup"),
-            ] {
-                let body = format!(r#"{{"started":{started},"work":{{"type":"{work}"}}}}"#);
-                conn.execute(
-                    "INSERT INTO jobs(id, vault, seq, status, operation, bmt, start_time, item, body)
-                     VALUES (?1, 'v', ?2, ?3, 'Backup', 'AzureStorage', '2026-01-01T00:00:00Z', 'i', ?4)",
-                    params![id, seq, status, body],
-                )
-                .unwrap();
-            }
-        }
-        let store = Store::open(&path).unwrap();
-        let conn = store.conn.lock().unwrap();
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, MIGRATIONS.len() as i64);
-        let mut stmt = conn
-            .prepare("SELECT id, queue, exclusive FROM jobs ORDER BY seq")
-            .unwrap();
-        let rows: Vec<(String, String, bool)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+    fn redact_hides_only_the_password() {
         assert_eq!(
-            rows,
-            vec![
-                ("done".into(), "done".into(), false),
-                ("waiting".into(), "queued".into(), true),
-                ("running".into(), "running".into(), false),
-            ]
+            super::redact("postgres://bob:s3cret@db:5432/rsvault"),
+            "postgres://bob:***@db:5432/rsvault"
         );
-        drop(stmt);
-        drop(conn);
-        // Opening again runs nothing twice.
-        drop(store);
-        Store::open(&path).unwrap();
+        assert_eq!(
+            super::redact("postgres://bob@db:5432/rsvault"),
+            "postgres://bob@db:5432/rsvault"
+        );
     }
 }

@@ -349,8 +349,9 @@ impl Auth {
 
     async fn verify_jwt(&self, store: &Store, token: &str) -> ArmResult<User> {
         // `alg: none` and unknown algorithms fail here: they are not `jsonwebtoken` algorithms.
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| invalid("The access token is malformed or uses an unsupported algorithm."))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            invalid("The access token is malformed or uses an unsupported algorithm.")
+        })?;
         // The issuer picks the keys; it is read before the signature is checked, and checked again
         // (as a validated claim) after.
         let unverified: Value = token
@@ -366,9 +367,15 @@ impl Auth {
             .ok_or_else(|| invalid("The access token has no 'kid' header."))?;
         let (key, alg, audiences): (DecodingKey, Algorithm, Vec<String>) = if iss == self.issuer {
             let key = self.own_key(store, &kid)?.ok_or_else(|| {
-                invalid(format!("The access token was signed with an unknown key '{kid}'."))
+                invalid(format!(
+                    "The access token was signed with an unknown key '{kid}'."
+                ))
             })?;
-            (key, Algorithm::ES256, ARM_AUDIENCES.iter().map(|s| s.to_string()).collect())
+            (
+                key,
+                Algorithm::ES256,
+                ARM_AUDIENCES.iter().map(|s| s.to_string()).collect(),
+            )
         } else if let Some(ext) = self.external.iter().find(|e| e.cfg.issuer == iss) {
             let (key, alg) = self.external_key(ext, &kid).await?.ok_or_else(|| {
                 invalid(format!(
@@ -438,7 +445,12 @@ impl Auth {
         if kid == self.key.kid {
             return Ok(Some(self.key.decoding.clone()));
         }
-        if let Some(k) = self.peers.lock().unwrap_or_else(|p| p.into_inner()).get(kid) {
+        if let Some(k) = self
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(kid)
+        {
             return Ok(Some(k.clone()));
         }
         let jwk: Option<Jwk> = store.read(|tx| tx.get(K_JWK, "", kid))?;
@@ -452,17 +464,26 @@ impl Auth {
         Ok(key)
     }
 
-    async fn external_key(&self, ext: &External, kid: &str) -> ArmResult<Option<(DecodingKey, Algorithm)>> {
+    async fn external_key(
+        &self,
+        ext: &External,
+        kid: &str,
+    ) -> ArmResult<Option<(DecodingKey, Algorithm)>> {
         if let Some(path) = &ext.cfg.jwks_file {
             let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
             let mut c = ext.cache.lock().unwrap_or_else(|p| p.into_inner());
             if c.mtime != mtime || c.mtime.is_none() {
-                match std::fs::read(path).map_err(anyhow::Error::from).and_then(|b| parse_jwks(&b)) {
+                match std::fs::read(path)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|b| parse_jwks(&b))
+                {
                     Ok(keys) => {
                         c.keys = keys;
                         c.mtime = mtime;
                     }
-                    Err(e) => tracing::warn!(file = %path.display(), "cannot read the issuer's JWKS: {e}"),
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), "cannot read the issuer's JWKS: {e}")
+                    }
                 }
             }
             return Ok(c.keys.get(kid).cloned());
@@ -472,9 +493,13 @@ impl Auth {
         };
         {
             let c = ext.cache.lock().unwrap_or_else(|p| p.into_inner());
-            let fresh = c.fetched.is_some_and(|t| t.elapsed() < Duration::from_secs(24 * 3600));
+            let fresh = c
+                .fetched
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(24 * 3600));
             // An unknown kid means the issuer rotated: fetch again, but at most every 30 s.
-            let recent = c.fetched.is_some_and(|t| t.elapsed() < Duration::from_secs(30));
+            let recent = c
+                .fetched
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(30));
             if let Some(k) = c.keys.get(kid).filter(|_| fresh) {
                 return Ok(Some(k.clone()));
             }
@@ -535,19 +560,84 @@ pub fn routes() -> Vec<crate::openapi::Route> {
     for (scope, name) in SCOPES {
         let ra = format!("{scope}/providers/Microsoft.Authorization/roleAssignments");
         let rd = format!("{scope}/providers/Microsoft.Authorization/roleDefinitions");
-        out.push(route("get", ra.clone(), format!("RoleAssignments_ListFor{name}"), &[200], Model::ResourceList, false, f));
-        out.push(route("get", format!("{ra}/{{roleAssignmentName}}"), format!("RoleAssignments_Get{name}"), &[200], Model::Resource, false, none));
-        out.push(route("put", format!("{ra}/{{roleAssignmentName}}"), format!("RoleAssignments_Create{name}"), &[200, 201], Model::Resource, true, none));
-        out.push(route("delete", format!("{ra}/{{roleAssignmentName}}"), format!("RoleAssignments_Delete{name}"), &[200, 204], Model::Resource, false, none));
-        out.push(route("get", rd.clone(), format!("RoleDefinitions_List{name}"), &[200], Model::ResourceList, false, f));
-        out.push(route("get", format!("{rd}/{{roleDefinitionId}}"), format!("RoleDefinitions_Get{name}"), &[200], Model::Object, false, none));
+        out.push(route(
+            "get",
+            ra.clone(),
+            format!("RoleAssignments_ListFor{name}"),
+            &[200],
+            Model::ResourceList,
+            false,
+            f,
+        ));
+        out.push(route(
+            "get",
+            format!("{ra}/{{roleAssignmentName}}"),
+            format!("RoleAssignments_Get{name}"),
+            &[200],
+            Model::Resource,
+            false,
+            none,
+        ));
+        out.push(route(
+            "put",
+            format!("{ra}/{{roleAssignmentName}}"),
+            format!("RoleAssignments_Create{name}"),
+            &[200, 201],
+            Model::Resource,
+            true,
+            none,
+        ));
+        out.push(route(
+            "delete",
+            format!("{ra}/{{roleAssignmentName}}"),
+            format!("RoleAssignments_Delete{name}"),
+            &[200, 204],
+            Model::Resource,
+            false,
+            none,
+        ));
+        out.push(route(
+            "get",
+            rd.clone(),
+            format!("RoleDefinitions_List{name}"),
+            &[200],
+            Model::ResourceList,
+            false,
+            f,
+        ));
+        out.push(route(
+            "get",
+            format!("{rd}/{{roleDefinitionId}}"),
+            format!("RoleDefinitions_Get{name}"),
+            &[200],
+            Model::Object,
+            false,
+            none,
+        ));
     }
     let rd = "/providers/Microsoft.Authorization/roleDefinitions".to_string();
-    out.push(route("get", rd.clone(), "RoleDefinitions_ListTenant".into(), &[200], Model::ResourceList, false, f));
-    out.push(route("get", format!("{rd}/{{roleDefinitionId}}"), "RoleDefinitions_GetById".into(), &[200], Model::Object, false, none));
     out.push(route(
         "get",
-        "/subscriptions/{subscriptionId}/providers/Microsoft.Insights/eventtypes/management/values".into(),
+        rd.clone(),
+        "RoleDefinitions_ListTenant".into(),
+        &[200],
+        Model::ResourceList,
+        false,
+        f,
+    ));
+    out.push(route(
+        "get",
+        format!("{rd}/{{roleDefinitionId}}"),
+        "RoleDefinitions_GetById".into(),
+        &[200],
+        Model::Object,
+        false,
+        none,
+    ));
+    out.push(route(
+        "get",
+        "/subscriptions/{subscriptionId}/providers/Microsoft.Insights/eventtypes/management/values"
+            .into(),
         "ActivityLogs_List".into(),
         &[200],
         Model::Object,

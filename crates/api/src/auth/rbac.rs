@@ -43,7 +43,9 @@ impl RoleDef {
 
 pub fn role_definition_id(sub: Option<&str>, guid: &str) -> String {
     match sub {
-        Some(s) => format!("/subscriptions/{s}/providers/Microsoft.Authorization/roleDefinitions/{guid}"),
+        Some(s) => {
+            format!("/subscriptions/{s}/providers/Microsoft.Authorization/roleDefinitions/{guid}")
+        }
         None => format!("/providers/Microsoft.Authorization/roleDefinitions/{guid}"),
     }
 }
@@ -267,30 +269,78 @@ mod tests {
         // (action, Owner, Contributor, Reader, Backup Contributor, Backup Operator, Backup Reader)
         let table: Vec<(String, [bool; 6])> = vec![
             (format!("{V}/read"), [true; 6]),
-            (format!("{V}/write"), [true, true, false, true, false, false]),
-            (format!("{V}/delete"), [true, true, false, false, false, false]),
+            (
+                format!("{V}/write"),
+                [true, true, false, true, false, false],
+            ),
+            (
+                format!("{V}/delete"),
+                [true, true, false, false, false, false],
+            ),
             (format!("{V}/backupJobs/read"), [true; 6]),
-            (format!("{V}/backupJobs/cancel/action"), [true, true, false, true, true, false]),
-            (format!("{V}/backupJobsExport/action"), [true, true, false, true, true, true]),
-            (format!("{item}/backup/action"), [true, true, false, true, true, false]),
-            (format!("{item}/recoveryPoints/restore/action"), [true, true, false, true, true, false]),
-            (format!("{item}/write"), [true, true, false, true, true, false]),
-            (format!("{item}/delete"), [true, true, false, true, false, false]),
-            (format!("{V}/backupPolicies/write"), [true, true, false, true, false, false]),
+            (
+                format!("{V}/backupJobs/cancel/action"),
+                [true, true, false, true, true, false],
+            ),
+            (
+                format!("{V}/backupJobsExport/action"),
+                [true, true, false, true, true, true],
+            ),
+            (
+                format!("{item}/backup/action"),
+                [true, true, false, true, true, false],
+            ),
+            (
+                format!("{item}/recoveryPoints/restore/action"),
+                [true, true, false, true, true, false],
+            ),
+            (
+                format!("{item}/write"),
+                [true, true, false, true, true, false],
+            ),
+            (
+                format!("{item}/delete"),
+                [true, true, false, true, false, false],
+            ),
+            (
+                format!("{V}/backupPolicies/write"),
+                [true, true, false, true, false, false],
+            ),
             (format!("{V}/backupOperations/read"), [true; 6]),
-            ("Microsoft.Authorization/roleAssignments/write".into(), [true, false, false, false, false, false]),
-            ("Microsoft.Authorization/roleAssignments/read".into(), [true; 6]),
-            ("Microsoft.Insights/eventtypes/values/read".into(), [true, true, true, false, false, false]),
+            (
+                "Microsoft.Authorization/roleAssignments/write".into(),
+                [true, false, false, false, false, false],
+            ),
+            (
+                "Microsoft.Authorization/roleAssignments/read".into(),
+                [true; 6],
+            ),
+            (
+                "Microsoft.Insights/eventtypes/values/read".into(),
+                [true, true, true, false, false, false],
+            ),
         ];
-        let names = ["Owner", "Contributor", "Reader", "Backup Contributor", "Backup Operator", "Backup Reader"];
+        let names = [
+            "Owner",
+            "Contributor",
+            "Reader",
+            "Backup Contributor",
+            "Backup Operator",
+            "Backup Reader",
+        ];
         for (action, expect) in table {
             for (name, want) in names.iter().zip(expect) {
                 // Case must not matter, in either direction.
                 assert_eq!(role(name).allows(&action), want, "{name} {action}");
-                assert_eq!(role(name).allows(&action.to_ascii_uppercase()), want, "{name} {action}");
+                assert_eq!(
+                    role(name).allows(&action.to_ascii_uppercase()),
+                    want,
+                    "{name} {action}"
+                );
             }
         }
-        assert!(role("User Access Administrator").allows("Microsoft.Authorization/roleAssignments/write"));
+        assert!(role("User Access Administrator")
+            .allows("Microsoft.Authorization/roleAssignments/write"));
         assert!(!role("User Access Administrator").allows(&format!("{V}/write")));
     }
 
@@ -299,13 +349,25 @@ mod tests {
         assert!(glob("*", "a/b/c"));
         assert!(glob("*/read", "microsoft.x/y/z/read"));
         assert!(!glob("*/read", "microsoft.x/y/z/write"));
-        assert!(glob("microsoft.authorization/*/read", "microsoft.authorization/roleassignments/read"));
+        assert!(glob(
+            "microsoft.authorization/*/read",
+            "microsoft.authorization/roleassignments/read"
+        ));
         assert!(glob("a*b*c", "axxbyyc"));
         assert!(!glob("a*b*c", "axxcyyb"));
         assert!(!glob("ab*ba", "aba"));
-        assert!(scope_contains("/subscriptions/S", "/subscriptions/s/resourceGroups/rg"));
-        assert!(!scope_contains("/subscriptions/s", "/subscriptions/s2/resourceGroups/rg"));
-        assert!(!scope_contains("/subscriptions/s/resourceGroups/rg", "/subscriptions/s"));
+        assert!(scope_contains(
+            "/subscriptions/S",
+            "/subscriptions/s/resourceGroups/rg"
+        ));
+        assert!(!scope_contains(
+            "/subscriptions/s",
+            "/subscriptions/s2/resourceGroups/rg"
+        ));
+        assert!(!scope_contains(
+            "/subscriptions/s/resourceGroups/rg",
+            "/subscriptions/s"
+        ));
         assert!(role_by_id("/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/A795C7A0-D4A2-40C1-AE25-D81F01202912").is_some());
     }
 }

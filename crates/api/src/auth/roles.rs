@@ -88,15 +88,18 @@ fn put_assignment(
         ));
     }
     let body = r.json()?;
-    let props = body.get("properties").filter(|p| p.is_object()).ok_or_else(|| {
-        ArmError::invalid("'properties' is required.").with_target("properties")
-    })?;
+    let props = body
+        .get("properties")
+        .filter(|p| p.is_object())
+        .ok_or_else(|| ArmError::invalid("'properties' is required.").with_target("properties"))?;
     let text = |k: &str| -> ArmResult<Option<String>> {
         match props.get(k) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(ArmError::invalid(format!("'properties.{k}' must be a string."))
-                .with_target(format!("properties.{k}"))),
+            Some(_) => Err(
+                ArmError::invalid(format!("'properties.{k}' must be a string."))
+                    .with_target(format!("properties.{k}")),
+            ),
         }
     };
     let role_id = text("roleDefinitionId")?.ok_or_else(|| {
@@ -110,13 +113,21 @@ fn put_assignment(
                 .with_target("properties.principalId")
         })?;
     if principal.len() > 256 || principal.chars().any(char::is_control) {
-        return Err(ArmError::invalid("'properties.principalId' must be 1 to 256 printable characters.")
-            .with_target("properties.principalId"));
+        return Err(ArmError::invalid(
+            "'properties.principalId' must be 1 to 256 printable characters.",
+        )
+        .with_target("properties.principalId"));
     }
     let principal_type = text("principalType")?.unwrap_or_else(|| "User".into());
-    if !["User", "Group", "ServicePrincipal", "ForeignGroup", "Device"]
-        .iter()
-        .any(|t| t.eq_ignore_ascii_case(&principal_type))
+    if ![
+        "User",
+        "Group",
+        "ServicePrincipal",
+        "ForeignGroup",
+        "Device",
+    ]
+    .iter()
+    .any(|t| t.eq_ignore_ascii_case(&principal_type))
     {
         return Err(ArmError::invalid(format!(
             "principalType '{principal_type}' is invalid; allowed: User, Group, ServicePrincipal, ForeignGroup, Device."
@@ -174,7 +185,11 @@ fn put_assignment(
         Ok(Ok((a, existing.is_none())))
     })??;
     let (a, new) = created;
-    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, axum::Json(a.wire())).into_response())
 }
 
@@ -272,10 +287,16 @@ fn list_definitions(r: &Req, scope: &str) -> ArmResult<Response> {
     let sub = rbac::scope_subscription(scope);
     let value: Vec<Value> = rbac::roles()
         .iter()
-        .filter(|d| name.as_ref().is_none_or(|n| d.name().eq_ignore_ascii_case(n)))
         .filter(|d| {
-            ty.as_ref()
-                .is_none_or(|t| d.body["properties"]["type"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(t)))
+            name.as_ref()
+                .is_none_or(|n| d.name().eq_ignore_ascii_case(n))
+        })
+        .filter(|d| {
+            ty.as_ref().is_none_or(|t| {
+                d.body["properties"]["type"]
+                    .as_str()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(t))
+            })
         })
         .map(|d| d.wire(sub.as_deref()))
         .collect();

@@ -30,7 +30,11 @@ pub fn issue(s: &Server, principal: &str, extra: &[&str]) -> String {
         .args(extra)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -209,7 +213,14 @@ fn each_built_in_role_at_each_scope_allows_what_azure_allows() {
     let vb = vault_of(SUB, "rg2", "vb");
     let vc = vault_of(SUB2, "rg1", "vc");
     for v in [&vb, &vc] {
-        let (st, b, _) = call(&s, Some(&admin), "PUT", v, crate::harness::API, Some(json!({"location": "westus"})));
+        let (st, b, _) = call(
+            &s,
+            Some(&admin),
+            "PUT",
+            v,
+            crate::harness::API,
+            Some(json!({"location": "westus"})),
+        );
         assert_eq!(st, 201, "{b}");
     }
     let roles = [
@@ -261,7 +272,14 @@ fn each_built_in_role_at_each_scope_allows_what_azure_allows() {
 
             // Lists show only what the principal may read.
             for (sub, want) in [
-                (SUB, if scope.matches('/').count() == 2 { vec!["va", "vb"] } else { vec!["va"] }),
+                (
+                    SUB,
+                    if scope.matches('/').count() == 2 {
+                        vec!["va", "vb"]
+                    } else {
+                        vec!["va"]
+                    },
+                ),
                 (SUB2, vec![]),
             ] {
                 let (st, list, _) = call(
@@ -284,7 +302,10 @@ fn each_built_in_role_at_each_scope_allows_what_azure_allows() {
             }
         }
     }
-    assert!(denials > 200, "the matrix denies too little to mean anything: {denials}");
+    assert!(
+        denials > 200,
+        "the matrix denies too little to mean anything: {denials}"
+    );
 
     // The activity log has the denials and the writes, with who, what and where.
     let (st, log, _) = call(
@@ -306,10 +327,15 @@ fn each_built_in_role_at_each_scope_allows_what_azure_allows() {
         .expect("a denial is logged");
     assert_eq!(denied["status"]["value"], "Failed");
     assert!(denied["caller"].as_str().unwrap().starts_with("p-"));
-    assert!(denied["authorization"]["action"].as_str().unwrap().starts_with("Microsoft."));
+    assert!(denied["authorization"]["action"]
+        .as_str()
+        .unwrap()
+        .starts_with("Microsoft."));
     assert_eq!(denied["httpRequest"]["clientIpAddress"], "127.0.0.1");
-    assert!(events.iter().any(|e| e["eventName"]["value"] == "BeginRequest"
-        && e["correlationId"] == denied["correlationId"]));
+    assert!(events
+        .iter()
+        .any(|e| e["eventName"]["value"] == "BeginRequest"
+            && e["correlationId"] == denied["correlationId"]));
     let r = s.client.get(next).bearer_auth(&admin).send().unwrap();
     assert_eq!(r.status(), 200);
     let page2: Value = r.json().unwrap();
@@ -330,12 +356,21 @@ fn role_assignments_follow_arm_rules() {
     let sub = format!("/subscriptions/{SUB}");
     let rg = format!("{sub}/resourceGroups/rg1");
     let va = vault_of(SUB, "rg1", "va");
-    let ra = |scope: &str, name: &str| format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
+    let ra = |scope: &str, name: &str| {
+        format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}")
+    };
 
     // Create (201), repeat (200), same principal + role + scope under another name (409).
     let name = "3fc8ea1b-5b0b-4b4b-9b5b-9c0c8f7e0a11";
     let body = json!({"properties": {"roleDefinitionId": format!("/providers/Microsoft.Authorization/roleDefinitions/{BACKUP_OPERATOR}"), "principalId": "op1", "principalType": "ServicePrincipal"}});
-    let (st, a, _) = call(&s, Some(&admin), "PUT", &ra(&rg, name), AUTHZ, Some(body.clone()));
+    let (st, a, _) = call(
+        &s,
+        Some(&admin),
+        "PUT",
+        &ra(&rg, name),
+        AUTHZ,
+        Some(body.clone()),
+    );
     assert_eq!(st, 201, "{a}");
     assert_eq!(a["id"], ra(&rg, name));
     assert_eq!(a["type"], "Microsoft.Authorization/roleAssignments");
@@ -345,29 +380,80 @@ fn role_assignments_follow_arm_rules() {
         a["properties"]["roleDefinitionId"],
         format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{BACKUP_OPERATOR}")
     );
-    let (st, _, _) = call(&s, Some(&admin), "PUT", &ra(&rg, name), AUTHZ, Some(body.clone()));
+    let (st, _, _) = call(
+        &s,
+        Some(&admin),
+        "PUT",
+        &ra(&rg, name),
+        AUTHZ,
+        Some(body.clone()),
+    );
     assert_eq!(st, 200);
-    let (st, e, _) = call(&s, Some(&admin), "PUT", &ra(&rg, &uuid::Uuid::new_v4().to_string()), AUTHZ, Some(body.clone()));
+    let (st, e, _) = call(
+        &s,
+        Some(&admin),
+        "PUT",
+        &ra(&rg, &uuid::Uuid::new_v4().to_string()),
+        AUTHZ,
+        Some(body.clone()),
+    );
     assert_eq!(st, 409, "{e}");
     assert_eq!(e["error"]["code"], "RoleAssignmentExists");
-    assert!(e["error"]["message"].as_str().unwrap().starts_with("The role assignment already exists."));
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("The role assignment already exists."));
     // The same name at another scope or for another principal cannot be updated.
     let mut other = body.clone();
     other["properties"]["principalId"] = json!("op2");
     let (st, e, _) = call(&s, Some(&admin), "PUT", &ra(&rg, name), AUTHZ, Some(other));
-    assert_eq!((st, e["error"]["code"].as_str()), (400, Some("RoleAssignmentUpdateNotPermitted")));
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (400, Some("RoleAssignmentUpdateNotPermitted"))
+    );
     // Bad input: a name that is not a GUID, an unknown role, no principal.
-    let (st, e, _) = call(&s, Some(&admin), "PUT", &ra(&rg, "not-a-guid"), AUTHZ, Some(body.clone()));
-    assert_eq!((st, e["error"]["code"].as_str()), (400, Some("InvalidRoleAssignmentId")));
-    let (st, e, _) = call(&s, Some(&admin), "PUT", &ra(&rg, &uuid::Uuid::new_v4().to_string()), AUTHZ,
-        Some(json!({"properties": {"roleDefinitionId": "/providers/Microsoft.Authorization/roleDefinitions/11111111-2222-3333-4444-555555555555", "principalId": "x"}})));
-    assert_eq!((st, e["error"]["code"].as_str()), (404, Some("RoleDefinitionDoesNotExist")));
-    let (st, e, _) = call(&s, Some(&admin), "PUT", &ra(&rg, &uuid::Uuid::new_v4().to_string()), AUTHZ,
-        Some(json!({"properties": {"roleDefinitionId": BACKUP_READER}})));
+    let (st, e, _) = call(
+        &s,
+        Some(&admin),
+        "PUT",
+        &ra(&rg, "not-a-guid"),
+        AUTHZ,
+        Some(body.clone()),
+    );
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (400, Some("InvalidRoleAssignmentId"))
+    );
+    let (st, e, _) = call(
+        &s,
+        Some(&admin),
+        "PUT",
+        &ra(&rg, &uuid::Uuid::new_v4().to_string()),
+        AUTHZ,
+        Some(
+            json!({"properties": {"roleDefinitionId": "/providers/Microsoft.Authorization/roleDefinitions/11111111-2222-3333-4444-555555555555", "principalId": "x"}}),
+        ),
+    );
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (404, Some("RoleDefinitionDoesNotExist"))
+    );
+    let (st, e, _) = call(
+        &s,
+        Some(&admin),
+        "PUT",
+        &ra(&rg, &uuid::Uuid::new_v4().to_string()),
+        AUTHZ,
+        Some(json!({"properties": {"roleDefinitionId": BACKUP_READER}})),
+    );
     assert_eq!(st, 400, "{e}");
     let r = s
         .client
-        .put(format!("{}{}?api-version={AUTHZ}", s.base, ra(&rg, &uuid::Uuid::new_v4().to_string())))
+        .put(format!(
+            "{}{}?api-version={AUTHZ}",
+            s.base,
+            ra(&rg, &uuid::Uuid::new_v4().to_string())
+        ))
         .bearer_auth(&admin)
         .header("content-type", "application/json")
         .body("{not json")
@@ -379,56 +465,143 @@ fn role_assignments_follow_arm_rules() {
     assert_eq!(assign(&s, &admin, &sub, READER, "rd1").0, 201);
     assert_eq!(assign(&s, &admin, &va, BACKUP_READER, "br1").0, 201);
     let names = |scope: &str, filter: &str| -> Vec<String> {
-        let (st, l, _) = call(&s, Some(&admin), "GET", &format!("{scope}/providers/Microsoft.Authorization/roleAssignments{filter}"), AUTHZ, None);
+        let (st, l, _) = call(
+            &s,
+            Some(&admin),
+            "GET",
+            &format!("{scope}/providers/Microsoft.Authorization/roleAssignments{filter}"),
+            AUTHZ,
+            None,
+        );
         assert_eq!(st, 200, "{l}");
-        let mut v: Vec<String> = l["value"].as_array().unwrap().iter().map(|a| a["properties"]["principalId"].as_str().unwrap().to_string()).collect();
+        let mut v: Vec<String> = l["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["properties"]["principalId"].as_str().unwrap().to_string())
+            .collect();
         v.sort();
         v
     };
     assert_eq!(names(&rg, ""), ["br1", "op1", "rd1"]);
     assert_eq!(names(&rg, "?$filter=atScope()"), ["op1", "rd1"]);
     assert_eq!(names(&sub, "?$filter=principalId%20eq%20'br1'"), ["br1"]);
-    assert_eq!(names(&va, "?$filter=atScope()%20and%20assignedTo('op1')"), ["op1"]);
-    let (st, _, _) = call(&s, Some(&admin), "GET", &format!("{sub}/providers/Microsoft.Authorization/roleAssignments?$filter=bogus"), AUTHZ, None);
+    assert_eq!(
+        names(&va, "?$filter=atScope()%20and%20assignedTo('op1')"),
+        ["op1"]
+    );
+    let (st, _, _) = call(
+        &s,
+        Some(&admin),
+        "GET",
+        &format!("{sub}/providers/Microsoft.Authorization/roleAssignments?$filter=bogus"),
+        AUTHZ,
+        None,
+    );
     assert_eq!(st, 400);
 
     // Role definitions: Azure's GUIDs, names and permissions, by id and by name.
-    let (st, d, _) = call(&s, Some(&admin), "GET", &format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/{BACKUP_READER}"), AUTHZ, None);
+    let (st, d, _) = call(
+        &s,
+        Some(&admin),
+        "GET",
+        &format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/{BACKUP_READER}"),
+        AUTHZ,
+        None,
+    );
     assert_eq!(st, 200);
     assert_eq!(d["properties"]["roleName"], "Backup Reader");
     assert_eq!(d["id"], format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/{BACKUP_READER}"));
-    assert_eq!(d["properties"]["permissions"][0]["actions"].as_array().unwrap().len(), 64);
+    assert_eq!(
+        d["properties"]["permissions"][0]["actions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        64
+    );
     let (st, l, _) = call(&s, Some(&admin), "GET", &format!("{sub}/providers/Microsoft.Authorization/roleDefinitions?$filter=roleName%20eq%20'Backup%20Operator'"), AUTHZ, None);
     assert_eq!(st, 200);
     assert_eq!(l["value"].as_array().unwrap().len(), 1);
     assert_eq!(l["value"][0]["name"], BACKUP_OPERATOR);
     let (st, e, _) = call(&s, Some(&admin), "GET", &format!("{sub}/providers/Microsoft.Authorization/roleDefinitions/11111111-2222-3333-4444-555555555555"), AUTHZ, None);
-    assert_eq!((st, e["error"]["code"].as_str()), (404, Some("RoleDefinitionDoesNotExist")));
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (404, Some("RoleDefinitionDoesNotExist"))
+    );
 
     // Only Owner (and User Access Administrator, and the admin) may write assignments: a
     // Contributor at the subscription cannot make itself Owner.
     assert_eq!(assign(&s, &admin, &sub, CONTRIBUTOR, "c1").0, 201);
     let c1 = issue(&s, "c1", &[]);
     let (st, e) = assign(&s, &c1, &sub, OWNER, "c1");
-    assert_eq!((st, e["error"]["code"].as_str()), (403, Some("AuthorizationFailed")));
-    assert_eq!(assign(&s, &admin, &rg, "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9", "uaa").0, 201);
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (403, Some("AuthorizationFailed"))
+    );
+    assert_eq!(
+        assign(
+            &s,
+            &admin,
+            &rg,
+            "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
+            "uaa"
+        )
+        .0,
+        201
+    );
     let uaa = issue(&s, "uaa", &[]);
     assert_eq!(assign(&s, &uaa, &va, BACKUP_OPERATOR, "new-op").0, 201);
-    assert_eq!(assign(&s, &uaa, &sub, BACKUP_OPERATOR, "new-op").0, 403, "UAA at rg1 is not UAA at the subscription");
+    assert_eq!(
+        assign(&s, &uaa, &sub, BACKUP_OPERATOR, "new-op").0,
+        403,
+        "UAA at rg1 is not UAA at the subscription"
+    );
 
     // Get and delete (200 with the body, then 204); a deleted assignment grants nothing.
     let br1 = issue(&s, "br1", &[]);
-    assert_eq!(call(&s, Some(&br1), "GET", &format!("{va}/backupJobs"), crate::harness::API, None).0, 404, "the vault does not exist, but reading is allowed");
+    assert_eq!(
+        call(
+            &s,
+            Some(&br1),
+            "GET",
+            &format!("{va}/backupJobs"),
+            crate::harness::API,
+            None
+        )
+        .0,
+        404,
+        "the vault does not exist, but reading is allowed"
+    );
     let (_, l, _) = call(&s, Some(&admin), "GET", &format!("{va}/providers/Microsoft.Authorization/roleAssignments?$filter=principalId%20eq%20'br1'"), AUTHZ, None);
     let id = l["value"][0]["id"].as_str().unwrap().to_string();
     let (st, g, _) = call(&s, Some(&admin), "GET", &id, AUTHZ, None);
-    assert_eq!((st, g["properties"]["principalId"].as_str()), (200, Some("br1")));
+    assert_eq!(
+        (st, g["properties"]["principalId"].as_str()),
+        (200, Some("br1"))
+    );
     let (st, g, _) = call(&s, Some(&admin), "DELETE", &id, AUTHZ, None);
-    assert_eq!((st, g["properties"]["principalId"].as_str()), (200, Some("br1")));
+    assert_eq!(
+        (st, g["properties"]["principalId"].as_str()),
+        (200, Some("br1"))
+    );
     assert_eq!(call(&s, Some(&admin), "DELETE", &id, AUTHZ, None).0, 204);
     let (st, e, _) = call(&s, Some(&admin), "GET", &id, AUTHZ, None);
-    assert_eq!((st, e["error"]["code"].as_str()), (404, Some("RoleAssignmentNotFound")));
-    assert_eq!(call(&s, Some(&br1), "GET", &format!("{va}/backupJobs"), crate::harness::API, None).0, 403);
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (404, Some("RoleAssignmentNotFound"))
+    );
+    assert_eq!(
+        call(
+            &s,
+            Some(&br1),
+            "GET",
+            &format!("{va}/backupJobs"),
+            crate::harness::API,
+            None
+        )
+        .0,
+        403
+    );
 }
 
 /// An external issuer's signing key, its JWKS and tokens.
@@ -454,7 +627,8 @@ impl Idp {
     fn sign(&self, claims: &Value) -> String {
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         h.kid = Some(self.kid.clone());
-        let k = jsonwebtoken::EncodingKey::from_ec_pem(self.key.serialize_pem().as_bytes()).unwrap();
+        let k =
+            jsonwebtoken::EncodingKey::from_ec_pem(self.key.serialize_pem().as_bytes()).unwrap();
         jsonwebtoken::encode(&h, claims, &k).unwrap()
     }
 }
@@ -482,7 +656,17 @@ fn tokens_are_verified_and_bad_ones_are_401() {
     );
     let admin = s.token.clone();
     let v = s.setup_vault("va");
-    assert_eq!(assign(&s, &admin, &format!("/subscriptions/{SUB}"), BACKUP_READER, "user-1").0, 201);
+    assert_eq!(
+        assign(
+            &s,
+            &admin,
+            &format!("/subscriptions/{SUB}"),
+            BACKUP_READER,
+            "user-1"
+        )
+        .0,
+        201
+    );
     let jobs = format!("{v}/backupJobs");
     let get = |t: Option<&str>| call(&s, t, "GET", &jobs, crate::harness::API, None);
 
@@ -491,19 +675,43 @@ fn tokens_are_verified_and_bad_ones_are_401() {
     assert_eq!(get(Some(&good)).0, 200);
     let (st, e, _) = call(&s, Some(&good), "DELETE", &v, crate::harness::API, None);
     assert_eq!(st, 403);
-    assert!(e["error"]["message"].as_str().unwrap().starts_with("The client 'user-1@example.test' with object id 'user-1'"));
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("The client 'user-1@example.test' with object id 'user-1'"));
 
     // The deployment's own tokens, and its discovery documents (public).
     let own = issue(&s, "user-1", &[]);
     assert_eq!(get(Some(&own)).0, 200);
-    let oidc: Value = s.client.get(format!("{}/.well-known/openid-configuration", s.base)).send().unwrap().json().unwrap();
-    let keys: Value = s.client.get(oidc["jwks_uri"].as_str().unwrap()).send().unwrap().json().unwrap();
+    let oidc: Value = s
+        .client
+        .get(format!("{}/.well-known/openid-configuration", s.base))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let keys: Value = s
+        .client
+        .get(oidc["jwks_uri"].as_str().unwrap())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     let kid = jsonwebtoken::decode_header(&own).unwrap().kid.unwrap();
-    assert!(keys["keys"].as_array().unwrap().iter().any(|k| k["kid"] == kid.as_str()));
+    assert!(keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["kid"] == kid.as_str()));
     let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(keys["keys"][0].clone()).unwrap();
     let mut val = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     val.set_audience(&["https://management.azure.com/"]);
-    let verified = jsonwebtoken::decode::<Value>(&own, &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(), &val).unwrap();
+    let verified = jsonwebtoken::decode::<Value>(
+        &own,
+        &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+        &val,
+    )
+    .unwrap();
     assert_eq!(verified.claims["oid"], "user-1");
     assert_eq!(verified.claims["iss"], oidc["issuer"]);
 
@@ -513,10 +721,16 @@ fn tokens_are_verified_and_bad_ones_are_401() {
         (st, b["error"]["code"].as_str().unwrap_or("").to_string())
     };
     let invalid = (401, "InvalidAuthenticationToken".to_string());
-    assert_eq!(code(Some(&idp.sign(&claims("user-1", -120)))), (401, "ExpiredAuthenticationToken".into()));
+    assert_eq!(
+        code(Some(&idp.sign(&claims("user-1", -120)))),
+        (401, "ExpiredAuthenticationToken".into())
+    );
     let own_expired = issue(&s, "user-1", &["--expires-in", "1"]);
     std::thread::sleep(Duration::from_secs(32)); // past the 30 s clock-skew leeway
-    assert_eq!(code(Some(&own_expired)), (401, "ExpiredAuthenticationToken".into()));
+    assert_eq!(
+        code(Some(&own_expired)),
+        (401, "ExpiredAuthenticationToken".into())
+    );
     // A changed signature, a changed payload, another key with the same kid, an unknown kid.
     let mut parts: Vec<String> = good.split('.').map(String::from).collect();
     let mut sig = URL_SAFE_NO_PAD.decode(&parts[2]).unwrap();
@@ -526,8 +740,14 @@ fn tokens_are_verified_and_bad_ones_are_401() {
     let mut forged = good.split('.').map(String::from).collect::<Vec<_>>();
     forged[1] = URL_SAFE_NO_PAD.encode(claims("admin-wannabe", 600).to_string());
     assert_eq!(code(Some(&forged.join("."))), invalid);
-    assert_eq!(code(Some(&Idp::new("idp-key-1").sign(&claims("user-1", 600)))), invalid);
-    assert_eq!(code(Some(&Idp::new("nobody-knows").sign(&claims("user-1", 600)))), invalid);
+    assert_eq!(
+        code(Some(&Idp::new("idp-key-1").sign(&claims("user-1", 600)))),
+        invalid
+    );
+    assert_eq!(
+        code(Some(&Idp::new("nobody-knows").sign(&claims("user-1", 600)))),
+        invalid
+    );
     // Wrong audience, unknown issuer.
     let mut c = claims("user-1", 600);
     c["aud"] = json!("https://graph.microsoft.com/");
@@ -538,13 +758,19 @@ fn tokens_are_verified_and_bad_ones_are_401() {
     // alg none, and HS256 keyed with the public key.
     let none = format!(
         "{}.{}.",
-        URL_SAFE_NO_PAD.encode(json!({"alg": "none", "typ": "JWT", "kid": "idp-key-1"}).to_string()),
+        URL_SAFE_NO_PAD
+            .encode(json!({"alg": "none", "typ": "JWT", "kid": "idp-key-1"}).to_string()),
         URL_SAFE_NO_PAD.encode(claims("user-1", 600).to_string())
     );
     assert_eq!(code(Some(&none)), invalid);
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     h.kid = Some("idp-key-1".into());
-    let hs = jsonwebtoken::encode(&h, &claims("user-1", 600), &jsonwebtoken::EncodingKey::from_secret(idp.key.public_key_pem().as_bytes())).unwrap();
+    let hs = jsonwebtoken::encode(
+        &h,
+        &claims("user-1", 600),
+        &jsonwebtoken::EncodingKey::from_secret(idp.key.public_key_pem().as_bytes()),
+    )
+    .unwrap();
     assert_eq!(code(Some(&hs)), invalid);
     // Not a JWT and not the admin token; no token at all.
     assert_eq!(code(Some("rsv_0000")), invalid);
@@ -570,9 +796,15 @@ fn the_admin_token_is_kept_only_as_a_hash_and_rotates() {
             stored.extend(std::fs::read(&p).unwrap());
         }
     }
-    assert!(!stored.windows(old.len()).any(|w| w == old.as_bytes()), "the admin token is stored in the clear");
+    assert!(
+        !stored.windows(old.len()).any(|w| w == old.as_bytes()),
+        "the admin token is stored in the clear"
+    );
     let list = format!("/subscriptions/{SUB}/providers/Microsoft.RecoveryServices/vaults");
-    assert_eq!(call(&s, Some(&old), "GET", &list, crate::harness::API, None).0, 200);
+    assert_eq!(
+        call(&s, Some(&old), "GET", &list, crate::harness::API, None).0,
+        200
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rsvault"))
         .args(["token", "rotate-admin", "--data"])
         .arg(&s.data)
@@ -580,7 +812,11 @@ fn the_admin_token_is_kept_only_as_a_hash_and_rotates() {
         .arg(&s.config)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let new = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert_ne!(new, old);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -588,7 +824,10 @@ fn the_admin_token_is_kept_only_as_a_hash_and_rotates() {
         assert!(Instant::now() < deadline, "the old admin token still works");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(call(&s, Some(&new), "GET", &list, crate::harness::API, None).0, 200);
+    assert_eq!(
+        call(&s, Some(&new), "GET", &list, crate::harness::API, None).0,
+        200
+    );
 }
 
 #[test]
@@ -599,38 +838,68 @@ fn callers_past_their_budget_get_429_and_slow_clients_are_cut_off() {
         "[scheduler]\nenabled = false\n[limits]\nreads_per_minute = 5\nwrites_per_minute = 2\nheader_read_timeout_seconds = 2\nidle_timeout_seconds = 3\nmax_connections = 6\n",
     );
     let admin = s.token.clone();
-    assert_eq!(assign(&s, &admin, &format!("/subscriptions/{SUB}"), OWNER, "busy").0, 201);
+    assert_eq!(
+        assign(&s, &admin, &format!("/subscriptions/{SUB}"), OWNER, "busy").0,
+        201
+    );
     let t = issue(&s, "busy", &[]);
     let list = format!("/subscriptions/{SUB}/providers/Microsoft.RecoveryServices/vaults");
     for left in (0..5).rev() {
         let (st, _, h) = call(&s, Some(&t), "GET", &list, crate::harness::API, None);
         assert_eq!(st, 200);
-        assert_eq!(h["x-ms-ratelimit-remaining-subscription-reads"], left.to_string().as_str());
+        assert_eq!(
+            h["x-ms-ratelimit-remaining-subscription-reads"],
+            left.to_string().as_str()
+        );
     }
     let (st, e, h) = call(&s, Some(&t), "GET", &list, crate::harness::API, None);
-    assert_eq!((st, e["error"]["code"].as_str()), (429, Some("TooManyRequests")));
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (429, Some("TooManyRequests"))
+    );
     let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&wait));
     // Writes have their own budget; another subscription too; the admin has none.
-    let (st, _, h) = call(&s, Some(&t), "PUT", &vault_of(SUB, "rg1", "w1"), crate::harness::API, Some(json!({"location": "westus"})));
+    let (st, _, h) = call(
+        &s,
+        Some(&t),
+        "PUT",
+        &vault_of(SUB, "rg1", "w1"),
+        crate::harness::API,
+        Some(json!({"location": "westus"})),
+    );
     assert_eq!(st, 201);
     assert_eq!(h["x-ms-ratelimit-remaining-subscription-writes"], "1");
-    let (st, l, _) = call(&s, Some(&t), "GET", &format!("/subscriptions/{SUB2}/providers/Microsoft.RecoveryServices/vaults"), crate::harness::API, None);
+    let (st, l, _) = call(
+        &s,
+        Some(&t),
+        "GET",
+        &format!("/subscriptions/{SUB2}/providers/Microsoft.RecoveryServices/vaults"),
+        crate::harness::API,
+        None,
+    );
     assert_eq!((st, l["value"].as_array().map(Vec::len)), (200, Some(0)));
     for _ in 0..10 {
-        assert_eq!(call(&s, Some(&admin), "GET", &list, crate::harness::API, None).0, 200);
+        assert_eq!(
+            call(&s, Some(&admin), "GET", &list, crate::harness::API, None).0,
+            200
+        );
     }
 
     let addr = s.base.trim_start_matches("https://").to_string();
     // A client that never finishes its TLS handshake or never sends anything is closed.
     let closed_within = |mut c: std::net::TcpStream, secs: u64| {
-        c.set_read_timeout(Some(Duration::from_secs(secs + 5))).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(secs + 5)))
+            .unwrap();
         let t0 = Instant::now();
         let mut buf = [0u8; 64];
         let r = c.read(&mut buf);
-        assert!(matches!(r, Ok(0) | Err(_)) , "{r:?}");
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
         let took = t0.elapsed();
-        assert!(took < Duration::from_secs(secs + 2), "held open for {took:?}");
+        assert!(
+            took < Duration::from_secs(secs + 2),
+            "held open for {took:?}"
+        );
         took
     };
     let silent = std::net::TcpStream::connect(&addr).unwrap();
@@ -640,11 +909,16 @@ fn callers_past_their_budget_get_429_and_slow_clients_are_cut_off() {
     closed_within(half, 2);
 
     // Over the connection cap, a new connection is closed at once; under it, served.
-    let held: Vec<_> = (0..6).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    let held: Vec<_> = (0..6)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
     std::thread::sleep(Duration::from_millis(300));
     let extra = std::net::TcpStream::connect(&addr).unwrap();
     assert!(closed_within(extra, 0) < Duration::from_secs(1));
     drop(held);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(call(&s, Some(&admin), "GET", &list, crate::harness::API, None).0, 200);
+    assert_eq!(
+        call(&s, Some(&admin), "GET", &list, crate::harness::API, None).0,
+        200
+    );
 }
