@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 
 use rsvault_types::arm::{ArmCode, ArmError};
 
+/// (caller, subscription, is write).
+type BudgetKey = (String, String, bool);
+
 pub struct RateLimiter {
     window: Duration,
-    /// (caller, subscription, is write) → (window start, requests in it).
-    counts: Mutex<HashMap<(String, String, bool), (Instant, u32)>>,
+    /// Each budget's window start and the requests counted in it.
+    counts: Mutex<HashMap<BudgetKey, (Instant, u32)>>,
 }
 
 /// The outcome of counting one request.
