@@ -278,6 +278,9 @@ pub enum SourceConfig {
         /// Azure region of the VM (default: that of the first vault created).
         #[serde(default)]
         location: Option<String>,
+        /// The subscriptions the VM appears in (default: every subscription).
+        #[serde(default)]
+        subscriptions: Vec<String>,
     },
     Fileshare {
         resource_group: String,
@@ -287,6 +290,9 @@ pub enum SourceConfig {
         /// Azure region of the storage account (default: that of the first vault created).
         #[serde(default)]
         location: Option<String>,
+        /// The subscriptions the share appears in (default: every subscription).
+        #[serde(default)]
+        subscriptions: Vec<String>,
     },
 }
 
@@ -382,6 +388,14 @@ impl Config {
             );
         }
         for s in &self.sources {
+            let (SourceConfig::Vm { subscriptions, .. }
+            | SourceConfig::Fileshare { subscriptions, .. }) = s;
+            anyhow::ensure!(
+                subscriptions
+                    .iter()
+                    .all(|x| !x.trim().is_empty() && !x.contains('/')),
+                "source subscriptions must be subscription ids"
+            );
             match s {
                 SourceConfig::Vm { disks, name, .. } => {
                     anyhow::ensure!(!disks.is_empty(), "vm source '{name}' lists no disks")
@@ -405,6 +419,7 @@ pub fn source_info(s: &SourceConfig) -> SourceInfo {
             name,
             disks,
             location,
+            subscriptions,
         } => SourceInfo {
             workload: Workload::Vm,
             container: format!("IaasVMContainer;iaasvmcontainerv2;{resource_group};{name}"),
@@ -414,6 +429,7 @@ pub fn source_info(s: &SourceConfig) -> SourceInfo {
             host_name: name.clone(),
             paths: disks.clone(),
             location: location.clone(),
+            subscriptions: subscriptions.clone(),
         },
         SourceConfig::Fileshare {
             resource_group,
@@ -421,6 +437,7 @@ pub fn source_info(s: &SourceConfig) -> SourceInfo {
             share,
             path,
             location,
+            subscriptions,
         } => SourceInfo {
             workload: Workload::FileShare,
             container: format!("StorageContainer;Storage;{resource_group};{storage_account}"),
@@ -430,6 +447,7 @@ pub fn source_info(s: &SourceConfig) -> SourceInfo {
             host_name: storage_account.clone(),
             paths: vec![path.clone()],
             location: location.clone(),
+            subscriptions: subscriptions.clone(),
         },
     }
 }

@@ -261,7 +261,7 @@ async fn backup(
         .ok_or_else(|| {
             rsvault_engine::Error::SourceUnavailable("the protected item no longer exists".into())
         })?;
-    let source: SourceInfo = svc.source_for(&item).ok_or_else(|| {
+    let source: SourceInfo = svc.source_for(&vault.vault.sub, &item).ok_or_else(|| {
         rsvault_engine::Error::SourceUnavailable(format!(
             "the source of '{}' is no longer in the configuration",
             item.friendly_name

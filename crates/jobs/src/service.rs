@@ -247,23 +247,30 @@ impl Service {
 
     // ---- sources and items ----
 
-    pub fn source_by_container(&self, container: &str) -> Option<&SourceInfo> {
+    /// The sources subscription `sub` sees.
+    pub fn sources_in<'a, 's>(
+        &'a self,
+        sub: &'s str,
+    ) -> impl Iterator<Item = &'a SourceInfo> + use<'a, 's> {
+        self.sources.iter().filter(move |s| s.visible_in(sub))
+    }
+
+    pub fn source_by_container(&self, sub: &str, container: &str) -> Option<&SourceInfo> {
         let c = normalize_container(container);
-        self.sources
-            .iter()
+        self.sources_in(sub)
             .find(|s| normalize_container(&s.container) == c)
     }
 
-    pub fn source_by_item(&self, container: &str, item: &str) -> Option<&SourceInfo> {
+    pub fn source_by_item(&self, sub: &str, container: &str, item: &str) -> Option<&SourceInfo> {
         let c = normalize_container(container);
         let i = normalize_item(item);
-        self.sources
-            .iter()
+        self.sources_in(sub)
             .find(|s| normalize_container(&s.container) == c && normalize_item(&s.item) == i)
     }
 
-    pub fn source_for(&self, item: &Item) -> Option<SourceInfo> {
-        self.source_by_item(&item.container, &item.name).cloned()
+    pub fn source_for(&self, sub: &str, item: &Item) -> Option<SourceInfo> {
+        self.source_by_item(sub, &item.container, &item.name)
+            .cloned()
     }
 
     pub fn get_item(&self, vault: &Vault, item_key: &str) -> Result<Option<Item>, store::Error> {

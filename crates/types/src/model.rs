@@ -150,9 +150,20 @@ pub struct SourceInfo {
     pub paths: Vec<PathBuf>,
     /// Configured Azure region of the VM or storage account, if any.
     pub location: Option<String>,
+    /// The subscriptions it appears in (empty: every subscription).
+    pub subscriptions: Vec<String>,
 }
 
 impl SourceInfo {
+    /// Whether this source appears in subscription `sub`.
+    pub fn visible_in(&self, sub: &str) -> bool {
+        self.subscriptions.is_empty()
+            || self
+                .subscriptions
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(sub))
+    }
+
     /// ARM id of the source VM or storage account in `sub`.
     pub fn resource_id(&self, sub: &str) -> String {
         match self.workload {

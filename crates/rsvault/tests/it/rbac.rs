@@ -922,3 +922,101 @@ fn callers_past_their_budget_get_429_and_slow_clients_are_cut_off() {
         200
     );
 }
+
+#[test]
+fn sources_appear_only_in_their_subscriptions() {
+    let env = Env::new();
+    let config = env.path("rsvault.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "restore_roots = [\"{root}\"]\n[scheduler]\nenabled = false\n\
+             [[source]]\nkind = \"vm\"\nresource_group = \"rg1\"\nname = \"vm1\"\ndisks = [\"{disk}\"]\nsubscriptions = [\"{SUB2}\"]\n\
+             [[source]]\nkind = \"fileshare\"\nresource_group = \"rg1\"\nstorage_account = \"acct1\"\nshare = \"share1\"\npath = \"{share}\"\nsubscriptions = [\"{SUB}\"]\n",
+            root = env.path("restore").display(),
+            disk = env.path("vms/disk0.img").display(),
+            share = env.path("share").display(),
+        ),
+    )
+    .unwrap();
+    let s = Server::start_with(&env.path("data"), &config);
+    let admin = s.token.clone();
+    let api = crate::harness::API;
+    let names = |vault: &str| -> Vec<String> {
+        let (st, l, _) = call(
+            &s,
+            Some(&admin),
+            "GET",
+            &format!("{vault}/backupProtectableItems"),
+            api,
+            None,
+        );
+        assert_eq!(st, 200, "{l}");
+        l["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                i["properties"]["friendlyName"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let (a, b) = (vault_of(SUB, "rg1", "va"), vault_of(SUB2, "rg1", "vb"));
+    for v in [&a, &b] {
+        assert_eq!(
+            call(
+                &s,
+                Some(&admin),
+                "PUT",
+                v,
+                api,
+                Some(json!({"location": "westus"}))
+            )
+            .0,
+            201
+        );
+    }
+    assert_eq!(names(&a), ["share1"]);
+    assert_eq!(names(&b), ["vm1"]);
+    let acct = |sub: &str| {
+        format!("/subscriptions/{sub}/resourceGroups/rg1/providers/Microsoft.Storage/storageAccounts/acct1")
+    };
+    let vm = |sub: &str| {
+        format!("/subscriptions/{sub}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1")
+    };
+    assert_eq!(
+        call(&s, Some(&admin), "GET", &acct(SUB), "2023-01-01", None).0,
+        200
+    );
+    assert_eq!(
+        call(&s, Some(&admin), "GET", &acct(SUB2), "2023-01-01", None).0,
+        404
+    );
+    assert_eq!(
+        call(&s, Some(&admin), "GET", &vm(SUB2), "2023-03-01", None).0,
+        200
+    );
+    assert_eq!(
+        call(&s, Some(&admin), "GET", &vm(SUB), "2023-03-01", None).0,
+        404
+    );
+    // The share cannot be protected from the other tenant's vault.
+    let (st, e, _) = call(
+        &s,
+        Some(&admin),
+        "PUT",
+        &share_item(&b),
+        api,
+        Some(
+            json!({"properties": {"protectedItemType": "AzureFileShareProtectedItem", "sourceResourceId": acct(SUB2), "policyId": format!("{b}/backupPolicies/none")}}),
+        ),
+    );
+    assert_eq!(
+        (st, e["error"]["code"].as_str()),
+        (404, Some("BMSUserErrorDataSourceObjectNotFound")),
+        "{e}"
+    );
+}
