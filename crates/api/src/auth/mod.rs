@@ -496,10 +496,10 @@ impl Auth {
             let fresh = c
                 .fetched
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(24 * 3600));
-            // An unknown kid means the issuer rotated: fetch again, but at most every 30 s.
+            // An unknown kid means the issuer rotated: fetch again, but at most every 5 s.
             let recent = c
                 .fetched
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(30));
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
             if let Some(k) = c.keys.get(kid).filter(|_| fresh) {
                 return Ok(Some(k.clone()));
             }

@@ -1020,3 +1020,75 @@ fn sources_appear_only_in_their_subscriptions() {
         "{e}"
     );
 }
+
+/// A JWKS endpoint on 127.0.0.1 that serves whatever `keys` holds and counts its fetches.
+fn jwks_server(
+    keys: std::sync::Arc<std::sync::Mutex<Value>>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/discovery/keys", l.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = keys.lock().unwrap().to_string();
+            let _ = write!(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    (url, hits)
+}
+
+#[test]
+fn keys_of_an_issuer_come_from_its_jwks_uri_and_rotate_by_kid() {
+    let env = Env::new();
+    let idp = Idp::new("uri-key-1");
+    let keys = std::sync::Arc::new(std::sync::Mutex::new(json!({"keys": [idp.jwk()]})));
+    let (url, hits) = jwks_server(keys.clone());
+    let s = Server::start(
+        &env,
+        &format!("[scheduler]\nenabled = false\n[[auth.issuer]]\nissuer = \"{IDP}\"\naudience = \"https://management.azure.com/\"\njwks_uri = \"{url}\"\n"),
+    );
+    assert_eq!(
+        assign(
+            &s,
+            &s.token,
+            &format!("/subscriptions/{SUB}"),
+            READER,
+            "user-2"
+        )
+        .0,
+        201
+    );
+    let list = format!("/subscriptions/{SUB}/providers/Microsoft.RecoveryServices/vaults");
+    let get = |t: &str| call(&s, Some(t), "GET", &list, crate::harness::API, None).0;
+    let (st, e, _) = call(
+        &s,
+        Some(&idp.sign(&claims("user-2", 600))),
+        "GET",
+        &list,
+        crate::harness::API,
+        None,
+    );
+    assert_eq!(st, 200, "{e}");
+    assert_eq!(get(&idp.sign(&claims("user-2", 600))), 200);
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the keys are cached"
+    );
+    // The issuer rolls over to a new key: a token with its kid makes rsvault fetch again.
+    let idp2 = Idp::new("uri-key-2");
+    *keys.lock().unwrap() = json!({"keys": [idp2.jwk()]});
+    std::thread::sleep(Duration::from_secs(6)); // past the re-fetch floor
+    assert_eq!(get(&idp2.sign(&claims("user-2", 600))), 200);
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // A kid nobody publishes is 401, and does not make rsvault hammer the issuer.
+    for _ in 0..5 {
+        assert_eq!(get(&Idp::new("made-up").sign(&claims("user-2", 600))), 401);
+    }
+    assert!(hits.load(std::sync::atomic::Ordering::SeqCst) <= 3);
+}
