@@ -163,6 +163,10 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Build absolute URLs from `X-Forwarded-Host` (only behind a proxy that sets it).
     pub trust_forwarded_host: bool,
+    /// A certificate chain (PEM) to serve instead of the generated one; reloaded on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -174,6 +178,8 @@ impl Default for ServerConfig {
             worker_memory_mib: 0,
             public_url: None,
             trust_forwarded_host: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -359,6 +365,10 @@ impl Config {
                 );
             }
         }
+        anyhow::ensure!(
+            self.server.tls_cert.is_some() == self.server.tls_key.is_some(),
+            "server.tls_cert and server.tls_key go together"
+        );
         anyhow::ensure!(
             self.auth.default_token_seconds > 0,
             "auth.default_token_seconds must be > 0"

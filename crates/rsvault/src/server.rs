@@ -312,10 +312,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
 
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (cert, key) = crate::tls::ensure_self_signed(&opts.data.join("tls"))?;
+    let (cert, key) = crate::tls::material(&opts.data, &svc.config.server, opts.listen)?;
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
         .await
-        .context("loading TLS certificate")?;
+        .with_context(|| format!("loading the TLS certificate {}", cert.display()))?;
+    tokio::spawn(reload_tls_on_sighup(tls.clone(), cert.clone(), key.clone()));
     let app = api::router(AppState {
         svc: svc.clone(),
         auth,
@@ -359,11 +360,39 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             "(only its hash is stored; it is not printed again: `rsvault token rotate-admin` makes a new one)"
         );
     }
-    println!("TLS certificate: {}", cert.display());
+    println!(
+        "TLS certificate: {} (SHA-256 {})",
+        cert.display(),
+        crate::tls::fingerprint(&cert)?
+    );
     use std::io::Write;
     let _ = std::io::stdout().flush();
     task.await.context("server task")?.context("server")?;
     Ok(())
+}
+
+/// Reloads the certificate and key from their files on SIGHUP (a renewed certificate, without a
+/// restart); a pair that does not load leaves the current one in place.
+async fn reload_tls_on_sighup(
+    tls: axum_server::tls_rustls::RustlsConfig,
+    cert: PathBuf,
+    key: PathBuf,
+) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload_from_pem_file(&cert, &key).await {
+            Ok(()) => match crate::tls::fingerprint(&cert) {
+                Ok(f) => tracing::info!(fingerprint = %f, "reloaded the TLS certificate"),
+                Err(e) => tracing::warn!("reloaded the TLS certificate: {e}"),
+            },
+            Err(e) => tracing::error!(
+                cert = %cert.display(),
+                "the TLS certificate did not load; keeping the current one: {e}"
+            ),
+        }
+    }
 }
 
 /// Deletes activity-log events past `[audit] retention_days`, hourly.

@@ -94,6 +94,8 @@ pub struct Server {
     pub client: Client,
     pub data: PathBuf,
     pub config: PathBuf,
+    /// The SHA-256 fingerprint the server printed for its certificate.
+    pub fingerprint: Option<String>,
 }
 
 impl Server {
@@ -124,6 +126,8 @@ impl Server {
         let mut lines = BufReader::new(stdout).lines();
         let mut base = None;
         let mut printed = None;
+        let mut cert_path = None;
+        let mut fingerprint = None;
         for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(rest) = line.strip_prefix("rsvault listening on ") {
@@ -132,7 +136,13 @@ impl Server {
             if let Some(rest) = line.strip_prefix("admin token: ") {
                 printed = Some(rest.trim().to_string());
             }
-            if line.starts_with("TLS certificate") {
+            if let Some(rest) = line.strip_prefix("TLS certificate: ") {
+                let path = rest.split(" (SHA-256").next().unwrap_or(rest).trim();
+                fingerprint = rest
+                    .split(" (SHA-256 ")
+                    .nth(1)
+                    .map(|f| f.trim_end_matches(')').to_string());
+                cert_path = Some(PathBuf::from(path));
                 break;
             }
         }
@@ -158,7 +168,7 @@ impl Server {
                     .expect("the admin token of this data dir was printed at its first start"),
             }
         };
-        let cert = std::fs::read(data.join("tls/cert.pem")).unwrap();
+        let cert = std::fs::read(cert_path.expect("server printed its certificate")).unwrap();
         let client = Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
             .timeout(Duration::from_secs(60))
@@ -171,6 +181,7 @@ impl Server {
             client,
             data: data.to_path_buf(),
             config: config.to_path_buf(),
+            fingerprint,
         }
     }
 

@@ -1092,3 +1092,116 @@ fn keys_of_an_issuer_come_from_its_jwks_uri_and_rotate_by_kid() {
     }
     assert!(hits.load(std::sync::atomic::Ordering::SeqCst) <= 3);
 }
+
+fn self_signed(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+fn client_trusting(cert: &std::path::Path) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(cert).unwrap()).unwrap(),
+        )
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_configured_certificate_is_served_and_reloaded_on_sighup() {
+    let env = Env::new();
+    let (cert, key) = self_signed(env.dir.path(), "a");
+    let s = Server::start(
+        &env,
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n[scheduler]\nenabled = false\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    assert_eq!(
+        s.fingerprint.as_deref(),
+        Some(rsvault::tls::fingerprint(&cert).unwrap().as_str())
+    );
+    assert!(
+        !s.data.join("tls/cert.pem").exists(),
+        "no certificate is generated when one is configured"
+    );
+    let url = format!(
+        "{}/subscriptions/{SUB}/providers/Microsoft.RecoveryServices/vaults?api-version=2026-02-01",
+        s.base
+    );
+    let ok_with = |c: &reqwest::blocking::Client| {
+        c.get(&url)
+            .bearer_auth(&s.token)
+            .send()
+            .map(|r| r.status().as_u16())
+            .ok()
+    };
+    let old = client_trusting(&cert);
+    assert_eq!(ok_with(&old), Some(200));
+
+    // A renewed certificate replaces the files; SIGHUP makes new connections get it.
+    let (b_cert, b_key) = self_signed(env.dir.path(), "b");
+    let first = env.dir.path().join("first.crt");
+    std::fs::copy(&cert, &first).unwrap();
+    std::fs::copy(&b_cert, &cert).unwrap();
+    std::fs::copy(&b_key, &key).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    let new = client_trusting(&b_cert);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ok_with(&new) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate is not served"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        ok_with(&client_trusting(&first)),
+        None,
+        "the old certificate is still served"
+    );
+    // A broken pair on SIGHUP keeps the current certificate.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(s.child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ok_with(&new), Some(200));
+}
+
+#[test]
+fn the_generated_certificate_is_valid_for_397_days_and_fingerprinted() {
+    let env = Env::new();
+    let s = Server::start(&env, "[scheduler]\nenabled = false");
+    let cert = s.data.join("tls/cert.pem");
+    assert_eq!(
+        s.fingerprint.as_deref(),
+        Some(rsvault::tls::fingerprint(&cert).unwrap().as_str())
+    );
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(s.data.join("tls/generated.json")).unwrap()).unwrap();
+    let not_after =
+        chrono::DateTime::parse_from_rfc3339(meta["notAfter"].as_str().unwrap()).unwrap();
+    let days = (not_after.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days();
+    assert!((396..=397).contains(&days), "{days}");
+    assert!(meta["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n == "127.0.0.1"));
+}
