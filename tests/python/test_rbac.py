@@ -201,3 +201,46 @@ def test_forged_and_expired_tokens_are_401(server, setup):
     if left > 0:
         time.sleep(left)
     assert status(setup["short"]) == (401, "ExpiredAuthenticationToken")
+
+
+def test_past_the_budget_429_with_retry_after_and_the_sdk_waits(tmp_path):
+    """A caller over `[limits] reads_per_minute` gets 429 TooManyRequests with Retry-After; the
+    SDK's ARM retry policy waits that long and then succeeds."""
+    from conftest import Server, toml_config
+
+    (tmp_path / "restore").mkdir()
+    cfg = toml_config([tmp_path / "restore"], []).replace("[limits]", "[limits]\nreads_per_minute = 30", 1)
+    srv = Server(tmp_path, cfg, name="limits").start()
+    try:
+        from azure.mgmt.authorization.models import RoleAssignmentCreateParameters
+        from azure.mgmt.recoveryservicesbackup import RecoveryServicesBackupClient
+
+        authz, _, _ = clients(srv, srv.token)
+        authz.role_assignments.create(f"/subscriptions/{SUB}", str(uuid.uuid4()), RoleAssignmentCreateParameters(
+            role_definition_id=role_id(READER), principal_id="py-busy"))
+        token = issue(srv, "py-busy")
+        raw = srv.http(token)
+        v = vault_id(RG_A)
+        seen = []
+        for _ in range(40):
+            r = raw.get(f"/subscriptions/{SUB}/providers/Microsoft.RecoveryServices/vaults")
+            seen.append(r.status_code)
+            if r.status_code == 429:
+                break
+            assert r.status_code == 200, r.text
+            assert int(r.headers["x-ms-ratelimit-remaining-subscription-reads"]) >= 0
+        assert seen[-1] == 429 and len(seen) >= 30, seen
+        assert r.json()["error"]["code"] == "TooManyRequests"
+        wait = int(r.headers["Retry-After"])
+        assert 1 <= wait <= 2, wait
+        # The SDK retries a 429 after Retry-After (its default policy; retry_total > 0).
+        bk = RecoveryServicesBackupClient(StaticToken(token), SUB, base_url=srv.base_url,
+                                          connection_verify=srv.cert, retry_total=3,
+                                          raw_response_hook=RECORDER.sdk_hook)
+        t0 = time.monotonic()
+        with pytest.raises(HttpResponseError) as e:
+            bk.backup_jobs.list(VAULT, RG_A).next()  # the vault does not exist here: 404 after the wait
+        assert e.value.status_code == 404, e.value
+        assert time.monotonic() - t0 >= 0.9, "the SDK did not wait for Retry-After"
+    finally:
+        srv.stop()

@@ -1,6 +1,7 @@
-//! Per caller and subscription request budgets, ARM style: reads and writes per minute, the
+//! Per caller and subscription request budgets, ARM style: a token bucket per (caller,
+//! subscription, reads or writes) that holds a minute's budget and refills continuously, the
 //! remaining budget in `x-ms-ratelimit-remaining-subscription-{reads,writes}` on every answer, and
-//! 429 `TooManyRequests` with `Retry-After` past it.
+//! 429 `TooManyRequests` with `Retry-After` (when the next request fits again) past it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -12,16 +13,17 @@ use rsvault_types::arm::{ArmCode, ArmError};
 type BudgetKey = (String, String, bool);
 
 pub struct RateLimiter {
+    /// The time a full bucket takes to refill (a minute).
     window: Duration,
-    /// Each budget's window start and the requests counted in it.
-    counts: Mutex<HashMap<BudgetKey, (Instant, u32)>>,
+    /// Each bucket's tokens as of when it was last counted.
+    buckets: Mutex<HashMap<BudgetKey, (Instant, f64)>>,
 }
 
 /// The outcome of counting one request.
 pub struct Budget {
     pub header: &'static str,
     pub remaining: u32,
-    /// Seconds until the window resets, when the request is over budget.
+    /// Seconds until a request fits again, when this one is over budget.
     pub retry_after: Option<u64>,
 }
 
@@ -35,11 +37,11 @@ impl RateLimiter {
     pub fn new(window: Duration) -> Self {
         Self {
             window,
-            counts: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Counts a request of `caller` in `sub` against `limit` (0 = unlimited).
+    /// Counts a request of `caller` in `sub` against `limit` per window (0 = unlimited).
     pub fn count(&self, caller: &str, sub: &str, write: bool, limit: u32) -> Budget {
         let header = if write {
             "x-ms-ratelimit-remaining-subscription-writes"
@@ -54,29 +56,31 @@ impl RateLimiter {
             };
         }
         let now = Instant::now();
-        let mut m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let cap = f64::from(limit);
+        let per_sec = cap / self.window.as_secs_f64();
+        let mut m = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if m.len() > 100_000 {
+            // Buckets that refilled completely carry no state worth keeping.
             let w = self.window;
-            m.retain(|_, (start, _)| now.duration_since(*start) < w);
+            m.retain(|_, (at, _)| now.duration_since(*at) < w);
         }
         let e = m
             .entry((caller.to_string(), sub.to_ascii_lowercase(), write))
-            .or_insert((now, 0));
-        if now.duration_since(e.0) >= self.window {
-            *e = (now, 0);
-        }
-        if e.1 >= limit {
-            let left = self.window.saturating_sub(now.duration_since(e.0));
+            .or_insert((now, cap));
+        let tokens = (e.1 + now.duration_since(e.0).as_secs_f64() * per_sec).min(cap);
+        *e = (now, tokens);
+        if tokens < 1.0 {
+            let wait = ((1.0 - tokens) / per_sec).ceil().max(1.0) as u64;
             return Budget {
                 header,
                 remaining: 0,
-                retry_after: Some(left.as_secs_f64().ceil().max(1.0) as u64),
+                retry_after: Some(wait),
             };
         }
-        e.1 += 1;
+        e.1 = tokens - 1.0;
         Budget {
             header,
-            remaining: limit - e.1,
+            remaining: e.1.floor() as u32,
             retry_after: None,
         }
     }
@@ -98,7 +102,7 @@ mod tests {
 
     #[test]
     fn budget_runs_out_and_refills() {
-        let l = RateLimiter::new(Duration::from_millis(200));
+        let l = RateLimiter::new(Duration::from_millis(400));
         assert_eq!(l.count("a", "s", false, 2).remaining, 1);
         assert_eq!(l.count("a", "S", false, 2).remaining, 0);
         assert!(l.count("a", "s", false, 2).retry_after.is_some());
@@ -106,7 +110,9 @@ mod tests {
         assert!(l.count("b", "s", false, 2).retry_after.is_none());
         assert!(l.count("a", "t", false, 2).retry_after.is_none());
         assert!(l.count("a", "s", true, 2).retry_after.is_none());
-        std::thread::sleep(Duration::from_millis(250));
+        // Half the window refills one of the two.
+        std::thread::sleep(Duration::from_millis(220));
         assert!(l.count("a", "s", false, 2).retry_after.is_none());
+        assert!(l.count("a", "s", false, 2).retry_after.is_some());
     }
 }
