@@ -263,6 +263,7 @@ async fn fabric_routes(
             only(m, &[Method::GET])?;
             let values: Vec<Value> = svc
                 .sources_in(&vault.vault.sub)
+                .iter()
                 .filter(|s| s.workload == Workload::FileShare)
                 .filter({
                     // One container per storage account, however many shares it has.
@@ -641,6 +642,7 @@ fn list_protectable(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response
     let items = svc.list_items(vault)?;
     let values: Vec<Value> = svc
         .sources_in(&vault.vault.sub)
+        .iter()
         .filter(|s| want.is_none_or(|w| w == Some(s.workload)))
         .map(|s| {
             let protected = items.iter().any(|i| {
@@ -679,7 +681,7 @@ fn list_containers(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response>
         .store
         .read(|tx| tx.list(K_CONTAINER, &vault.vault.key(), None))?;
     let mut values = Vec::new();
-    for s in svc.sources_in(&vault.vault.sub) {
+    for s in &svc.sources_in(&vault.vault.sub) {
         if want.is_some_and(|w| w != Some(s.workload)) {
             continue;
         }
@@ -709,7 +711,7 @@ fn list_containers(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response>
 }
 
 fn container_source(svc: &Service, vault: &Vault, name: &str) -> ArmResult<SourceInfo> {
-    svc.source_by_container(&vault.vault.sub, name).cloned().ok_or_else(|| {
+    svc.source_by_container(&vault.vault.sub, name).ok_or_else(|| {
         ArmError::new(
             ArmCode::ContainerNotFound,
             format!(

@@ -77,7 +77,7 @@ fn protect(
         .ok_or_else(|| {
             ArmError::invalid("'properties' (an object) is required.").with_target("properties")
         })?;
-    let src = svc.source_by_item(&vault.vault.sub, container, item_name).cloned().ok_or_else(|| {
+    let src = svc.source_by_item(&vault.vault.sub, container, item_name).ok_or_else(|| {
         ArmError::new(
             ArmCode::ItemNotFound,
             format!("No source named '{item_name}' in container '{container}'. Declare it in the configuration and refresh containers."),

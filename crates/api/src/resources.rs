@@ -29,7 +29,7 @@ pub fn provider(
     only(&r.method, &[Method::GET])?;
     let found = match (provider, rest) {
         ("microsoft.compute", ["virtualmachines", _]) => match svc.vm_source(sub, rg, &orig[1]) {
-            Some(s) => Some(svc.vm_wire(sub, s)?),
+            Some(s) => Some(svc.vm_wire(sub, &s)?),
             None => None,
         },
         ("microsoft.storage", ["storageaccounts", _]) => {

@@ -46,6 +46,10 @@ pub fn trigger(
         },
         true,
     );
+    if let Some(root) = svc.restore_root_of(&target) {
+        // Only a node with this restore root may run it.
+        job.needs = format!("root:{}", root.display());
+    }
     job.property_bag
         .insert("Target Path".into(), target.display().to_string());
     job.property_bag.insert("Recovery Type".into(), rtype);

@@ -31,6 +31,10 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub repository: RepositoryConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
     /// Restore roots named as storage accounts, so clients that take a storage account (`az
@@ -76,6 +80,35 @@ pub struct SecretsConfig {
     /// The key-encryption key that wraps every vault key (default `DATA/master.key`; every
     /// node of a deployment names the same file). `RSVAULT_MASTER_KEY` overrides it.
     pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepositoryConfig {
+    /// Where vault repositories live (default `DATA/repos`); every node of a deployment must
+    /// reach the same place.
+    pub location: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `postgres://USER@HOST:PORT/DBNAME` for a store that several nodes share (default: SQLite
+    /// at `DATA/rsvault.db`). `RSVAULT_STORE_URL` overrides it.
+    pub url: Option<String>,
+}
+
+/// The environment variable that names the store (over `[store] url`).
+pub const STORE_URL_ENV: &str = "RSVAULT_STORE_URL";
+
+impl StoreConfig {
+    /// The store URL in effect: the environment's, else the config's; `None` = embedded SQLite.
+    pub fn effective_url(&self) -> Option<String> {
+        std::env::var(STORE_URL_ENV)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| self.url.clone())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

@@ -56,8 +56,8 @@ impl Service {
     }
 
     /// The VM source named `rg/name` (names compare case-insensitively, as in ARM).
-    pub fn vm_source(&self, sub: &str, rg: &str, name: &str) -> Option<&SourceInfo> {
-        self.sources_in(sub).find(|s| {
+    pub fn vm_source(&self, sub: &str, rg: &str, name: &str) -> Option<SourceInfo> {
+        self.sources_in(sub).into_iter().find(|s| {
             s.workload == Workload::Vm
                 && s.rg.eq_ignore_ascii_case(rg)
                 && s.host_name.eq_ignore_ascii_case(name)
@@ -75,6 +75,7 @@ impl Service {
         let mut out: Vec<StorageAccount> = Vec::new();
         for s in self
             .sources_in(sub)
+            .iter()
             .filter(|s| s.workload == Workload::FileShare)
         {
             let dup = out.iter().any(|a| {

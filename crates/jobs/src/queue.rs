@@ -54,7 +54,8 @@ impl Service {
     /// changed.
     pub fn explain_queued(&self) -> Result<(), store::Error> {
         // Most ticks have nothing queued: find out on a reader before taking the write lock.
-        let waiting = self.store.read(|tx| tx.queued_reasons(100))?;
+        let since = arm::time(self.live_since());
+        let waiting = self.store.read(|tx| tx.queued_reasons(100, &since))?;
         if waiting.is_empty() {
             return Ok(());
         }
@@ -63,6 +64,7 @@ impl Service {
                 let text = match reason {
                     "item" => "Waiting for an earlier job of this item to finish.",
                     "vault" => "Waiting for vault maintenance, or for the vault's jobs before it, to finish.",
+                    "node" => "Waiting for a live node that has this item's source or restore root.",
                     _ => "Waiting for a free runner slot ([runner] max_concurrent_jobs).",
                 };
                 let Some(body) = tx.jobs_by_id(&id)? else {

@@ -58,6 +58,9 @@ pub async fn dispatch(svc: Arc<Service>) {
             if let Err(e) = svc.renew_leases() {
                 tracing::error!("renewing job leases: {e}");
             }
+            if let Err(e) = svc.node_heartbeat() {
+                tracing::error!("recording this node's heartbeat: {e}");
+            }
             if let Err(e) = svc.reap_expired() {
                 tracing::error!("reaping expired job leases: {e}");
             }
@@ -261,10 +264,10 @@ async fn backup(
         .ok_or_else(|| {
             rsvault_engine::Error::SourceUnavailable("the protected item no longer exists".into())
         })?;
-    let source: SourceInfo = svc.source_for(&vault.vault.sub, &item).ok_or_else(|| {
+    let source: SourceInfo = svc.local_source_for(&item).ok_or_else(|| {
         rsvault_engine::Error::SourceUnavailable(format!(
-            "the source of '{}' is no longer in the configuration",
-            item.friendly_name
+            "the source of '{}' is not in the configuration of node {}",
+            item.friendly_name, svc.node_id
         ))
     })?;
     let engine_source = match source.workload {

@@ -1,6 +1,7 @@
-//! Job-list speed with a large job store (issue #5): fills a fresh SQLite store with N jobs
-//! (default 1,000,000) spread over a year, then times the first page (200 jobs, newest first) of
-//! the queries clients send, through the same store calls and wire rendering the API uses.
+//! Job-list speed with a large job store (issue #5): fills a fresh store with N jobs (default
+//! 1,000,000) spread over a year, then times the first page (200 jobs, newest first) of the
+//! queries clients send, through the same store calls and wire rendering the API uses. The store
+//! is SQLite in DIR, or the (empty) PostgreSQL database `RSVAULT_STORE_URL` names.
 //!
 //!     cargo run --release -p rsvault --example joblist_bench -- [JOBS] [DIR]
 
@@ -28,7 +29,10 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("rsvault.db");
     let _ = std::fs::remove_file(&db);
-    let store = Store::open(&db)?;
+    let store = match std::env::var("RSVAULT_STORE_URL") {
+        Ok(url) if !url.is_empty() => Store::open_url(&url)?,
+        _ => Store::open(&db)?,
+    };
     let vault = VaultRef {
         sub: "sub1".into(),
         rg: "rg1".into(),
@@ -78,6 +82,7 @@ fn main() -> anyhow::Result<()> {
                     errors: vec![],
                     cancel_op: None,
                     work: Work::Instant,
+                    needs: String::new(),
                 };
                 job.finish(status);
                 job.end = Some(start + Duration::seconds(20));
@@ -87,13 +92,12 @@ fn main() -> anyhow::Result<()> {
         })?;
     }
     let fill = t0.elapsed();
-    let size = std::fs::metadata(&db)?.len()
-        + std::fs::metadata(dir.join("rsvault.db-wal"))
-            .map(|m| m.len())
-            .unwrap_or(0);
+    let size = std::fs::metadata(&db).map_or(0, |m| m.len())
+        + std::fs::metadata(dir.join("rsvault.db-wal")).map_or(0, |m| m.len());
     println!(
-        "filled {n} jobs in {:.1} s; database {:.0} MiB",
+        "filled {n} jobs in {:.1} s ({}); SQLite file {:.0} MiB",
         fill.as_secs_f64(),
+        store.kind(),
         size as f64 / 1048576.0
     );
 
@@ -119,7 +123,7 @@ fn main() -> anyhow::Result<()> {
         let mut rows = 0;
         for _ in 0..7 {
             let t = Instant::now();
-            let page = store.tx(|tx| tx.list_jobs(&key, &q, 201))?;
+            let page = store.read(|tx| tx.list_jobs(&key, &q, 201))?;
             let mut out = Vec::with_capacity(page.len());
             for (body, _, _) in page.iter().take(200) {
                 let j: Job = serde_json::from_str(body)?;

@@ -11,7 +11,7 @@ use rsvault_api::{self as api, AppState};
 use rsvault_jobs::config::{source_info, Config};
 use rsvault_jobs::live::Runner;
 use rsvault_jobs::secrets::{self, Kek};
-use rsvault_jobs::service::Service;
+use rsvault_jobs::service::{Service, ADMIN_TOKEN, EXPORT_SIGNING_KEY};
 use rsvault_store::Store;
 
 pub struct ServeOptions {
@@ -207,10 +207,21 @@ pub fn lock_data_dir(data: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::F
     Ok(lock)
 }
 
-/// Makes sure the admin token exists (only its hash is stored). Returns it when it was created
-/// now, to be printed once.
-pub fn admin_token(data: &Path, store: &Store) -> anyhow::Result<Option<String>> {
-    api::auth::ensure_admin_token(store, &data.join("admin-token"))
+/// Makes sure the admin token exists; only its hash is kept, in the store (so every node accepts
+/// it). A token an earlier release kept wrapped in the store, or in plain text in
+/// `DATA/admin-token`, is converted. Returns the token when it was created now, to be shown once.
+pub fn admin_token(svc: &Service, data: &Path) -> anyhow::Result<Option<String>> {
+    let kept: Option<serde_json::Value> = svc
+        .store
+        .read(|tx| tx.get(rsvault_jobs::service::K_SECRET, "", ADMIN_TOKEN))?;
+    if let Some(wrapped) = kept.as_ref().and_then(|w| w["wrapped"].as_str()) {
+        let token = svc.kek.unwrap(wrapped, ADMIN_TOKEN)?;
+        api::auth::adopt_admin_token(&svc.store, &token)?;
+        svc.store
+            .tx(|tx| tx.delete(rsvault_jobs::service::K_SECRET, "", ADMIN_TOKEN))?;
+        tracing::warn!("the admin token was kept wrapped in the store; only its hash is kept now");
+    }
+    api::auth::ensure_admin_token(&svc.store, &data.join("admin-token"))
 }
 
 /// The deployment's token-signing key, published in the store for every node.
@@ -221,16 +232,24 @@ pub fn token_key(data: &Path, svc: &Service) -> anyhow::Result<api::auth::Signin
     Ok(key)
 }
 
-fn signing_key(data: &Path) -> anyhow::Result<Vec<u8>> {
-    let p = data.join("signing-key");
-    if let Ok(k) = std::fs::read(&p) {
-        if k.len() >= 32 {
-            return Ok(k);
-        }
+/// The export-link signing key, shared by every node through the store (wrapped by the KEK). A
+/// key file from before (`DATA/signing-key`) becomes the shared key, so its links stay valid, and
+/// is then removed.
+fn signing_key(store: &Store, kek: &Kek, data: &Path) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let legacy = data.join("signing-key");
+    let key = rsvault_jobs::service::shared_secret(store, kek, EXPORT_SIGNING_KEY, || {
+        let bytes = std::fs::read(&legacy)
+            .ok()
+            .filter(|k| k.len() >= 32)
+            .unwrap_or_else(|| (0..32).map(|_| rand::random::<u8>()).collect());
+        b64.encode(bytes)
+    })?;
+    if legacy.exists() {
+        std::fs::remove_file(&legacy)?;
     }
-    let k: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
-    rsvault_jobs::fsutil::write_private(&p, &k)?;
-    Ok(k)
+    Ok(b64.decode(key)?)
 }
 
 /// Builds the service over a data dir: the store, sources, signing key. Several services may
@@ -241,15 +260,21 @@ pub fn open_service(
     worker: (PathBuf, Vec<String>),
 ) -> anyhow::Result<Arc<Service>> {
     let restore_umask = secure_data_dir(data)?;
-    let store = Store::open(&data.join("rsvault.db")).context("opening the metadata store")?;
+    let store = match config.store.effective_url() {
+        Some(url) => Store::open_url(&url)
+            .with_context(|| format!("opening the store {}", rsvault_store::redact(&url)))?,
+        None => Store::open(&data.join("rsvault.db")).context("opening the metadata store")?,
+    };
     let kek = load_kek(&store, &key_file(data, &config))?;
     let sources = config.sources.iter().map(source_info).collect();
+    let signing_key = signing_key(&store, &kek, data)?;
     Ok(Arc::new(Service {
         store,
         sources,
+        peer_sources: Default::default(),
         data_dir: data.to_path_buf(),
         runner: Runner::new(worker, config.runner.max_concurrent_jobs(), restore_umask),
-        signing_key: signing_key(data)?,
+        signing_key,
         kek,
         node_id: config
             .node
@@ -281,7 +306,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         config.node.id = Some(default_node_id(Some(opts.listen.port())));
     }
     let svc = open_service(&opts.data, config, worker)?;
-    let fresh_token = admin_token(&opts.data, &svc.store)?;
+    let fresh_token = admin_token(&svc, &opts.data)?;
     let auth = Arc::new(api::auth::Auth::new(
         &svc.config,
         token_key(&opts.data, &svc)?,
@@ -295,6 +320,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             "wrapped vault keys that were stored in plain text"
         );
     }
+    svc.register_node()
+        .context("registering this node in the store")?;
     let (failed, requeued) = svc
         .recover_interrupted()
         .context("resolving interrupted jobs")?;

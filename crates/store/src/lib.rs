@@ -59,6 +59,8 @@ pub struct JobRow {
     pub queue: &'static str,
     /// Needs the vault to itself.
     pub exclusive: bool,
+    /// What the claiming node must offer ('' = any node).
+    pub needs: String,
 }
 
 impl JobRow {
@@ -82,6 +84,7 @@ impl JobRow {
                 "queued"
             },
             exclusive: job.work.is_exclusive(),
+            needs: job.needs.clone(),
         }
     }
 }
@@ -99,9 +102,22 @@ pub struct JobQuery {
     pub after: Option<(String, i64)>,
 }
 
-/// Why a queued job waits: another job of its `item`, an exclusive job of its `vault`, or a free
-/// runner `slot` (nothing else holds it).
+/// Why a queued job waits: another job of its `item`, an exclusive job of its `vault`, a live
+/// `node` that has what it needs, or a free runner `slot` (nothing else holds it).
 pub type QueuedReason = &'static str;
+
+/// The reason for a queued job from what blocks it, most specific first.
+fn reason(item: bool, vault: bool, node: bool) -> QueuedReason {
+    if item {
+        "item"
+    } else if vault {
+        "vault"
+    } else if node {
+        "node"
+    } else {
+        "slot"
+    }
+}
 
 /// What one transaction can do, whatever the backend. Documents travel as JSON text; [`Tx`]
 /// adds the typed accessors.
@@ -158,11 +174,21 @@ pub trait MetaTx {
 
     /// The oldest queued job this node may start now, with its attempt count: none of its item's
     /// or an exclusive job of its vault running, no older queued job of its item or older
-    /// exclusive job of its vault waiting (first come, first served), and `owner` running fewer
-    /// than `max_running` jobs.
+    /// exclusive job of its vault waiting (first come, first served), `owner` running fewer
+    /// than `max_running` jobs, and offering what the job needs (see [`MetaTx::register_node`]).
     fn claimable_job(&self, owner: &str, max_running: usize) -> Result<Option<(String, i64)>>;
-    /// Why each of the first `limit` queued jobs waits.
-    fn queued_reasons(&self, limit: usize) -> Result<Vec<(String, QueuedReason)>>;
+    /// Why each of the first `limit` queued jobs waits; a node seen at or after `live_since`
+    /// counts as live.
+    fn queued_reasons(&self, limit: usize, live_since: &str)
+        -> Result<Vec<(String, QueuedReason)>>;
+
+    /// Records node `id` as live at `now`, with what it offers to jobs (`item:…`, `root:…`) and
+    /// its sources (JSON, served to clients by every node).
+    fn register_node(&self, id: &str, sources: &str, offers: &[String], now: &str) -> Result<()>;
+    /// Marks node `id` live at `now` (its heartbeat).
+    fn node_seen(&self, id: &str, now: &str) -> Result<()>;
+    /// Nodes seen at or after `since`: (id, sources JSON), by id.
+    fn live_nodes(&self, since: &str) -> Result<Vec<(String, String)>>;
     /// Records that `owner` runs job `id` as attempt `attempt` until `until`.
     fn set_lease(&self, id: &str, owner: &str, until: &str, attempt: i64) -> Result<()>;
     /// Extends the leases of every job `owner` runs. Returns how many.

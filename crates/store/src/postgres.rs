@@ -165,6 +165,15 @@ impl Postgres {
     }
 }
 
+impl Drop for Postgres {
+    /// A `postgres::Client` closes its connection by blocking on its own runtime, which panics
+    /// on a thread that drives async tasks: close the pool on a plain thread.
+    fn drop(&mut self) {
+        let pool = std::mem::take(&mut self.pool);
+        let _ = std::thread::spawn(move || drop(pool)).join();
+    }
+}
+
 /// Runs blocking database work without stalling the async runtime: inside `block_in_place` on a
 /// runtime worker thread, directly anywhere else.
 fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
@@ -284,14 +293,14 @@ impl MetaTx for PgTx<'_> {
 
     fn upsert_job(&self, j: &JobRow) -> Result<()> {
         self.execute(
-            "INSERT INTO jobs(id, vault, seq, status, operation, bmt, start_time, item, body, queue, exclusive)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            "INSERT INTO jobs(id, vault, seq, status, operation, bmt, start_time, item, body, queue, exclusive, needs)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT(id) DO UPDATE SET status = excluded.status, operation = excluded.operation,
                  bmt = excluded.bmt, start_time = excluded.start_time, item = excluded.item, body = excluded.body,
-                 queue = excluded.queue, exclusive = excluded.exclusive",
+                 queue = excluded.queue, exclusive = excluded.exclusive, needs = excluded.needs",
             &[
                 &j.id, &j.vault, &j.seq, &j.status, &j.operation, &j.bmt, &j.start_time, &j.item,
-                &j.body, &j.queue, &j.exclusive,
+                &j.body, &j.queue, &j.exclusive, &j.needs,
             ],
         )?;
         Ok(())
@@ -432,40 +441,75 @@ impl MetaTx for PgTx<'_> {
         }
         Ok(self
             .query_opt(
-                "SELECT q.body, q.attempt FROM jobs q WHERE q.queue = 'queued'
-                   AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.queue = 'running' AND r.vault = q.vault
+                // The queued jobs in order behind a fence (OFFSET 0), so the plan walks them
+                // oldest first and stops at the first admissible one, even while the table's
+                // statistics are stale (a burst of 1,000 scheduled jobs before autovacuum
+                // analyzes them would otherwise test every queued job, ~20 ms per claim).
+                "SELECT q.body, q.attempt
+                 FROM (SELECT * FROM jobs WHERE queue = 'queued' ORDER BY seq OFFSET 0) q
+                 WHERE NOT EXISTS (SELECT 1 FROM jobs r WHERE r.queue = 'running' AND r.vault = q.vault
                        AND (r.item = q.item OR r.exclusive OR q.exclusive))
                    AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.queue = 'queued' AND e.vault = q.vault
                        AND e.seq < q.seq AND (e.item = q.item OR e.exclusive OR q.exclusive))
-                 ORDER BY q.seq LIMIT 1",
-                &[],
+                   AND (q.needs = '' OR EXISTS (SELECT 1 FROM node_offers o WHERE o.offer = q.needs AND o.node = $1))
+                 LIMIT 1",
+                &[&owner],
             )?
             .map(|r| (r.get(0), r.get(1))))
     }
 
-    fn queued_reasons(&self, limit: usize) -> Result<Vec<(String, QueuedReason)>> {
+    fn queued_reasons(
+        &self,
+        limit: usize,
+        live_since: &str,
+    ) -> Result<Vec<(String, QueuedReason)>> {
         Ok(self
             .query(
                 "SELECT q.id,
                     EXISTS (SELECT 1 FROM jobs r WHERE r.vault = q.vault AND r.item = q.item AND r.seq < q.seq
                             AND r.queue IN ('running', 'queued')),
                     EXISTS (SELECT 1 FROM jobs r WHERE r.vault = q.vault AND r.seq < q.seq
-                            AND r.queue IN ('running', 'queued') AND (r.exclusive OR q.exclusive))
+                            AND r.queue IN ('running', 'queued') AND (r.exclusive OR q.exclusive)),
+                    q.needs <> '' AND NOT EXISTS (SELECT 1 FROM node_offers o JOIN nodes n ON n.id = o.node
+                            WHERE o.offer = q.needs AND n.last_seen >= $2)
                  FROM jobs q WHERE q.queue = 'queued' ORDER BY q.seq LIMIT $1",
-                &[&(limit as i64)],
+                &[&(limit as i64), &live_since],
             )?
             .iter()
-            .map(|r| {
-                let (item, vault): (bool, bool) = (r.get(1), r.get(2));
-                let why = if item {
-                    "item"
-                } else if vault {
-                    "vault"
-                } else {
-                    "slot"
-                };
-                (r.get(0), why)
-            })
+            .map(|r| (r.get(0), crate::reason(r.get(1), r.get(2), r.get(3))))
+            .collect())
+    }
+
+    fn register_node(&self, id: &str, sources: &str, offers: &[String], now: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO nodes(id, sources, last_seen) VALUES ($1, $2, $3)
+             ON CONFLICT(id) DO UPDATE SET sources = excluded.sources, last_seen = excluded.last_seen",
+            &[&id, &sources, &now],
+        )?;
+        self.execute("DELETE FROM node_offers WHERE node = $1", &[&id])?;
+        self.execute(
+            "INSERT INTO node_offers(node, offer) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+            &[&id, &offers],
+        )?;
+        Ok(())
+    }
+
+    fn node_seen(&self, id: &str, now: &str) -> Result<()> {
+        self.execute(
+            "UPDATE nodes SET last_seen = $2 WHERE id = $1",
+            &[&id, &now],
+        )?;
+        Ok(())
+    }
+
+    fn live_nodes(&self, since: &str) -> Result<Vec<(String, String)>> {
+        Ok(self
+            .query(
+                "SELECT id, sources FROM nodes WHERE last_seen >= $1 ORDER BY id",
+                &[&since],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
             .collect())
     }
 

@@ -12,6 +12,7 @@ use crate::{JobQuery, JobRow, MetaTx, QueuedReason, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_initial.sql"),
     include_str!("../migrations/sqlite/0002_job_queue.sql"),
+    include_str!("../migrations/sqlite/0003_nodes.sql"),
     include_str!("../migrations/sqlite/0004_activity_log.sql"),
 ];
 
@@ -177,12 +178,12 @@ impl MetaTx for SqliteTx<'_> {
 
     fn upsert_job(&self, j: &JobRow) -> Result<()> {
         self.0.execute(
-            "INSERT INTO jobs(id, vault, seq, status, operation, bmt, start_time, item, body, queue, exclusive)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+            "INSERT INTO jobs(id, vault, seq, status, operation, bmt, start_time, item, body, queue, exclusive, needs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT(id) DO UPDATE SET status = excluded.status, operation = excluded.operation,
                  bmt = excluded.bmt, start_time = excluded.start_time, item = excluded.item, body = excluded.body,
-                 queue = excluded.queue, exclusive = excluded.exclusive",
-            params![j.id, j.vault, j.seq, j.status, j.operation, j.bmt, j.start_time, j.item, j.body, j.queue, j.exclusive],
+                 queue = excluded.queue, exclusive = excluded.exclusive, needs = excluded.needs",
+            params![j.id, j.vault, j.seq, j.status, j.operation, j.bmt, j.start_time, j.item, j.body, j.queue, j.exclusive, j.needs],
         )?;
         Ok(())
     }
@@ -344,34 +345,31 @@ impl MetaTx for SqliteTx<'_> {
                        AND (r.item = q.item OR r.exclusive = 1 OR q.exclusive = 1))
                    AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.queue = 'queued' AND e.vault = q.vault
                        AND e.seq < q.seq AND (e.item = q.item OR e.exclusive = 1 OR q.exclusive = 1))
+                   AND (q.needs = '' OR EXISTS (SELECT 1 FROM node_offers o WHERE o.offer = q.needs AND o.node = ?1))
                  ORDER BY q.seq LIMIT 1",
-                [],
+                params![owner],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
     }
 
-    fn queued_reasons(&self, limit: usize) -> Result<Vec<(String, QueuedReason)>> {
+    fn queued_reasons(
+        &self,
+        limit: usize,
+        live_since: &str,
+    ) -> Result<Vec<(String, QueuedReason)>> {
         let mut stmt = self.0.prepare_cached(
             "SELECT q.id,
                 EXISTS (SELECT 1 FROM jobs r WHERE r.vault = q.vault AND r.item = q.item AND r.seq < q.seq
                         AND r.queue IN ('running', 'queued')),
                 EXISTS (SELECT 1 FROM jobs r WHERE r.vault = q.vault AND r.seq < q.seq
-                        AND r.queue IN ('running', 'queued') AND (r.exclusive = 1 OR q.exclusive = 1))
+                        AND r.queue IN ('running', 'queued') AND (r.exclusive = 1 OR q.exclusive = 1)),
+                q.needs <> '' AND NOT EXISTS (SELECT 1 FROM node_offers o JOIN nodes n ON n.id = o.node
+                        WHERE o.offer = q.needs AND n.last_seen >= ?2)
              FROM jobs q WHERE q.queue = 'queued' ORDER BY q.seq LIMIT ?1",
         )?;
-        let rows = stmt.query_map(params![limit as i64], |r| {
-            let (id, item, vault): (String, bool, bool) = (r.get(0)?, r.get(1)?, r.get(2)?);
-            Ok((
-                id,
-                if item {
-                    "item"
-                } else if vault {
-                    "vault"
-                } else {
-                    "slot"
-                },
-            ))
+        let rows = stmt.query_map(params![limit as i64, live_since], |r| {
+            Ok((r.get(0)?, crate::reason(r.get(1)?, r.get(2)?, r.get(3)?)))
         })?;
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
@@ -415,6 +413,39 @@ impl MetaTx for SqliteTx<'_> {
             "SELECT id FROM jobs WHERE queue = 'running' AND lease_owner = ?1 AND status = 'Cancelling'",
         )?;
         let rows = stmt.query_map(params![owner], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
+    }
+
+    fn register_node(&self, id: &str, sources: &str, offers: &[String], now: &str) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO nodes(id, sources, last_seen) VALUES (?1, ?2, ?3)
+             ON CONFLICT(id) DO UPDATE SET sources = excluded.sources, last_seen = excluded.last_seen",
+            params![id, sources, now],
+        )?;
+        self.0
+            .execute("DELETE FROM node_offers WHERE node = ?1", params![id])?;
+        let mut stmt = self
+            .0
+            .prepare_cached("INSERT OR IGNORE INTO node_offers(node, offer) VALUES (?1, ?2)")?;
+        for o in offers {
+            stmt.execute(params![id, o])?;
+        }
+        Ok(())
+    }
+
+    fn node_seen(&self, id: &str, now: &str) -> Result<()> {
+        self.0.execute(
+            "UPDATE nodes SET last_seen = ?2 WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    fn live_nodes(&self, since: &str) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT id, sources FROM nodes WHERE last_seen >= ?1 ORDER BY id")?;
+        let rows = stmt.query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect::<rusqlite::Result<_>>().map_err(Into::into)
     }
 

@@ -38,6 +38,10 @@ const CASES: &[(&str, Case)] = &[
         job_sequence_grows_across_nodes,
     ),
     (
+        "jobs_go_to_nodes_that_offer_what_they_need",
+        jobs_go_to_nodes_that_offer_what_they_need,
+    ),
+    (
         "activity_log_pages_and_expires",
         activity_log_pages_and_expires,
     ),
@@ -239,6 +243,7 @@ fn row(
         body: format!(r#"{{"id":"{id}"}}"#),
         queue,
         exclusive,
+        needs: String::new(),
     }
 }
 
@@ -447,7 +452,9 @@ fn claim_follows_the_admission_rules(open: &dyn Fn() -> (Store, Store)) {
         t.upsert_job(&row("w1", "w", 6, "InProgress", "i1", "queued", false, 1))
     })
     .unwrap();
-    let reasons = a.read(|t| t.queued_reasons(10)).unwrap();
+    let reasons = a
+        .read(|t| t.queued_reasons(10, "2026-01-01T00:00:00Z"))
+        .unwrap();
     assert_eq!(
         reasons
             .iter()
@@ -500,7 +507,8 @@ fn mark(s: &Store, id: &str, queue: &'static str) {
         let item = match id {
             "j1" | "j2" | "w1" => "i1",
             "j3" => "i2",
-            "j5" => "i3",
+            "j5" | "n3" => "i3",
+            "n1" => "i1",
             _ => "",
         };
         let mut r = row(
@@ -617,6 +625,62 @@ fn job_sequence_grows_across_nodes(open: &dyn Fn() -> (Store, Store)) {
         assert!(n > last, "{n} after {last}");
         last = n;
     }
+}
+
+fn jobs_go_to_nodes_that_offer_what_they_need(open: &dyn Fn() -> (Store, Store)) {
+    let (a, b) = open();
+    let t0 = "2026-01-01T00:00:00Z";
+    a.tx(|t| {
+        t.register_node(
+            "node-a",
+            r#"[{"a":1}]"#,
+            &["item:i1".into(), "root:/r".into()],
+            t0,
+        )
+    })
+    .unwrap();
+    b.tx(|t| t.register_node("node-b", "[]", &[], t0)).unwrap();
+    a.tx(|t| {
+        let mut j = row("n1", "v", 1, "InProgress", "i1", "queued", false, 1);
+        j.needs = "item:i1".into();
+        t.upsert_job(&j)?;
+        let mut j = row("n2", "v", 2, "InProgress", "i2", "queued", false, 1);
+        j.needs = "item:i2".into();
+        t.upsert_job(&j)?;
+        t.upsert_job(&row("n3", "v", 3, "InProgress", "i3", "queued", false, 1))
+    })
+    .unwrap();
+    let reasons = b.read(|t| t.queued_reasons(10, t0)).unwrap();
+    assert_eq!(
+        reasons
+            .iter()
+            .map(|(id, why)| format!("{id}:{why}"))
+            .collect::<Vec<_>>(),
+        ["n1:slot", "n2:node", "n3:slot"]
+    );
+    // node-b offers nothing: it gets only the job that needs nothing.
+    assert_eq!(claimed(&b, "node-b", 8).as_deref(), Some("n3"));
+    mark(&b, "n3", "running");
+    assert_eq!(claimed(&b, "node-b", 8), None);
+    assert_eq!(claimed(&a, "node-a", 8).as_deref(), Some("n1"));
+    mark(&a, "n1", "running");
+    // A node that re-registers replaces its offers; one not seen since `since` is not live.
+    b.tx(|t| {
+        t.register_node(
+            "node-b",
+            r#"[{"b":2}]"#,
+            &["item:i2".into()],
+            "2026-01-01T00:01:00Z",
+        )
+    })
+    .unwrap();
+    assert_eq!(claimed(&b, "node-b", 8).as_deref(), Some("n2"));
+    let live = a.read(|t| t.live_nodes("2026-01-01T00:00:30Z")).unwrap();
+    assert_eq!(live, [("node-b".to_string(), r#"[{"b":2}]"#.to_string())]);
+    a.tx(|t| t.node_seen("node-a", "2026-01-01T00:02:00Z"))
+        .unwrap();
+    let live = a.read(|t| t.live_nodes("2026-01-01T00:00:30Z")).unwrap();
+    assert_eq!(live.len(), 2);
 }
 
 fn activity_log_pages_and_expires(open: &dyn Fn() -> (Store, Store)) {

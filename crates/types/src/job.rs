@@ -151,6 +151,10 @@ pub struct Job {
     pub errors: Vec<JobError>,
     pub cancel_op: Option<String>,
     pub work: Work,
+    /// What a node must have to run this job: `item:<item key>` (the item's source), `root:<path>`
+    /// (a restore root), or empty (any node of the deployment).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub needs: String,
 }
 
 impl Job {

@@ -138,7 +138,7 @@ impl Workload {
 }
 
 /// A source from the config, with its Azure names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceInfo {
     pub workload: Workload,
     pub container: String,
@@ -151,6 +151,7 @@ pub struct SourceInfo {
     /// Configured Azure region of the VM or storage account, if any.
     pub location: Option<String>,
     /// The subscriptions it appears in (empty: every subscription).
+    #[serde(default)]
     pub subscriptions: Vec<String>,
 }
 
@@ -162,6 +163,11 @@ impl SourceInfo {
                 .subscriptions
                 .iter()
                 .any(|s| s.eq_ignore_ascii_case(sub))
+    }
+
+    /// What a node that has this source offers to jobs (see `Job::needs`).
+    pub fn offer(&self) -> String {
+        format!("item:{}", item_key(&self.container, &self.item))
     }
 
     /// ARM id of the source VM or storage account in `sub`.

@@ -178,6 +178,11 @@ pub fn ensure_admin_token(store: &Store, legacy: &Path) -> anyhow::Result<Option
     Ok(Some(token))
 }
 
+/// Keeps (the hash of) `token` as the admin token.
+pub fn adopt_admin_token(store: &Store, token: &str) -> anyhow::Result<()> {
+    Ok(store_admin_hash(store, token)?)
+}
+
 /// Replaces the admin token; the old one stops working within seconds on every node.
 pub fn rotate_admin_token(store: &Store) -> anyhow::Result<String> {
     let token = new_admin_token();

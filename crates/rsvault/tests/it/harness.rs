@@ -149,23 +149,34 @@ impl Server {
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let base = base.expect("server printed its address");
-        // The admin token is printed on first start only (the server keeps just its hash):
-        // remember it per data dir for restarts.
+        // The admin token is printed once, when a deployment's store is first set up (the
+        // server keeps just its hash): remember it per store — the shared one a config names,
+        // else the data dir's own — for restarts and further nodes.
+        let store = std::fs::read_to_string(config)
+            .ok()
+            .and_then(|c| {
+                let at = c.find("[store]")?;
+                let line = c[at..]
+                    .lines()
+                    .find(|l| l.trim_start().starts_with("url"))?;
+                Some(line.split('"').nth(1)?.to_string())
+            })
+            .unwrap_or_else(|| data.display().to_string());
         let token = {
-            static TOKENS: std::sync::Mutex<Vec<(PathBuf, String)>> =
+            static TOKENS: std::sync::Mutex<Vec<(String, String)>> =
                 std::sync::Mutex::new(Vec::new());
             let mut known = TOKENS.lock().unwrap();
             match printed {
                 Some(t) => {
-                    known.retain(|(d, _)| d != data);
-                    known.push((data.to_path_buf(), t.clone()));
+                    known.retain(|(d, _)| d != &store);
+                    known.push((store, t.clone()));
                     t
                 }
                 None => known
                     .iter()
-                    .find(|(d, _)| d == data)
+                    .find(|(d, _)| d == &store)
                     .map(|(_, t)| t.clone())
-                    .expect("the admin token of this data dir was printed at its first start"),
+                    .expect("the admin token of this store was printed when it was set up"),
             }
         };
         let cert = std::fs::read(cert_path.expect("server printed its certificate")).unwrap();

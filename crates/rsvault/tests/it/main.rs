@@ -6,6 +6,7 @@ mod harness;
 
 mod api_rules;
 mod backup_restore;
+mod cluster;
 mod data_dir;
 mod examples;
 mod jobs;

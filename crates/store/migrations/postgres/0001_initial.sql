@@ -1,5 +1,5 @@
--- The schema of the SQLite store's migrations 0001 and 0002, for PostgreSQL: documents, the job
--- table with its queue columns, named leases (elected roles) and schedule slots. Text compares
+-- The schema of the SQLite store's migrations 0001 to 0003, for PostgreSQL: documents, the job
+-- table with its queue columns, named leases (elected roles), schedule slots and nodes. Text compares
 -- byte by byte (COLLATE "C"), as in SQLite, so keys and RFC 3339 times sort alike on both.
 CREATE TABLE docs (
     kind TEXT COLLATE "C" NOT NULL,
@@ -27,7 +27,9 @@ CREATE TABLE jobs (
     exclusive BOOLEAN NOT NULL DEFAULT false,
     attempt BIGINT NOT NULL DEFAULT 0,
     lease_owner TEXT COLLATE "C",
-    lease_expires_at TEXT COLLATE "C"
+    lease_expires_at TEXT COLLATE "C",
+    -- what the claiming node must offer ('' = any node): item:<key> or root:<path>
+    needs TEXT COLLATE "C" NOT NULL DEFAULT ''
 );
 CREATE INDEX jobs_vault_time ON jobs(vault, start_time DESC, seq DESC);
 CREATE INDEX jobs_status ON jobs(status);
@@ -47,4 +49,14 @@ CREATE TABLE schedule_runs (
     slot TEXT COLLATE "C" NOT NULL,
     job_id TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (vault, item, slot)
+);
+CREATE TABLE nodes (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    sources TEXT NOT NULL,
+    last_seen TEXT COLLATE "C" NOT NULL
+);
+CREATE TABLE node_offers (
+    node TEXT COLLATE "C" NOT NULL,
+    offer TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (offer, node)
 );
