@@ -36,6 +36,8 @@ const ARM_AUDIENCES: &[&str] = &[
 ];
 
 const K_AUTH: &str = "auth";
+/// Clock skew allowed on `exp` and `nbf`, in seconds.
+const LEEWAY: u64 = 30;
 const K_JWK: &str = "jwk";
 
 /// The authenticated caller.
@@ -104,6 +106,9 @@ pub struct Auth {
     admin: Mutex<Option<(Instant, Option<String>)>>,
     /// Public keys of the deployment's other nodes, by `kid`, as published in the store.
     peers: Mutex<HashMap<String, DecodingKey>>,
+    /// Tokens already verified (by SHA-256), with their `exp`: a signature is checked once per
+    /// token, not once per request.
+    verified: Mutex<HashMap<[u8; 32], (User, i64)>>,
     http: Option<reqwest::Client>,
 }
 
@@ -280,6 +285,7 @@ impl Auth {
                 .collect(),
             admin: Mutex::new(None),
             peers: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
             http: needs_http.then(|| {
                 reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
@@ -343,7 +349,32 @@ impl Auth {
                 )),
             };
         }
-        let user = self.verify_jwt(store, token).await?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = chrono::Utc::now().timestamp();
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+            .filter(|(_, exp)| now <= exp + LEEWAY as i64)
+            .map(|(u, _)| u.clone());
+        let user = match cached {
+            Some(u) => u,
+            None => {
+                let u = self.verify_jwt(store, token).await?;
+                if let Some(exp) = u.claims["exp"].as_i64() {
+                    let mut m = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                    if m.len() >= 10_000 {
+                        m.retain(|_, (_, e)| now <= *e + LEEWAY as i64);
+                        if m.len() >= 10_000 {
+                            m.clear();
+                        }
+                    }
+                    m.insert(digest, (u.clone(), exp));
+                }
+                u
+            }
+        };
         // The operator's own client (`rsvault job …` with the data dir) signs its tokens with the
         // deployment's key: whoever holds that key is the admin already.
         if user.issuer == self.issuer && user.claims["rsvault_admin"] == json!(true) {
@@ -394,7 +425,7 @@ impl Auth {
             )));
         };
         let mut v = Validation::new(alg);
-        v.leeway = 30;
+        v.leeway = LEEWAY;
         v.set_audience(&audiences);
         v.set_issuer(&[&iss]);
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
