@@ -226,9 +226,10 @@ pub struct Limits {
     pub reads_per_minute: u32,
     /// Writes and actions per caller and subscription per minute (0 = unlimited).
     pub writes_per_minute: u32,
-    /// Seconds a connection may take to send a request's headers (and its TLS handshake).
+    /// Seconds a new connection may take for its TLS handshake, and then for its first request's
+    /// headers.
     pub header_read_timeout_seconds: u64,
-    /// Seconds an idle keep-alive connection stays open.
+    /// Seconds a connection may stay idle (no bytes), and may take for a later request's headers.
     pub idle_timeout_seconds: u64,
     /// Connections served at once; further ones wait in the listen backlog.
     pub max_connections: usize,

@@ -369,10 +369,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .acceptor(acceptor)
         .first_request_timeout(header_timeout)
         .handle(handle.clone());
+    // hyper's header timer also runs while a keep-alive connection waits for its next request,
+    // so it is the idle timeout: closing idle connections after a few seconds would race clients
+    // that reuse them. New connections get the short bound (handshake and first request).
     server
         .http_builder()
         .http1()
-        .header_read_timeout(Some(header_timeout));
+        .header_read_timeout(Some(std::time::Duration::from_secs(l.idle_timeout_seconds)));
     let task = tokio::spawn(
         server.serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>()),
     );

@@ -908,6 +908,36 @@ fn callers_past_their_budget_get_429_and_slow_clients_are_cut_off() {
     half.write_all(&[0x16, 0x03, 0x01]).unwrap(); // the start of a ClientHello, then nothing
     closed_within(half, 2);
 
+    // After the handshake: headers that never finish are cut off too, and so is a keep-alive
+    // connection that stays idle.
+    let mut tls = tls_to(&s, &addr);
+    tls.write_all(b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    let _ = tls.read_to_end(&mut buf);
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "partial headers held the connection for {:?}",
+        t0.elapsed()
+    );
+    let mut tls = tls_to(&s, &addr);
+    write!(
+        tls,
+        "GET /openapi.json HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {admin}\r\n\r\n"
+    )
+    .unwrap();
+    let mut first = [0u8; 12];
+    tls.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let t0 = Instant::now();
+    let _ = tls.read_to_end(&mut buf); // the rest of the answer, then the close
+    let idle = t0.elapsed();
+    assert!(
+        idle >= Duration::from_secs(2) && idle < Duration::from_secs(6),
+        "idle connection closed after {idle:?}"
+    );
+
     // Over the connection cap, a new connection is closed at once; under it, served.
     let held: Vec<_> = (0..6)
         .map(|_| std::net::TcpStream::connect(&addr).unwrap())
@@ -1204,4 +1234,32 @@ fn the_generated_certificate_is_valid_for_397_days_and_fingerprinted() {
         .unwrap()
         .iter()
         .any(|n| n == "127.0.0.1"));
+}
+
+/// A TLS client connection to the server, trusting its certificate.
+fn tls_to(
+    s: &Server,
+    addr: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let pem = std::fs::read_to_string(s.data.join("tls/cert.pem")).unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(der))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
 }
