@@ -228,6 +228,16 @@ async fn handle(app: &AppState, req: Request, trace: &mut Trace) -> ArmResult<Re
         [s, id, ..] if s.eq_ignore_ascii_case("subscriptions") => id.clone(),
         _ => String::new(),
     };
+    let oldest = if is_neighbour(&seg) || is_outside_backup(&seg) {
+        arm::OLDEST_NEIGHBOUR_API_VERSION
+    } else {
+        arm::OLDEST_API_VERSION
+    };
+    let api_version =
+        arm::check_api_version_since(query.get("api-version").map(String::as_str), oldest)?;
+    // Read before the route, authorization and budget answers, so the connection stays usable.
+    let limit = app.svc.config.server.max_body_bytes;
+    let body = read_body(body, limit).await?;
     // The bootstrap admin is the operator, not a tenant: it has no budget.
     if !matches!(principal, auth::Principal::Admin) {
         let write = parts.method != Method::GET && parts.method != Method::HEAD;
@@ -247,13 +257,6 @@ async fn handle(app: &AppState, req: Request, trace: &mut Trace) -> ArmResult<Re
             return Ok(r);
         }
     }
-    let oldest = if is_neighbour(&seg) || is_outside_backup(&seg) {
-        arm::OLDEST_NEIGHBOUR_API_VERSION
-    } else {
-        arm::OLDEST_API_VERSION
-    };
-    let api_version =
-        arm::check_api_version_since(query.get("api-version").map(String::as_str), oldest)?;
     // The route table is the gate: nothing outside the OpenAPI document reaches a handler.
     let route = match openapi::find(openapi::table(), parts.method.as_str(), &seg) {
         openapi::Found::Route(r) => r,
@@ -295,8 +298,6 @@ async fn handle(app: &AppState, req: Request, trace: &mut Trace) -> ArmResult<Re
     if !is_list && !grants.allows(&action, &scope) {
         return Err(auth::rbac::denied(&principal, &action, &scope));
     }
-    let limit = app.svc.config.server.max_body_bytes;
-    let body = read_body(body, limit).await?;
     let origin = origin(&app.svc.config.server, &parts);
     let r = Req {
         method: parts.method,
