@@ -161,8 +161,6 @@ export class Server {
     this.proc = null;
     this.baseUrl = "";
     this.port = 0;
-    // Printed on the first start only (the server keeps just its hash): a restart keeps it.
-    const previous = this.token;
     this.token = "";
   }
 
@@ -183,6 +181,9 @@ export class Server {
       stdio: ["ignore", "pipe", log],
     });
     let out = "";
+    // Printed on the first start only (the server keeps just its hash): a restart keeps it.
+    const previous = this.token;
+    this.token = "";
     const exited = new Promise((resolve) => this.proc.once("exit", (code, sig) => resolve({ code, sig })));
     this.exited = exited;
     await new Promise((resolve, reject) => {
