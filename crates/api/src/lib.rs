@@ -279,23 +279,27 @@ async fn handle(app: &AppState, req: Request, trace: &mut Trace) -> ArmResult<Re
     // handler runs. Vault lists are filtered instead, as ARM filters them.
     let action = openapi::action(route);
     let scope = openapi::scope(route, &seg);
-    let grants = auth::rbac::Grants::load(&app.svc, &principal)?;
+    let grants = auth::rbac::Grants::load(&app.auth, &app.svc, &principal)?;
     let is_list = matches!(
         route.operation_id,
         "Vaults_ListBySubscriptionId" | "Vaults_ListByResourceGroup"
     );
-    trace.audit = Some(activity::Audit {
-        principal: principal.clone(),
-        action: action.clone(),
-        scope: scope.clone(),
-        method: parts.method.clone(),
-        client_ip: None,
-        client_request_id: None,
-        correlation_id: String::new(),
-        started: chrono::Utc::now(),
-        role: grants.granting_role(&action, &scope),
-    });
-    if !is_list && !grants.allows(&action, &scope) {
+    let allowed = is_list || grants.allows(&action, &scope);
+    // Reads that are allowed are not logged (as in Azure); everything else is.
+    if parts.method != Method::GET || !allowed {
+        trace.audit = Some(activity::Audit {
+            principal: principal.clone(),
+            action: action.clone(),
+            scope: scope.clone(),
+            method: parts.method.clone(),
+            client_ip: None,
+            client_request_id: None,
+            correlation_id: String::new(),
+            started: chrono::Utc::now(),
+            role: grants.granting_role(&action, &scope),
+        });
+    }
+    if !allowed {
         return Err(auth::rbac::denied(&principal, &action, &scope));
     }
     let origin = origin(&app.svc.config.server, &parts);
@@ -311,7 +315,11 @@ async fn handle(app: &AppState, req: Request, trace: &mut Trace) -> ArmResult<Re
     };
     let op = route.operation_id;
     if op.starts_with("RoleAssignments_") || op.starts_with("RoleDefinitions_") {
-        return auth::roles::route(&app.svc, &r, &principal);
+        let out = auth::roles::route(&app.svc, &r, &principal);
+        if r.method != Method::GET {
+            app.auth.forget_assignments();
+        }
+        return out;
     }
     match op {
         "ActivityLogs_List" => return activity::list(&app.svc, &r, &sub),

@@ -36,6 +36,8 @@ const ARM_AUDIENCES: &[&str] = &[
 ];
 
 const K_AUTH: &str = "auth";
+/// How long a principal's role assignments are used as read before they are read again.
+const ASSIGNMENTS_FRESH: Duration = Duration::from_secs(2);
 /// Clock skew allowed on `exp` and `nbf`, in seconds.
 const LEEWAY: u64 = 30;
 const K_JWK: &str = "jwk";
@@ -109,6 +111,9 @@ pub struct Auth {
     /// Tokens already verified (by SHA-256), with their `exp`: a signature is checked once per
     /// token, not once per request.
     verified: Mutex<HashMap<[u8; 32], (User, i64)>>,
+    /// Role assignments per principal as last read, for [`ASSIGNMENTS_FRESH`]; emptied when this
+    /// node writes one (another node's writes show within that time, as ARM's own cache does).
+    assignments: Mutex<HashMap<String, (Instant, std::sync::Arc<Vec<rbac::Assignment>>)>>,
     http: Option<reqwest::Client>,
 }
 
@@ -286,6 +291,7 @@ impl Auth {
             admin: Mutex::new(None),
             peers: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
+            assignments: Mutex::new(HashMap::new()),
             http: needs_http.then(|| {
                 reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
@@ -556,6 +562,40 @@ impl Auth {
             Err(e) => tracing::warn!(uri = %uri, "cannot fetch the issuer's JWKS: {e}"),
         }
         Ok(c.keys.get(kid).cloned())
+    }
+
+    /// The role assignments of `principal` (read at most every [`ASSIGNMENTS_FRESH`]).
+    pub fn assignments_of(
+        &self,
+        svc: &rsvault_jobs::service::Service,
+        principal: &str,
+    ) -> ArmResult<std::sync::Arc<Vec<rbac::Assignment>>> {
+        let key = principal.to_ascii_lowercase();
+        if let Some((at, a)) = self
+            .assignments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            if at.elapsed() < ASSIGNMENTS_FRESH {
+                return Ok(a.clone());
+            }
+        }
+        let a = std::sync::Arc::new(rbac::assignments_of(svc, principal)?);
+        let mut m = self.assignments.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= 10_000 {
+            m.clear();
+        }
+        m.insert(key, (Instant::now(), a.clone()));
+        Ok(a)
+    }
+
+    /// Forgets every cached assignment (after this node wrote one).
+    pub fn forget_assignments(&self) {
+        self.assignments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// `/.well-known/openid-configuration` for the deployment's issuer.

@@ -200,22 +200,22 @@ pub fn all_assignments(svc: &Service) -> ArmResult<Vec<Assignment>> {
     Ok(svc.store.read(|tx| tx.list(K_ASSIGNMENT, "", None))?)
 }
 
-/// What a caller may do: its assignments, loaded once per request.
+/// What a caller may do: its assignments, as of this request.
 pub struct Grants {
     admin: bool,
-    assignments: Vec<Assignment>,
+    assignments: std::sync::Arc<Vec<Assignment>>,
 }
 
 impl Grants {
-    pub fn load(svc: &Service, p: &Principal) -> ArmResult<Self> {
+    pub fn load(auth: &super::Auth, svc: &Service, p: &Principal) -> ArmResult<Self> {
         Ok(match p {
             Principal::Admin => Self {
                 admin: true,
-                assignments: Vec::new(),
+                assignments: Default::default(),
             },
             Principal::User(u) => Self {
                 admin: false,
-                assignments: assignments_of(svc, &u.oid)?,
+                assignments: auth.assignments_of(svc, &u.oid)?,
             },
         })
     }
