@@ -113,6 +113,17 @@ async fn vault_routes(
             ));
             Ok(accepted(&loc, None, svc.config.server.retry_after_seconds))
         }
+        ["rsvault", "notifications"] => {
+            only(m, &[Method::GET])?;
+            let list = svc.deliveries(&vault).map_err(ArmError::internal)?;
+            Ok(ok(
+                json!({"value": list.iter().map(|d| d.wire()).collect::<Vec<_>>()}),
+            ))
+        }
+        ["backupjobs", job, "rsvault", "log"] => {
+            only(m, &[Method::GET])?;
+            crate::ops::job_log(svc, r, &vault, job)
+        }
         ["backupjobs", _job, "operationresults", op] => {
             only(m, &[Method::GET])?;
             let op = op_view(svc, &vault, op)?;
@@ -526,6 +537,21 @@ fn start_maintenance(svc: &Arc<Service>, r: &Req, vault: &Vault, op: &str) -> Ar
     let body = r.json_or_empty()?;
     let (operation, work) = match op {
         "garbagecollection" => ("GarbageCollection", Work::GarbageCollection),
+        "restoredrill" => {
+            let pct = match body.get("samplePercent") {
+                None | Some(Value::Null) => svc.config.maintenance.drill_sample_percent,
+                Some(v) => v.as_u64().filter(|p| (1..=100).contains(p)).ok_or_else(|| {
+                    ArmError::invalid("samplePercent must be an integer from 1 to 100.")
+                        .with_target("samplePercent")
+                })? as u8,
+            };
+            (
+                "RestoreDrill",
+                Work::RestoreDrill {
+                    sample_percent: pct,
+                },
+            )
+        }
         "verify" => {
             let pct =
                 match body.get("readDataPercent") {
@@ -548,7 +574,7 @@ fn start_maintenance(svc: &Arc<Service>, r: &Req, vault: &Vault, op: &str) -> Ar
             return Err(ArmError::new(
                 ArmCode::PathNotFound,
                 format!(
-                    "Unknown maintenance operation '{other}'; use garbageCollection or verify."
+                    "Unknown maintenance operation '{other}'; use garbageCollection, verify or restoreDrill."
                 ),
             ))
         }

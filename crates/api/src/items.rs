@@ -182,6 +182,8 @@ fn protect(
             last_verified: None,
             created: Utc::now(),
             last_scheduled: None,
+            stale_since: None,
+            proven_restorable: None,
         });
         it.policy = Some(pol.name.clone());
         it.protection_state = if it.last_recovery_point.is_some() {

@@ -35,6 +35,7 @@ const JOB_OPERATIONS: &[&str] = &[
     // the job list, so they can be filtered on.
     "GarbageCollection",
     "Verify",
+    "RestoreDrill",
 ];
 pub fn job_query(f: Option<&str>) -> ArmResult<rsvault_store::JobQuery> {
     let mut q = rsvault_store::JobQuery::default();

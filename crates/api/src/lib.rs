@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod limits;
 pub mod lookup;
 pub mod openapi;
+pub mod ops;
 pub mod policies;
 pub mod resources;
 pub mod restore;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use serde_json::Value;
@@ -56,6 +57,7 @@ pub struct Req {
     pub path: String,
     /// What the caller may do (vault lists show only what it may read).
     pub grants: auth::rbac::Grants,
+    pub headers: HeaderMap,
 }
 
 impl Req {
@@ -157,6 +159,9 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
             let _ = tokio::task::spawn_blocking(move || activity::record(&svc, &a, status)).await;
         }
     }
+    app.svc
+        .metrics
+        .http_request(method.as_str(), resp.status().as_u16());
     let h = resp.headers_mut();
     if let Some(b) = &trace.budget {
         h.insert(b.header, HeaderValue::from(b.remaining));
@@ -205,6 +210,9 @@ async fn handle(app: &AppState, req: Request, trace: &mut Trace) -> ArmResult<Re
             axum::Json(cloud_metadata(&origin(&app.svc.config.server, &parts))).into_response(),
         );
     }
+    if let Some(r) = ops::public(&app.svc, &parts.method, &seg) {
+        return Ok(r);
+    }
     // The deployment's token issuer is public, as every OpenID Connect issuer is.
     if seg.len() == 2 && seg[0] == ".well-known" && parts.method == Method::GET {
         match seg[1].as_str() {
@@ -220,6 +228,9 @@ async fn handle(app: &AppState, req: Request, trace: &mut Trace) -> ArmResult<Re
         .auth
         .authenticate(&app.svc.store, &parts.headers)
         .await?;
+    if let Some(r) = ops::authenticated(&app.svc, &parts.method, &seg) {
+        return Ok(r);
+    }
     if seg.len() == 1 && seg[0].eq_ignore_ascii_case("openapi.json") && parts.method == Method::GET
     {
         return Ok(axum::Json(openapi::document()).into_response());
@@ -312,6 +323,7 @@ async fn handle(app: &AppState, req: Request, trace: &mut Trace) -> ArmResult<Re
         body,
         path: parts.uri.path().to_string(),
         grants,
+        headers: parts.headers,
     };
     let op = route.operation_id;
     if op.starts_with("RoleAssignments_") || op.starts_with("RoleDefinitions_") {

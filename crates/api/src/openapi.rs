@@ -120,6 +120,8 @@ pub fn routes() -> Vec<Route> {
         r!("post", leak(it("/recoveryPoints/{recoveryPointId}/restore")), "Restores_Trigger", &[202], None, true, none),
         r!("post", leak(v("/rsvault/maintenance/{maintenanceOperation}")), "Rsvault_Maintenance", &[202], None, true, none),
         r!("get", leak(v("/rsvault/retentionPreview")), "Rsvault_RetentionPreview", &[200], Object, false, none),
+        r!("get", leak(v("/rsvault/notifications")), "Rsvault_Notifications", &[200], Object, false, none),
+        r!("get", leak(v("/backupJobs/{jobName}/rsvault/log")), "Rsvault_JobLog", &[200], Object, false, &["start", "limit"]),
     ];
     table.extend(crate::auth::routes());
     table
@@ -144,6 +146,11 @@ pub fn action(r: &Route) -> String {
             Some("Microsoft.RecoveryServices/Vaults/backupstorageconfig/write")
         }
         "Rsvault_RetentionPreview" => Some("Microsoft.RecoveryServices/Vaults/backupPolicies/read"),
+        // A job's log is part of the job; the vault's notifications are its monitoring feed.
+        "Rsvault_JobLog" => Some("Microsoft.RecoveryServices/Vaults/backupJobs/read"),
+        "Rsvault_Notifications" => {
+            Some("Microsoft.RecoveryServices/Vaults/monitoringConfigurations/read")
+        }
         "ActivityLogs_List" => Some("Microsoft.Insights/eventtypes/values/read"),
         _ => None,
     };

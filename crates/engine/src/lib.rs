@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 
 mod backup;
 mod confine;
+mod drill;
 pub mod failpoint;
 mod repo;
 mod restore;
@@ -53,12 +54,13 @@ mod verify;
 pub mod worker;
 
 pub use backup::backup;
+pub use drill::{drill, DrillReport, DrillSpec};
 pub use repo::{
     add_key, forget, init, key_id, list_keys, master_key, open_or_init, open_or_init_master_key,
     prune, remove_key, snapshot, snapshots,
 };
 pub use restore::{restore, restore_scoped};
-pub use verify::verify;
+pub use verify::{verify, verify_reporting};
 
 /// Where a repository lives and how to open it.
 #[derive(Debug, Clone, Serialize, Deserialize)]

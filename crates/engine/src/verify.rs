@@ -10,8 +10,14 @@ use rustic_core::{
     BlobId, CheckOptions, DataId, IndexedFullStatus, ReadSubsetOption, Repository, TreeId,
 };
 
-use crate::repo::{concise, open};
-use crate::{RepoConfig, Result, VerifyReport};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rustic_core::{ProgressBars, ProgressType, RusticProgress};
+
+use crate::backup::{monitored, Shared};
+use crate::repo::{concise, open, open_with};
+use crate::{JobContext, Phase, RepoConfig, Result, VerifyReport};
 
 /// The pack a check finding is about: rustic_core does not export its finding types, so the
 /// id is taken from the message, whose pack findings all read "pack <id>" with the id shortened
@@ -35,7 +41,61 @@ fn damaged_pack(msg: &str) -> Option<String> {
 /// A repository that cannot be opened (wrong key, no config) is an `Err`; damage found inside
 /// it is reported in the [`VerifyReport`].
 pub fn verify(repo: &RepoConfig, read_data_percent: Option<u8>) -> Result<VerifyReport> {
-    let r = open(repo)?;
+    check_and_walk(open(repo)?, read_data_percent, &|check| check())
+}
+
+/// [`verify`], reporting progress through `ctx` while pack data is read (phase `Verifying`,
+/// bytes of the packs to read as the total).
+pub fn verify_reporting(
+    repo: &RepoConfig,
+    read_data_percent: Option<u8>,
+    ctx: &dyn JobContext,
+) -> Result<VerifyReport> {
+    let shared = Arc::new(Shared::default());
+    let bars: Arc<dyn ProgressBars> = Arc::new(PackBytes(shared.clone()));
+    let r = open_with(repo, Arc::new(AtomicBool::new(false)), Some(bars))?;
+    check_and_walk(r, read_data_percent, &|check| {
+        monitored(&shared, ctx, Some(&|| Phase::Verifying), check)
+    })
+}
+
+/// Forwards rustic's byte progress (the pack data `check` reads) into the job's counters.
+#[derive(Debug)]
+struct PackBytes(Arc<Shared>);
+
+#[derive(Debug)]
+struct PackCounter(Arc<Shared>);
+
+impl RusticProgress for PackCounter {
+    fn is_hidden(&self) -> bool {
+        false
+    }
+    fn set_length(&self, len: u64) {
+        self.0.bytes_total.store(len, Ordering::Relaxed);
+    }
+    fn set_title(&self, _title: &str) {}
+    fn inc(&self, inc: u64) {
+        self.0.bytes_done.fetch_add(inc, Ordering::Relaxed);
+    }
+    fn finish(&self) {}
+}
+
+impl ProgressBars for PackBytes {
+    fn progress(&self, progress_type: ProgressType, _prefix: &str) -> rustic_core::Progress {
+        match progress_type {
+            ProgressType::Bytes => rustic_core::Progress::new(PackCounter(self.0.clone())),
+            _ => rustic_core::Progress::hidden(),
+        }
+    }
+}
+
+type CheckResult = std::thread::Result<rustic_core::RusticResult<rustic_core::CheckResults>>;
+
+fn check_and_walk(
+    r: Repository<rustic_core::OpenStatus>,
+    read_data_percent: Option<u8>,
+    around: &dyn Fn(&mut (dyn FnMut() -> CheckResult + Send)) -> CheckResult,
+) -> Result<VerifyReport> {
     let mut opts = CheckOptions::default();
     match read_data_percent {
         None => opts.read_data = true,
@@ -52,7 +112,8 @@ pub fn verify(repo: &RepoConfig, read_data_percent: Option<u8>) -> Result<Verify
 
     let mut report = VerifyReport::default();
     let mut damaged_packs: HashSet<String> = HashSet::new();
-    match catch_unwind(AssertUnwindSafe(|| r.check(opts))) {
+    let mut check = || catch_unwind(AssertUnwindSafe(|| r.check(opts)));
+    match around(&mut check) {
         Ok(Ok(results)) => {
             for (level, err) in &results.0 {
                 if format!("{level:?}") == "Error" {

@@ -91,6 +91,11 @@ pub enum Request {
         repo: RepoConfig,
         key_id: String,
     },
+    /// A restore drill: a sample restored into scratch space and compared with the snapshot.
+    Drill {
+        repo: RepoConfig,
+        spec: crate::DrillSpec,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,6 +111,7 @@ pub enum Response {
     Prune,
     AddKey(String),
     RemoveKey,
+    Drill(crate::DrillReport),
 }
 
 /// [`Error`] on the wire.
@@ -188,7 +194,7 @@ pub fn run_request(request: &Request, ctx: &dyn JobContext) -> Result<Response> 
         Request::Verify {
             repo,
             read_data_percent,
-        } => Response::Verify(crate::verify(repo, *read_data_percent)?),
+        } => Response::Verify(crate::verify_reporting(repo, *read_data_percent, ctx)?),
         Request::Prune { repo } => {
             crate::prune(repo)?;
             Response::Prune
@@ -200,6 +206,7 @@ pub fn run_request(request: &Request, ctx: &dyn JobContext) -> Result<Response> 
             crate::remove_key(repo, key_id)?;
             Response::RemoveKey
         }
+        Request::Drill { repo, spec } => Response::Drill(crate::drill(repo, spec, ctx)?),
     })
 }
 

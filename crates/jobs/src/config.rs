@@ -32,6 +32,10 @@ pub struct Config {
     #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub notify: NotifyConfig,
+    #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
     pub repository: RepositoryConfig,
@@ -80,6 +84,43 @@ pub struct SecretsConfig {
     /// The key-encryption key that wraps every vault key (default `DATA/master.key`; every
     /// node of a deployment names the same file). `RSVAULT_MASTER_KEY` overrides it.
     pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// `[[notify.webhook]]`: receivers of CloudEvents.
+    pub webhook: Vec<WebhookConfig>,
+    /// Seconds before a failed delivery is tried again; doubling each time, at most an hour.
+    pub retry_seconds: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            webhook: vec![],
+            retry_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// The events sent here (default: all of `notify::EVENTS`).
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// A file holding the HMAC key of `X-Rsvault-Signature` (no header without one).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` without a token (for a scraper on a trusted network).
+    pub public: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -135,6 +176,10 @@ pub struct SchedulerConfig {
     pub enabled: bool,
     /// Seconds between scheduler passes.
     pub tick_seconds: u64,
+    /// Times a failed scheduled backup is tried again, each as a job of its own.
+    pub retries: u32,
+    /// Seconds before the first retry; each further retry waits twice as long as the one before.
+    pub retry_delay_seconds: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -142,6 +187,8 @@ impl Default for SchedulerConfig {
         Self {
             enabled: true,
             tick_seconds: 30,
+            retries: 2,
+            retry_delay_seconds: 300,
         }
     }
 }
@@ -155,6 +202,10 @@ pub struct MaintenanceConfig {
     pub verify_interval_hours: u64,
     /// Share of pack data scheduled verification re-reads, in percent (1..=100).
     pub verify_read_data_percent: u8,
+    /// Hours between restore drills per vault (0 = only on demand).
+    pub drill_interval_hours: u64,
+    /// Share of each item's files a drill restores and compares, in percent (1..=100).
+    pub drill_sample_percent: u8,
 }
 
 impl Default for MaintenanceConfig {
@@ -163,6 +214,8 @@ impl Default for MaintenanceConfig {
             gc_interval_hours: 24,
             verify_interval_hours: 168,
             verify_read_data_percent: 10,
+            drill_interval_hours: 168,
+            drill_sample_percent: 10,
         }
     }
 }
@@ -378,6 +431,10 @@ impl Config {
             "scheduler.tick_seconds must be > 0"
         );
         anyhow::ensure!(
+            self.scheduler.retries <= 10,
+            "scheduler.retries must be at most 10"
+        );
+        anyhow::ensure!(
             (1..=100).contains(&self.maintenance.verify_read_data_percent),
             "maintenance.verify_read_data_percent must be between 1 and 100"
         );
@@ -415,6 +472,24 @@ impl Config {
             self.limits.max_connections > 0,
             "limits.max_connections must be > 0"
         );
+        anyhow::ensure!(
+            (1..=100).contains(&self.maintenance.drill_sample_percent),
+            "maintenance.drill_sample_percent must be between 1 and 100"
+        );
+        for h in &self.notify.webhook {
+            anyhow::ensure!(
+                h.url.starts_with("https://") || h.url.starts_with("http://"),
+                "notify.webhook url '{}' must be an http(s) URL",
+                h.url
+            );
+            for e in &h.events {
+                anyhow::ensure!(
+                    crate::notify::EVENTS.contains(&e.as_str()),
+                    "notify.webhook event '{e}' is not one of {}",
+                    crate::notify::EVENTS.join(", ")
+                );
+            }
+        }
         for root in &self.restore_roots {
             anyhow::ensure!(
                 root.is_absolute(),
@@ -456,6 +531,113 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// Sources and restore roots given on the command line (`rsvault serve --share … --disk …
+/// --restore-root …`), added to those of the config file.
+#[derive(Debug, Clone, Default)]
+pub struct CliSources {
+    /// `RG/ACCOUNT/SHARE=PATH`
+    pub shares: Vec<String>,
+    /// `RG/VM=IMAGE`; naming one VM again adds a disk to it.
+    pub disks: Vec<String>,
+    pub restore_roots: Vec<PathBuf>,
+}
+
+impl Config {
+    /// Adds the command line's sources and restore roots (relative paths are taken from the
+    /// current directory), then validates the whole. A name the config file already declares is
+    /// an error, not an override: two definitions of one source would be ambiguous.
+    pub fn add_cli_sources(&mut self, cli: &CliSources) -> anyhow::Result<()> {
+        fn split(flag: &str, v: &str, parts: usize) -> anyhow::Result<(Vec<String>, PathBuf)> {
+            let (names, path) = v.split_once('=').unwrap_or((v, ""));
+            let names: Vec<String> = names.split('/').map(str::to_string).collect();
+            anyhow::ensure!(
+                names.len() == parts && names.iter().all(|n| !n.is_empty()) && !path.is_empty(),
+                "--{flag} '{v}' must be {}=PATH",
+                if parts == 3 {
+                    "RESOURCE_GROUP/ACCOUNT/SHARE"
+                } else {
+                    "RESOURCE_GROUP/VM"
+                }
+            );
+            Ok((names, std::path::absolute(path)?))
+        }
+        let mut cli_vms = 0;
+        for d in &cli.disks {
+            let (n, disk) = split("disk", d, 2)?;
+            let len = self.sources.len();
+            let existing = self
+                .sources
+                .iter_mut()
+                .enumerate()
+                .find_map(|(i, s)| match s {
+                    SourceConfig::Vm {
+                        resource_group,
+                        name,
+                        disks,
+                        ..
+                    } if resource_group.eq_ignore_ascii_case(&n[0])
+                        && name.eq_ignore_ascii_case(&n[1]) =>
+                    {
+                        Some((i, disks))
+                    }
+                    _ => None,
+                });
+            match existing {
+                // Only a VM this command line declared takes more disks.
+                Some((i, disks)) if i >= len - cli_vms => disks.push(disk),
+                Some(_) => anyhow::bail!(
+                    "--disk '{d}': VM '{}/{}' is already in the config file",
+                    n[0],
+                    n[1]
+                ),
+                None => {
+                    self.sources.push(SourceConfig::Vm {
+                        resource_group: n[0].clone(),
+                        name: n[1].clone(),
+                        disks: vec![disk],
+                        location: None,
+                        subscriptions: Vec::new(),
+                    });
+                    cli_vms += 1;
+                }
+            }
+        }
+        for sh in &cli.shares {
+            let (n, path) = split("share", sh, 3)?;
+            let taken = self.sources.iter().any(|s| {
+                matches!(s, SourceConfig::Fileshare { storage_account, share, .. }
+                    if storage_account.eq_ignore_ascii_case(&n[1]) && share.eq_ignore_ascii_case(&n[2]))
+            });
+            anyhow::ensure!(
+                !taken,
+                "--share '{sh}': share '{}/{}' is declared twice",
+                n[1],
+                n[2]
+            );
+            anyhow::ensure!(
+                is_storage_account_name(&n[1]),
+                "--share '{sh}': account '{}' must be 3-24 lowercase letters and digits, as in Azure",
+                n[1]
+            );
+            self.sources.push(SourceConfig::Fileshare {
+                resource_group: n[0].clone(),
+                storage_account: n[1].clone(),
+                share: n[2].clone(),
+                path,
+                location: None,
+                subscriptions: Vec::new(),
+            });
+        }
+        for r in &cli.restore_roots {
+            let r = std::path::absolute(r)?;
+            if !self.restore_roots.contains(&r) {
+                self.restore_roots.push(r);
+            }
+        }
+        self.validate()
     }
 }
 

@@ -30,6 +30,9 @@ pub(crate) struct Ctx {
     pub(crate) last_write: Mutex<Option<Instant>>,
     pub(crate) started: Instant,
     pub(crate) warnings: Mutex<Vec<Warning>>,
+    /// The last "all bytes done" progress written, (phase, bytes): each is written once, however
+    /// soon it follows the one before, so a short phase never stays at its start.
+    pub(crate) last_complete: Mutex<Option<(String, u64)>>,
 }
 
 impl Ctx {
@@ -45,8 +48,17 @@ impl JobContext for Ctx {
 
     fn progress(&self, p: &Progress) {
         let mut last = self.last_write.lock().unwrap_or_else(|e| e.into_inner());
-        // Persist at most once a second: the job row is what every node and client reads.
-        if last.is_some_and(|t| t.elapsed().as_millis() < 1000) {
+        // Persist at most once a second: the job row is what every node and client reads. A
+        // phase's last step (all bytes done) always gets through.
+        let complete = (p.bytes_total > 0 && p.bytes_done >= p.bytes_total)
+            .then(|| (format!("{:?}", p.phase), p.bytes_done));
+        let first_complete = complete.is_some() && {
+            let mut c = self.last_complete.lock().unwrap_or_else(|e| e.into_inner());
+            let new = *c != complete;
+            *c = complete.clone();
+            new
+        };
+        if !first_complete && last.is_some_and(|t| t.elapsed().as_millis() < 1000) {
             return;
         }
         *last = Some(Instant::now());
@@ -66,12 +78,14 @@ impl JobContext for Ctx {
             None
         };
         let phase = format!("{:?}", p.phase);
+        let mut new_phase = false;
         let _ = self
             .svc
             .update_running_job(&self.job_id, self.attempt, |j| {
                 if j.status.is_terminal() {
                     return;
                 }
+                new_phase = j.property_bag.get("Phase") != Some(&phase);
                 j.progress = Some((pct * 100.0).round() / 100.0);
                 j.eta_seconds = eta;
                 j.property_bag.insert("Phase".into(), phase.clone());
@@ -79,6 +93,21 @@ impl JobContext for Ctx {
                     .insert("Files Done".into(), p.files_done.to_string());
                 j.property_bag
                     .insert("Bytes Done".into(), p.bytes_done.to_string());
+                // Azure's storage and vault job shapes have no progress fields: every job says
+                // it in its property bag too.
+                j.property_bag
+                    .insert("Bytes Total".into(), p.bytes_total.to_string());
+                j.property_bag.insert(
+                    "Progress Percentage".into(),
+                    format!("{:.2}", (pct * 100.0).round() / 100.0),
+                );
+                match eta {
+                    Some(s) => j.property_bag.insert(
+                        "Estimated Remaining Duration".into(),
+                        rsvault_types::arm::duration(chrono::Duration::seconds(s)),
+                    ),
+                    None => j.property_bag.remove("Estimated Remaining Duration"),
+                };
                 // "Take Snapshot" ends when the engine starts moving data.
                 if j.operation == "Backup" && matches!(p.phase, rsvault_engine::Phase::Transferring)
                 {
@@ -91,9 +120,24 @@ impl JobContext for Ctx {
                     }
                 }
             });
+        if new_phase {
+            self.svc.log_job(
+                &self.job_id,
+                crate::joblog::Level::Info,
+                &format!(
+                    "Phase {phase}: {} files, {} of {} bytes.",
+                    p.files_done, p.bytes_done, p.bytes_total
+                ),
+            );
+        }
     }
 
     fn warn(&self, warning: Warning) {
+        self.svc.log_job(
+            &self.job_id,
+            crate::joblog::Level::Warning,
+            &format!("Skipped {}: {}", warning.path, warning.reason),
+        );
         self.warnings
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -130,6 +130,14 @@ async fn run(svc: Arc<Service>, job: Job, attempt: i64) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    svc.log_job(
+        job_id,
+        crate::joblog::Level::Info,
+        &format!(
+            "{} started on node '{}' (attempt {attempt}).",
+            job.operation, svc.node_id
+        ),
+    );
     let vault: Vault = svc
         .get_vault_by_key(&vault_key)?
         .ok_or_else(|| anyhow::anyhow!("vault of job {job_id} no longer exists"))?;
@@ -141,6 +149,7 @@ async fn run(svc: Arc<Service>, job: Job, attempt: i64) -> anyhow::Result<()> {
         last_write: Mutex::new(None),
         started: Instant::now(),
         warnings: Mutex::new(Vec::new()),
+        last_complete: Mutex::new(None),
     });
 
     let outcome = match job.work.clone() {
@@ -152,6 +161,9 @@ async fn run(svc: Arc<Service>, job: Job, attempt: i64) -> anyhow::Result<()> {
         Work::DeleteData => delete_data(&svc, &vault, &job, ctx.clone()).await,
         Work::GarbageCollection => {
             crate::maintenance::garbage_collect(&svc, &vault, &job, ctx.clone()).await
+        }
+        Work::RestoreDrill { sample_percent } => {
+            crate::maintenance::restore_drill(&svc, &vault, &job, ctx.clone(), sample_percent).await
         }
         Work::Verify { read_data_percent } => {
             crate::maintenance::verify(&svc, &vault, &job, ctx.clone(), read_data_percent).await

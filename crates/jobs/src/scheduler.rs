@@ -18,7 +18,18 @@ pub struct TickReport {
     pub backups_started: usize,
     pub maintenance_started: usize,
     pub jobs_deleted: usize,
+    /// Protected items whose last successful backup is older than their policy allows.
+    pub items_stale: usize,
+    /// Retries of failed scheduled backups started.
+    pub retries_started: usize,
 }
+
+/// Property-bag keys of scheduled backups: the policy and the slot that started them, and for a
+/// retry its number and the job it retries (the slot's first job).
+pub const BAG_POLICY: &str = "Policy";
+pub const BAG_SLOT: &str = "Schedule Slot";
+pub const BAG_RETRY: &str = "Retry";
+pub const BAG_RETRY_OF: &str = "Retry Of";
 
 const HISTORY_BATCH: usize = 1000;
 
@@ -61,12 +72,18 @@ pub fn tick(svc: &Arc<Service>, now: DateTime<Utc>) -> anyhow::Result<TickReport
         };
         report.backups_started += policy_runs(svc, &vault, now)?;
         report.maintenance_started += maintenance_runs(svc, &vault, now)?;
+        report.items_stale += staleness(svc, &vault, now)?;
+        report.retries_started += retries(svc, &vault, now)?;
     }
     let days = svc.config.jobs.history_days as i64;
     let cutoff = rsvault_types::arm::time(now - Duration::days(days));
     report.jobs_deleted = svc
         .store
         .tx(|tx| tx.delete_finished_jobs_before(&cutoff, HISTORY_BATCH))?;
+    if report.jobs_deleted > 0 {
+        svc.store.tx(|tx| tx.delete_orphan_job_logs())?;
+    }
+    svc.prune_deliveries(now - Duration::days(days))?;
     Ok(report)
 }
 
@@ -101,7 +118,8 @@ fn policy_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow:
         if slot <= it.created || it.last_scheduled.is_some_and(|l| slot <= l) {
             continue;
         }
-        let job = crate::service::new_job(
+        let slot_s = rsvault_types::arm::time(slot);
+        let mut job = crate::service::new_job(
             vault,
             &it,
             "Backup",
@@ -111,7 +129,8 @@ fn policy_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow:
             },
             false,
         );
-        let slot_s = rsvault_types::arm::time(slot);
+        job.property_bag.insert(BAG_POLICY.into(), pname.clone());
+        job.property_bag.insert(BAG_SLOT.into(), slot_s.clone());
         let item_key = it.key();
         let job_id = job.id.clone();
         let claimed = svc
@@ -129,6 +148,153 @@ fn policy_runs(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow:
     Ok(started)
 }
 
+/// Marks items stale (or no longer stale) as of `now`; returns how many are stale. Each item is
+/// read and written in one transaction, so a backup recorded meanwhile is never overwritten.
+fn staleness(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    let key = vault.vault.key();
+    let items: Vec<Item> = svc.store.read(|tx| tx.list(K_ITEM, &key, None))?;
+    let mut stale = 0;
+    for it in items {
+        let schedule = it
+            .policy
+            .as_ref()
+            .filter(|_| matches!(it.protection_state.as_str(), "Protected" | "IRPending"))
+            .and_then(|p| {
+                svc.store
+                    .read(|tx| tx.get::<Policy>(K_POLICY, &key, &p.to_ascii_lowercase()))
+                    .ok()
+                    .flatten()
+            })
+            .and_then(|p| crate::schedule::Schedule::from_policy(&p.properties).ok());
+        let since = it.last_recovery_point.unwrap_or(it.created);
+        let now_stale = schedule.and_then(|s| crate::staleness::stale_since(&s, since, now));
+        stale += usize::from(now_stale.is_some());
+        if now_stale == it.stale_since {
+            continue;
+        }
+        let begun = svc.store.tx(|tx| {
+            if let Some(mut cur) = tx.get::<Item>(K_ITEM, &key, &it.key())? {
+                // A backup recorded since the read above decides by itself.
+                if cur.last_recovery_point == it.last_recovery_point {
+                    let begun = cur.stale_since.is_none() && now_stale.is_some();
+                    cur.stale_since = now_stale;
+                    let parent = cur.policy.clone().unwrap_or_default().to_ascii_lowercase();
+                    tx.put(K_ITEM, &key, &cur.key(), &parent, &cur)?;
+                    return Ok(begun.then_some(cur));
+                }
+            }
+            Ok(None)
+        })?;
+        // Once per episode: only the pass that marks the item stale says so.
+        if let Some(cur) = begun {
+            tracing::warn!(vault = %key, item = %cur.name, since = ?cur.stale_since, "item is stale: no successful backup within 1.5 times its policy's interval");
+            svc.notify_item_stale(vault, &cur);
+        }
+    }
+    Ok(stale)
+}
+
+/// Starts the retries that are due: a scheduled backup of the item's current slot that failed,
+/// with no successful backup since the slot, retried `[scheduler] retries` times at most, the n-th
+/// retry `retry_delay_seconds × 2^(n-1)` after the previous attempt ended. Each retry is claimed
+/// like a slot (`SLOT#retryN`), so two schedulers never start the same one.
+fn retries(svc: &Arc<Service>, vault: &Vault, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    let cfg = &svc.config.scheduler;
+    if cfg.retries == 0 {
+        return Ok(0);
+    }
+    let key = vault.vault.key();
+    let q = rsvault_store::JobQuery {
+        status: Some("Failed".into()),
+        operation: Some("Backup".into()),
+        start_from: Some(rsvault_types::arm::time(now - Duration::days(8))),
+        ..Default::default()
+    };
+    let failed = svc.store.read(|tx| tx.list_jobs(&key, &q, 200))?;
+    let mut started = 0;
+    for (body, _, _) in failed {
+        let j: rsvault_types::job::Job = serde_json::from_str(&body)?;
+        let (Some(slot_s), Some(end)) = (j.property_bag.get(BAG_SLOT), j.end) else {
+            continue;
+        };
+        let done: u32 = j
+            .property_bag
+            .get(BAG_RETRY)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let delay = Duration::seconds(cfg.retry_delay_seconds as i64) * 2i32.pow(done.min(20));
+        if done >= cfg.retries || end + delay > now {
+            continue;
+        }
+        let Ok(slot) = DateTime::parse_from_rfc3339(slot_s) else {
+            continue;
+        };
+        let Some(it) = svc.get_item(vault, &j.item_key)? else {
+            continue;
+        };
+        // Only the item's current slot, while it is protected and has no newer point.
+        if it.last_scheduled != Some(slot.with_timezone(&Utc))
+            || !matches!(it.protection_state.as_str(), "Protected" | "IRPending")
+            || it
+                .last_recovery_point
+                .is_some_and(|t| t >= slot.with_timezone(&Utc))
+        {
+            continue;
+        }
+        let first = j
+            .property_bag
+            .get(BAG_RETRY_OF)
+            .cloned()
+            .unwrap_or_else(|| j.id.clone());
+        let n = done + 1;
+        let mut job = crate::service::new_job(
+            vault,
+            &it,
+            "Backup",
+            Work::Backup {
+                expiry: None,
+                scheduled: true,
+            },
+            false,
+        );
+        for k in [BAG_POLICY, BAG_SLOT] {
+            if let Some(v) = j.property_bag.get(k) {
+                job.property_bag.insert(k.into(), v.clone());
+            }
+        }
+        job.property_bag.insert(BAG_RETRY.into(), n.to_string());
+        job.property_bag.insert(BAG_RETRY_OF.into(), first.clone());
+        let claim = format!("{slot_s}#retry{n}");
+        let job_id = job.id.clone();
+        let item_key = it.key();
+        if !svc
+            .store
+            .tx(|tx| tx.claim_slot(&key, &item_key, &claim, &job_id))?
+        {
+            continue;
+        }
+        // Logged before the job is queued, so its log opens with what it is.
+        let retry = format!(
+            "Retry {n} of {} of the scheduled backup {first} (slot {slot_s})",
+            cfg.retries
+        );
+        svc.log_job(
+            &j.id,
+            crate::joblog::Level::Info,
+            &format!("{retry} starts as job {job_id}."),
+        );
+        svc.log_job(
+            &job_id,
+            crate::joblog::Level::Info,
+            &format!("{retry}, after job {} failed.", j.id),
+        );
+        svc.create_job(job, None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        started += 1;
+    }
+    Ok(started)
+}
+
 fn maintenance_runs(
     svc: &Arc<Service>,
     vault: &Vault,
@@ -139,6 +305,7 @@ fn maintenance_runs(
     for (interval, op) in [
         (m.gc_interval_hours, "GarbageCollection"),
         (m.verify_interval_hours, "Verify"),
+        (m.drill_interval_hours, "RestoreDrill"),
     ] {
         if interval == 0 {
             continue;
@@ -166,12 +333,14 @@ fn maintenance_runs(
         let slot = rsvault_types::arm::time(
             now - Duration::seconds(now.timestamp() % (interval as i64 * 3600)),
         );
-        let work = if op == "Verify" {
-            Work::Verify {
+        let work = match op {
+            "Verify" => Work::Verify {
                 read_data_percent: Some(m.verify_read_data_percent),
-            }
-        } else {
-            Work::GarbageCollection
+            },
+            "RestoreDrill" => Work::RestoreDrill {
+                sample_percent: m.drill_sample_percent,
+            },
+            _ => Work::GarbageCollection,
         };
         let job = svc.maintenance_job(vault, op, work, false);
         let claimed = svc

@@ -74,8 +74,13 @@ impl Kek {
             Ok(text) => Self::parse(&text).with_context(|| format!("reading {}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let kek = Self::generate();
-                crate::fsutil::write_private(path, kek.encode().as_bytes())
-                    .with_context(|| format!("creating {}", path.display()))?;
+                if !crate::fsutil::create_private(path, kek.encode().as_bytes())? {
+                    // Another node of the deployment created it first: use theirs.
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    return Self::parse(&text)
+                        .with_context(|| format!("reading {}", path.display()));
+                }
                 tracing::warn!(
                     key_file = %path.display(),
                     "created the key-encryption key: without it (or a `rsvault vault key export` of each vault) the backups cannot be read; keep a copy somewhere safe"

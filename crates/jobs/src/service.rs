@@ -79,6 +79,8 @@ pub struct Service {
     pub kek: crate::secrets::Kek,
     /// This process's identity for leases.
     pub node_id: String,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The property-bag key that names the recovery point a backup job recorded.
@@ -281,6 +283,7 @@ impl Service {
                 tx.delete_all(kind, &key, None)?;
             }
             tx.delete_jobs_of_vault(&key)?;
+            tx.delete_orphan_job_logs()?;
             tx.delete(K_VAULT, &key, "")?;
             Ok(None)
         })?;
@@ -460,7 +463,9 @@ impl Service {
     ) -> Result<(), store::Error> {
         let key = vault.vault.key();
         let mut rp = rp;
-        self.store.tx(|tx| {
+        // Durable before the job can say Completed: a power cut must not leave a snapshot that
+        // garbage collection would then forget as an orphan (issue #9 item 8).
+        self.store.tx_durable(|tx| {
             // A job this node no longer holds (reaped as lost) must not gain a point: its job
             // already says it made none. The snapshot stays unreferenced until garbage collection.
             if !tx.holds_job(job_id, &self.node_id, attempt)? {
@@ -495,6 +500,9 @@ impl Service {
 
     /// After a job ends: backups update the item's last-backup status and time.
     pub fn after_job(&self, job: &Job) -> Result<(), store::Error> {
+        self.metrics.job_ended(job);
+        self.log_job_end(job);
+        self.notify_job(job);
         if job.operation != "Backup" {
             return Ok(());
         }
@@ -509,6 +517,12 @@ impl Service {
                     _ => "Passed",
                 }
                 .into();
+                if matches!(
+                    job.status,
+                    JobStatus::Completed | JobStatus::CompletedWithWarnings
+                ) {
+                    it.stale_since = None;
+                }
                 let parent = it.policy.clone().unwrap_or_default().to_ascii_lowercase();
                 tx.put(K_ITEM, &key, &it.key(), &parent, &it)?;
             }

@@ -123,7 +123,7 @@ fn same_resource(a: &str, b: &str) -> bool {
 }
 
 /// Bytes in the files below `dir` (0 when it does not exist yet).
-fn dir_bytes(dir: &Path) -> u64 {
+pub(crate) fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

@@ -136,9 +136,14 @@ impl Client {
             .and_then(|h| h.to_str().ok())
             .context("the server sent no Azure-AsyncOperation header")?
             .to_string();
+        self.job_of_operation(&op)
+    }
+
+    /// Follows an async operation's URL (its `Azure-AsyncOperation`) to its job id.
+    pub fn job_of_operation(&self, op: &str) -> anyhow::Result<String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let s = self.get(&op)?;
+            let s = self.get(op)?;
             if s["status"] != "InProgress" {
                 return s["properties"]["jobId"]
                     .as_str()
@@ -172,22 +177,49 @@ impl Client {
         );
     }
 
-    /// Polls a job until it is finished, printing progress lines on change.
+    /// Polls a job until it is finished, showing its progress: a bar with the ETA redrawn in
+    /// place on a terminal, else a line per change.
     pub fn wait_job(&self, vault: &str, job: &str, timeout: Duration) -> anyhow::Result<Value> {
+        use std::io::{IsTerminal, Write};
         let deadline = Instant::now() + timeout;
         let mut last = String::new();
+        let bar = std::io::stderr().is_terminal() && !self.json;
         loop {
             let j = self.get(&format!("{vault}/backupJobs/{job}"))?;
             let status = j["properties"]["status"].as_str().unwrap_or("").to_string();
             if !matches!(status.as_str(), "InProgress" | "Cancelling") {
+                if bar && !last.is_empty() {
+                    eprintln!();
+                }
                 return Ok(j);
             }
-            let pct = j["properties"]["extendedInfo"]["progressPercentage"].as_f64();
+            let ext = &j["properties"]["extendedInfo"];
+            let bag = &ext["propertyBag"];
+            let pct = ext["progressPercentage"].as_f64().or_else(|| {
+                bag["Progress Percentage"]
+                    .as_str()
+                    .and_then(|p| p.parse().ok())
+            });
+            let eta = ext["estimatedRemainingDuration"]
+                .as_str()
+                .or_else(|| bag["Estimated Remaining Duration"].as_str())
+                .map(|d| format!(" ETA {}", d.trim_start_matches("PT").to_ascii_lowercase()))
+                .unwrap_or_default();
+            let phase = bag["Phase"].as_str().unwrap_or("");
             let line = format!(
-                "{status} {}",
+                "{status} {}{eta} {phase}",
                 pct.map(|p| format!("{p:.1}%")).unwrap_or_default()
             );
-            if line != last && !self.json {
+            if bar {
+                let filled = (pct.unwrap_or(0.0) / 100.0 * 30.0).round() as usize;
+                eprint!(
+                    "\r{job}: [{}{}] {line}\x1b[K",
+                    "#".repeat(filled.min(30)),
+                    "-".repeat(30 - filled.min(30))
+                );
+                let _ = std::io::stderr().flush();
+                last = line;
+            } else if line != last && !self.json {
                 eprintln!("{job}: {line}");
                 last = line;
             }

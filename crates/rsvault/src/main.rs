@@ -31,6 +31,15 @@ enum Command {
         /// Configuration file (TOML). Default: DATA/rsvault.toml when present.
         #[arg(long, env = "RSVAULT_CONFIG")]
         config: Option<PathBuf>,
+        /// Back up this directory as an Azure file share (repeatable; adds to the config file).
+        #[arg(long, value_name = "RG/ACCOUNT/SHARE=PATH")]
+        share: Vec<String>,
+        /// Back up this disk image as a VM's disk (repeatable; one VM named again gets more disks).
+        #[arg(long, value_name = "RG/VM=IMAGE")]
+        disk: Vec<String>,
+        /// Allow alternate-location restores below this directory (repeatable).
+        #[arg(long, value_name = "PATH")]
+        restore_root: Vec<PathBuf>,
     },
     /// Internal: run one engine request read from stdin (started by the server).
     #[command(hide = true)]
@@ -172,9 +181,18 @@ enum JobCmd {
     Wait {
         #[arg(long)]
         vault: String,
+        /// The job id, or the URL of an async operation that names it (`Azure-AsyncOperation`).
         job: String,
         #[arg(long, default_value_t = 3600)]
         timeout_seconds: u64,
+    },
+    /// Print a job's log; with -f, follow it until the job ends.
+    Log {
+        #[arg(long)]
+        vault: String,
+        job: String,
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Request cancellation of a running job and wait for it to stop.
     Cancel {
@@ -190,6 +208,16 @@ enum MaintenanceCmd {
     Gc {
         #[arg(long)]
         vault: String,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Restore a sample of each item's newest recovery point into scratch space and compare it.
+    Drill {
+        #[arg(long)]
+        vault: String,
+        /// Share of each item's files to restore, in percent (default: the server's setting).
+        #[arg(long)]
+        sample_percent: Option<u8>,
         #[arg(long)]
         no_wait: bool,
     },
@@ -312,6 +340,16 @@ fn main() -> anyhow::Result<()> {
                 MaintenanceCmd::Gc { vault, no_wait } => {
                     (vault, "garbageCollection", json!({}), no_wait)
                 }
+                MaintenanceCmd::Drill {
+                    vault,
+                    sample_percent,
+                    no_wait,
+                } => (
+                    vault,
+                    "restoreDrill",
+                    json!({"samplePercent": sample_percent}),
+                    no_wait,
+                ),
                 MaintenanceCmd::Verify {
                     vault,
                     read_data_percent,
@@ -377,6 +415,9 @@ fn main() -> anyhow::Result<()> {
             data,
             listen,
             config,
+            share,
+            disk,
+            restore_root,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -394,6 +435,11 @@ fn main() -> anyhow::Result<()> {
                 listen,
                 config,
                 worker: (exe, vec!["engine-worker".into()]),
+                cli_sources: rsvault_jobs::config::CliSources {
+                    shares: share,
+                    disks: disk,
+                    restore_roots: restore_root,
+                },
             }))
         }
     }
@@ -461,12 +507,45 @@ fn job_cmd(cmd: JobCmd, c: &Client) -> anyhow::Result<()> {
             job,
             timeout_seconds,
         } => {
+            let job = if job.starts_with("https://") {
+                c.job_of_operation(&job)?
+            } else {
+                job
+            };
             let j = c.wait_job(
                 &vault_path(&vault)?,
                 &job,
                 std::time::Duration::from_secs(timeout_seconds),
             )?;
             finish(c, &j)
+        }
+        JobCmd::Log { vault, job, follow } => {
+            let path = format!("{}/backupJobs/{job}/rsvault/log", vault_path(&vault)?);
+            let mut next = 0;
+            loop {
+                let page = c.get(&format!("{path}?start={next}"))?;
+                let lines = page["lines"].as_array().cloned().unwrap_or_default();
+                for l in &lines {
+                    if c.json {
+                        println!("{l}");
+                    } else {
+                        println!(
+                            "{:>5} {} {:<7} {}",
+                            l["n"],
+                            l["t"].as_str().unwrap_or(""),
+                            l["level"].as_str().unwrap_or(""),
+                            l["msg"].as_str().unwrap_or("")
+                        );
+                    }
+                    next = l["n"].as_i64().unwrap_or(next) + 1;
+                }
+                if lines.is_empty() && !(follow && page["active"] == true) {
+                    return Ok(());
+                }
+                if lines.is_empty() {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
         }
         JobCmd::Cancel { vault, job } => {
             let v = vault_path(&vault)?;

@@ -20,6 +20,8 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
     /// Program + args that start an engine worker (normally this binary's `engine-worker`).
     pub worker: (PathBuf, Vec<String>),
+    /// `--share`, `--disk`, `--restore-root`: added to the config file's.
+    pub cli_sources: rsvault_jobs::config::CliSources,
 }
 
 pub fn load_config(data: &Path, explicit: Option<&Path>) -> anyhow::Result<Config> {
@@ -282,11 +284,13 @@ pub fn open_service(
             .clone()
             .unwrap_or_else(|| default_node_id(None)),
         config,
+        metrics: Default::default(),
     }))
 }
 
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
-    let config = load_config(&opts.data, opts.config.as_deref())?;
+    let mut config = load_config(&opts.data, opts.config.as_deref())?;
+    config.add_cli_sources(&opts.cli_sources)?;
     let mut worker = opts.worker.clone();
     worker
         .1
@@ -301,11 +305,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     // Held until the process exits: the embedded SQLite store and the interrupted-job recovery
     // below are one node's; a second server on this data dir would fail the first one's jobs.
     let _lock = lock_data_dir(&opts.data)?;
-    let mut config = config;
     if config.node.id.is_none() {
         config.node.id = Some(default_node_id(Some(opts.listen.port())));
     }
     let svc = open_service(&opts.data, config, worker)?;
+    // Readiness checks that the repository location exists: a fresh data dir has it from the start.
+    std::fs::create_dir_all(svc.repository_location())
+        .with_context(|| format!("creating {}", svc.repository_location().display()))?;
     let fresh_token = admin_token(&svc, &opts.data)?;
     let auth = Arc::new(api::auth::Auth::new(
         &svc.config,
@@ -334,6 +340,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
 
     tokio::spawn(rsvault_jobs::runner::dispatch(svc.clone()));
+    if !svc.config.notify.webhook.is_empty() {
+        tokio::spawn(rsvault_jobs::notify::run(svc.clone()));
+    }
     if svc.config.scheduler.enabled {
         tokio::spawn(rsvault_jobs::scheduler::run(svc.clone()));
     }

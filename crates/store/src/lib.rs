@@ -215,6 +215,38 @@ pub trait MetaTx {
     ) -> Result<Vec<(String, String, String)>>;
     /// Deletes up to `batch` activity events older than `cutoff`. Returns how many.
     fn delete_activity_before(&self, cutoff: &str, batch: usize) -> Result<usize>;
+
+    // ---- issue #13: queue gauges and job logs ----
+
+    /// Jobs whose queue state is `queue` (`queued`, `running` or `done`).
+    fn count_queue(&self, queue: &str) -> Result<i64>;
+    /// Appends a line to a job's log and returns its number. The log keeps its first `head`
+    /// lines and its newest `tail` ones: a longer log loses lines from between the two.
+    fn append_job_log(
+        &self,
+        job_id: &str,
+        t: &str,
+        level: &str,
+        msg: &str,
+        head: i64,
+        tail: i64,
+    ) -> Result<i64>;
+    /// Up to `limit` lines of a job's log numbered `start` or later, and the number of lines
+    /// ever written to it.
+    fn job_log(&self, job_id: &str, start: i64, limit: i64) -> Result<(Vec<LogLine>, i64)>;
+    /// Deletes the logs of jobs that no longer exist (after history retention or a vault delete).
+    fn delete_orphan_job_logs(&self) -> Result<usize>;
+}
+
+/// One line of a job's log, as `GET …/backupJobs/{id}/rsvault/log` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LogLine {
+    pub n: i64,
+    /// RFC 3339 UTC.
+    pub t: String,
+    /// `info`, `warning` or `error`.
+    pub level: String,
+    pub msg: String,
 }
 
 /// One transaction: the backend's operations plus typed document accessors.
@@ -330,6 +362,17 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.tx(|t| f(&Tx(t))),
             Self::Postgres(p) => p.tx(|t| f(&Tx(t))),
+        }
+    }
+
+    /// [`Store::tx`], committed durably whatever the store's everyday setting: the commit is on
+    /// stable storage before this returns (SQLite `synchronous=FULL` for this transaction,
+    /// PostgreSQL `synchronous_commit=on`). For writes a power cut must not undo once a client
+    /// may have been told about them, such as a recovery point.
+    pub fn tx_durable<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        match self {
+            Self::Sqlite(s) => s.tx_durable(|t| f(&Tx(t))),
+            Self::Postgres(p) => p.tx_durable(|t| f(&Tx(t))),
         }
     }
 

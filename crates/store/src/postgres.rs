@@ -17,12 +17,13 @@ use std::sync::{Mutex, MutexGuard};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Statement};
 
-use crate::{Error, JobQuery, JobRow, MetaTx, QueuedReason, Result};
+use crate::{Error, JobQuery, JobRow, LogLine, MetaTx, QueuedReason, Result};
 
 /// Numbered, forward-only migrations; `rsvault_migrations` records which have run.
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_initial.sql"),
-    include_str!("../migrations/postgres/0004_activity_log.sql"),
+    include_str!("../migrations/postgres/0002_job_log.sql"),
+    include_str!("../migrations/postgres/0003_activity_log.sql"),
 ];
 
 /// Advisory lock keys (arbitrary constants, private to rsvault's database).
@@ -154,6 +155,16 @@ impl Postgres {
     pub(crate) fn tx<T>(&self, f: impl FnOnce(&PgTx<'_>) -> Result<T>) -> Result<T> {
         self.run(
             &format!("BEGIN; SELECT pg_advisory_xact_lock({WRITER_LOCK})"),
+            f,
+        )
+    }
+
+    /// [`Postgres::tx`] committed with `synchronous_commit=on`, whatever the server's setting.
+    pub(crate) fn tx_durable<T>(&self, f: impl FnOnce(&PgTx<'_>) -> Result<T>) -> Result<T> {
+        self.run(
+            &format!(
+                "BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_advisory_xact_lock({WRITER_LOCK})"
+            ),
             f,
         )
     }
@@ -589,5 +600,82 @@ impl MetaTx for PgTx<'_> {
             "DELETE FROM activity WHERE id IN (SELECT id FROM activity WHERE ts < $1 LIMIT $2)",
             &[&cutoff, &(batch as i64)],
         )? as usize)
+    }
+
+    fn count_queue(&self, queue: &str) -> Result<i64> {
+        self.count_of("SELECT count(*) FROM jobs WHERE queue = $1", &[&queue])
+    }
+
+    fn append_job_log(
+        &self,
+        job_id: &str,
+        t: &str,
+        level: &str,
+        msg: &str,
+        head: i64,
+        tail: i64,
+    ) -> Result<i64> {
+        let n = self.count_of(
+            "SELECT coalesce(max(n), -1) + 1 FROM job_log WHERE job_id = $1",
+            &[&job_id],
+        )?;
+        self.execute(
+            "INSERT INTO job_log(job_id, n, t, level, msg) VALUES ($1, $2, $3, $4, $5)",
+            &[&job_id, &n, &t, &level, &msg],
+        )?;
+        if n - tail >= head {
+            self.execute(
+                "DELETE FROM job_log WHERE job_id = $1 AND n = $2",
+                &[&job_id, &(n - tail)],
+            )?;
+        }
+        Ok(n)
+    }
+
+    fn job_log(&self, job_id: &str, start: i64, limit: i64) -> Result<(Vec<LogLine>, i64)> {
+        let lines = self
+            .query(
+                "SELECT n, t, level, msg FROM job_log WHERE job_id = $1 AND n >= $2 ORDER BY n LIMIT $3",
+                &[&job_id, &start, &limit],
+            )?
+            .iter()
+            .map(|r| LogLine {
+                n: r.get(0),
+                t: r.get(1),
+                level: r.get(2),
+                msg: r.get(3),
+            })
+            .collect();
+        let total = self.count_of(
+            "SELECT coalesce(max(n), -1) + 1 FROM job_log WHERE job_id = $1",
+            &[&job_id],
+        )?;
+        Ok((lines, total))
+    }
+
+    fn delete_orphan_job_logs(&self) -> Result<usize> {
+        Ok(self.execute(
+            "DELETE FROM job_log WHERE job_id NOT IN (SELECT id FROM jobs)",
+            &[],
+        )? as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a server that does not wait for WAL flushes (the test cluster runs with
+    /// `synchronous_commit=off`), a durable transaction still does; others keep the setting.
+    #[test]
+    fn durable_transactions_wait_for_the_flush_whatever_the_server_setting() {
+        let cluster = rsvault_testpg::Cluster::start();
+        let store = Postgres::open(&cluster.create_db("durable")).unwrap();
+        let setting = |t: &PgTx<'_>| -> Result<String> {
+            Ok(t.query("SHOW synchronous_commit", &[])?[0].get(0))
+        };
+        assert_eq!(store.tx(|t| setting(t)).unwrap(), "off");
+        assert_eq!(store.tx_durable(|t| setting(t)).unwrap(), "on");
+        assert_eq!(store.tx(|t| setting(t)).unwrap(), "off");
     }
 }

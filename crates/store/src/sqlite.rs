@@ -6,14 +6,15 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::{JobQuery, JobRow, MetaTx, QueuedReason, Result};
+use crate::{JobQuery, JobRow, LogLine, MetaTx, QueuedReason, Result};
 
 /// Numbered, forward-only migrations; `PRAGMA user_version` records how many have run.
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_initial.sql"),
     include_str!("../migrations/sqlite/0002_job_queue.sql"),
     include_str!("../migrations/sqlite/0003_nodes.sql"),
-    include_str!("../migrations/sqlite/0004_activity_log.sql"),
+    include_str!("../migrations/sqlite/0004_job_log.sql"),
+    include_str!("../migrations/sqlite/0005_activity_log.sql"),
 ];
 
 pub struct Sqlite {
@@ -87,10 +88,27 @@ impl Sqlite {
     /// Runs `f` in one immediate transaction: all of its writes land, or none.
     pub(crate) fn tx<T>(&self, f: impl FnOnce(&SqliteTx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        Self::immediate(&mut conn, f)
+    }
+
+    fn immediate<T>(
+        conn: &mut Connection,
+        f: impl FnOnce(&SqliteTx<'_>) -> Result<T>,
+    ) -> Result<T> {
         let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = f(&SqliteTx(&t))?;
         t.commit()?;
         Ok(out)
+    }
+
+    /// [`Sqlite::tx`] with the WAL synced at commit (`synchronous=FULL`); the connection goes
+    /// back to `NORMAL` (synced at checkpoints) afterwards.
+    pub(crate) fn tx_durable<T>(&self, f: impl FnOnce(&SqliteTx<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        let out = Self::immediate(&mut conn, f);
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        out
     }
 }
 
@@ -489,6 +507,69 @@ impl MetaTx for SqliteTx<'_> {
             params![cutoff, batch as i64],
         )?)
     }
+
+    fn count_queue(&self, queue: &str) -> Result<i64> {
+        Ok(self.0.query_row(
+            "SELECT count(*) FROM jobs WHERE queue = ?1",
+            params![queue],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn append_job_log(
+        &self,
+        job_id: &str,
+        t: &str,
+        level: &str,
+        msg: &str,
+        head: i64,
+        tail: i64,
+    ) -> Result<i64> {
+        let n: i64 = self.0.query_row(
+            "SELECT coalesce(max(n), -1) + 1 FROM job_log WHERE job_id = ?1",
+            params![job_id],
+            |r| r.get(0),
+        )?;
+        self.0.execute(
+            "INSERT INTO job_log(job_id, n, t, level, msg) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![job_id, n, t, level, msg],
+        )?;
+        if n - tail >= head {
+            self.0.execute(
+                "DELETE FROM job_log WHERE job_id = ?1 AND n = ?2",
+                params![job_id, n - tail],
+            )?;
+        }
+        Ok(n)
+    }
+
+    fn job_log(&self, job_id: &str, start: i64, limit: i64) -> Result<(Vec<LogLine>, i64)> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT n, t, level, msg FROM job_log WHERE job_id = ?1 AND n >= ?2 ORDER BY n LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![job_id, start, limit], |r| {
+            Ok(LogLine {
+                n: r.get(0)?,
+                t: r.get(1)?,
+                level: r.get(2)?,
+                msg: r.get(3)?,
+            })
+        })?;
+        let lines = rows.collect::<rusqlite::Result<_>>()?;
+        let total: i64 = self.0.query_row(
+            "SELECT coalesce(max(n), -1) + 1 FROM job_log WHERE job_id = ?1",
+            params![job_id],
+            |r| r.get(0),
+        )?;
+        Ok((lines, total))
+    }
+
+    fn delete_orphan_job_logs(&self) -> Result<usize> {
+        Ok(self.0.execute(
+            "DELETE FROM job_log WHERE job_id NOT IN (SELECT id FROM jobs)",
+            [],
+        )?)
+    }
 }
 
 #[cfg(test)]
@@ -545,5 +626,22 @@ mod tests {
         // Opening again runs nothing twice.
         drop(store);
         Sqlite::open(&path).unwrap();
+    }
+
+    /// A durable transaction commits with the WAL synced, and leaves the writer as it was.
+    #[test]
+    fn durable_transactions_sync_at_commit_and_only_they() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Sqlite::open(&dir.path().join("d.db")).unwrap();
+        let level = |t: &SqliteTx<'_>| -> Result<i64> {
+            Ok(t.0.pragma_query_value(None, "synchronous", |r| r.get(0))?)
+        };
+        // 1 = NORMAL, 2 = FULL
+        assert_eq!(store.tx(|t| level(t)).unwrap(), 1);
+        assert_eq!(store.tx_durable(|t| level(t)).unwrap(), 2);
+        assert_eq!(store.tx(|t| level(t)).unwrap(), 1);
+        let failed: Result<()> = store.tx_durable(|_| Err(crate::Error::Missing("x".into())));
+        assert!(failed.is_err());
+        assert_eq!(store.tx(|t| level(t)).unwrap(), 1);
     }
 }

@@ -38,6 +38,10 @@ const CASES: &[(&str, Case)] = &[
         job_sequence_grows_across_nodes,
     ),
     (
+        "job_logs_are_bounded_paged_and_go_with_their_jobs",
+        job_logs_are_bounded_paged_and_go_with_their_jobs,
+    ),
+    (
         "jobs_go_to_nodes_that_offer_what_they_need",
         jobs_go_to_nodes_that_offer_what_they_need,
     ),
@@ -91,7 +95,7 @@ fn postgres_nodes_that_start_together_migrate_once() {
         .query_one("SELECT count(*) FROM rsvault_migrations", &[])
         .unwrap()
         .get(0);
-    // One row per migration, each run once.
+    // Once each: one row per migration file.
     let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
         .unwrap()
         .count();
@@ -625,6 +629,67 @@ fn job_sequence_grows_across_nodes(open: &dyn Fn() -> (Store, Store)) {
         assert!(n > last, "{n} after {last}");
         last = n;
     }
+}
+
+fn job_logs_are_bounded_paged_and_go_with_their_jobs(open: &dyn Fn() -> (Store, Store)) {
+    let (s, _) = open();
+    s.tx(|t| {
+        t.upsert_job(&row("a", "v", 1, "InProgress", "i", "running", false, 1))?;
+        t.upsert_job(&row("b", "v", 2, "InProgress", "j", "queued", false, 1))?;
+        t.upsert_job(&row("c", "v", 3, "InProgress", "k", "queued", false, 1))
+    })
+    .unwrap();
+    let counts = s
+        .read(|t| {
+            Ok((
+                t.count_queue("queued")?,
+                t.count_queue("running")?,
+                t.count_queue("done")?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(counts, (2, 1, 0));
+
+    // 12 lines into a log that keeps the first 3 and the newest 5.
+    for i in 0..12 {
+        let n = s
+            .tx(|t| {
+                t.append_job_log(
+                    "a",
+                    "2026-01-01T00:00:00Z",
+                    "info",
+                    &format!("line {i}"),
+                    3,
+                    5,
+                )
+            })
+            .unwrap();
+        assert_eq!(n, i);
+    }
+    s.tx(|t| {
+        t.append_job_log("b", "2026-01-01T00:00:01Z", "error", "other job", 3, 5)
+            .map(|_| ())
+    })
+    .unwrap();
+    let (lines, total) = s.read(|t| t.job_log("a", 0, 100)).unwrap();
+    assert_eq!(total, 12);
+    let kept: Vec<i64> = lines.iter().map(|l| l.n).collect();
+    assert_eq!(kept, [0, 1, 2, 7, 8, 9, 10, 11]);
+    assert_eq!(lines[3].msg, "line 7");
+    assert_eq!(
+        (lines[0].t.as_str(), lines[0].level.as_str()),
+        ("2026-01-01T00:00:00Z", "info")
+    );
+    let (page, _) = s.read(|t| t.job_log("a", 2, 2)).unwrap();
+    assert_eq!(page.iter().map(|l| l.n).collect::<Vec<_>>(), [2, 7]);
+    assert_eq!(s.read(|t| t.job_log("a", 12, 10)).unwrap(), (vec![], 12));
+    assert_eq!(s.read(|t| t.job_log("none", 0, 10)).unwrap(), (vec![], 0));
+
+    // Logs go when their jobs have gone, and only then.
+    assert_eq!(s.tx(|t| t.delete_orphan_job_logs()).unwrap(), 0);
+    s.tx(|t| t.delete_jobs_of_vault("v").map(|_| ())).unwrap();
+    assert_eq!(s.tx(|t| t.delete_orphan_job_logs()).unwrap(), 9);
+    assert_eq!(s.read(|t| t.job_log("b", 0, 10)).unwrap(), (vec![], 0));
 }
 
 fn jobs_go_to_nodes_that_offer_what_they_need(open: &dyn Fn() -> (Store, Store)) {

@@ -111,6 +111,11 @@ pub enum Work {
     Verify {
         read_data_percent: Option<u8>,
     },
+    /// Restores a sample of each item's newest recovery point into scratch space and compares
+    /// it with the snapshot (issue #13).
+    RestoreDrill {
+        sample_percent: u8,
+    },
 }
 
 impl Work {
@@ -122,7 +127,10 @@ impl Work {
         )
     }
     pub fn is_maintenance(&self) -> bool {
-        matches!(self, Work::GarbageCollection | Work::Verify { .. })
+        matches!(
+            self,
+            Work::GarbageCollection | Work::Verify { .. } | Work::RestoreDrill { .. }
+        )
     }
 }
 
@@ -167,6 +175,7 @@ impl Job {
         let now = Utc::now();
         self.end = Some(now);
         self.eta_seconds = None;
+        self.property_bag.remove("Estimated Remaining Duration");
         for t in &mut self.tasks {
             if t.status == "InProgress" || t.status == "NotStarted" {
                 t.status = match status {
@@ -321,6 +330,7 @@ pub fn tasks_for(workload: Workload, operation: &str) -> Vec<Task> {
         (_, "DeleteBackupData") => &["Delete backup data"],
         (_, "GarbageCollection") => &["Apply retention", "Remove unreferenced data"],
         (_, "Verify") => &["Verify repository data"],
+        (_, "RestoreDrill") => &["Restore samples and compare them"],
         _ => &[],
     };
     names

@@ -222,6 +222,13 @@ pub struct Item {
     /// The last schedule slot a policy run was started for.
     #[serde(default)]
     pub last_scheduled: Option<DateTime<Utc>>,
+    /// Since when the item's last successful backup is older than its policy allows (set by the
+    /// scheduler, cleared by the next successful backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_since: Option<DateTime<Utc>>,
+    /// When a restore drill last proved the item's newest recovery point restorable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proven_restorable: Option<DateTime<Utc>>,
 }
 
 impl Item {
@@ -285,6 +292,20 @@ impl Item {
         }
         if let Some(t) = self.last_verified {
             p["lastVerifiedTime"] = json!(arm::time(t));
+        }
+        if let Some(t) = self.proven_restorable {
+            p["lastProvenRestorableTime"] = json!(arm::time(t));
+        }
+        if let Some(t) = self.stale_since {
+            p["healthStatus"] = json!("ActionRequired");
+            p["protectionStatus"] = json!("Unhealthy");
+            p["healthDetails"] = json!([{
+                "code": 410001,
+                "title": "BackupStale",
+                "message": format!("No successful backup since {}: stale since {} (1.5 times the policy's interval, plus an hour).",
+                    self.last_recovery_point.map(arm::time).unwrap_or_else(|| "protection began".into()), arm::time(t)),
+                "recommendations": ["Check the item's recent backup jobs and trigger a backup."],
+            }]);
         }
         json!({
             "id": self.id(vault),

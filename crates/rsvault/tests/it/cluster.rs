@@ -53,10 +53,14 @@ fn deployment(extra: &str) -> Deployment {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("file.txt"), format!("share {i}\n")).unwrap();
     }
-    let nodes = ["node-a", "node-b", "node-c"]
-        .iter()
-        .map(|id| start_node(&env, &url, id, extra))
-        .collect();
+    // All three start at once, racing to create the key file, the schema and the admin token.
+    let nodes = std::thread::scope(|s| {
+        let started: Vec<_> = ["node-a", "node-b", "node-c"]
+            .iter()
+            .map(|id| s.spawn(|| start_node(&env, &url, id, extra)))
+            .collect();
+        started.into_iter().map(|h| h.join().unwrap()).collect()
+    });
     Deployment {
         _pg: pg,
         env,

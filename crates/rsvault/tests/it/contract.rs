@@ -72,6 +72,7 @@ const JOB_OPERATION: &[&str] = &[
     // names"). `Job.operation` is a plain string in the swagger and the SDKs read it as one.
     "GarbageCollection",
     "Verify",
+    "RestoreDrill",
 ];
 const COMMON_REF: &str = "common-types/resource-management/v3/types.json";
 const SOFT_ENUM: &str = "x-soft-enum";

@@ -112,12 +112,18 @@ impl Server {
 
     /// Starts the server with extra environment variables (e.g. `RSVAULT_FAILPOINTS`).
     pub fn start_with_env(data: &Path, config: &Path, vars: &[(&str, &str)]) -> Self {
+        let mut s = Self::start_with_args(data, &["--config".as_ref(), config.as_os_str()], vars);
+        s.config = config.to_path_buf();
+        s
+    }
+
+    /// Starts `rsvault serve --data DATA ARGS…` (no `--config` unless `args` has one).
+    pub fn start_with_args(data: &Path, args: &[&std::ffi::OsStr], vars: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rsvault"))
             .envs(vars.iter().copied())
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
-            .arg("--config")
-            .arg(config)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -152,8 +158,12 @@ impl Server {
         // The admin token is printed once, when a deployment's store is first set up (the
         // server keeps just its hash): remember it per store — the shared one a config names,
         // else the data dir's own — for restarts and further nodes.
-        let store = std::fs::read_to_string(config)
-            .ok()
+        let config = args
+            .windows(2)
+            .find(|w| w[0] == "--config")
+            .map(|w| PathBuf::from(w[1]));
+        let store = config
+            .and_then(|c| std::fs::read_to_string(c).ok())
             .and_then(|c| {
                 let at = c.find("[store]")?;
                 let line = c[at..]
@@ -191,7 +201,7 @@ impl Server {
             token,
             client,
             data: data.to_path_buf(),
-            config: config.to_path_buf(),
+            config: data.join("rsvault.toml"),
             fingerprint,
         }
     }

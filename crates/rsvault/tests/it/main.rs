@@ -12,6 +12,7 @@ mod examples;
 mod jobs;
 mod neighbours;
 mod nodes;
+mod ops;
 mod policies;
 mod rbac;
 mod restart;

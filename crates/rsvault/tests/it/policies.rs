@@ -261,7 +261,7 @@ fn verification_names_damage_and_flags_the_item() {
     assert_eq!(it["properties"]["healthStatus"], "ActionRequired", "{it}");
 }
 
-fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+pub(crate) fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
         if p.is_dir() {

@@ -1,4 +1,4 @@
--- The activity log (Azure Monitor's eventtypes/management/values), as SQLite's 0004: one row per
+-- The activity log (Azure Monitor's eventtypes/management/values), as SQLite's 0005: one row per
 -- event, read newest first per subscription within a time window, deleted past the retention.
 CREATE TABLE activity (
     id TEXT COLLATE "C" PRIMARY KEY,
