@@ -42,6 +42,9 @@ const ASSIGNMENTS_FRESH: Duration = Duration::from_secs(2);
 const LEEWAY: u64 = 30;
 const K_JWK: &str = "jwk";
 
+/// A principal's role assignments, shared between the cache and the requests that use them.
+type Assignments = std::sync::Arc<Vec<rbac::Assignment>>;
+
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 pub enum Principal {
@@ -113,7 +116,7 @@ pub struct Auth {
     verified: Mutex<HashMap<[u8; 32], (User, i64)>>,
     /// Role assignments per principal as last read, for [`ASSIGNMENTS_FRESH`]; emptied when this
     /// node writes one (another node's writes show within that time, as ARM's own cache does).
-    assignments: Mutex<HashMap<String, (Instant, std::sync::Arc<Vec<rbac::Assignment>>)>>,
+    assignments: Mutex<HashMap<String, (Instant, Assignments)>>,
     http: Option<reqwest::Client>,
 }
 
@@ -569,7 +572,7 @@ impl Auth {
         &self,
         svc: &rsvault_jobs::service::Service,
         principal: &str,
-    ) -> ArmResult<std::sync::Arc<Vec<rbac::Assignment>>> {
+    ) -> ArmResult<Assignments> {
         let key = principal.to_ascii_lowercase();
         if let Some((at, a)) = self
             .assignments
