@@ -172,21 +172,29 @@ impl Server {
                 Some(line.split('"').nth(1)?.to_string())
             })
             .unwrap_or_else(|| data.display().to_string());
-        let token = {
-            static TOKENS: std::sync::Mutex<Vec<(String, String)>> =
-                std::sync::Mutex::new(Vec::new());
-            let mut known = TOKENS.lock().unwrap();
-            match printed {
-                Some(t) => {
-                    known.retain(|(d, _)| d != &store);
-                    known.push((store, t.clone()));
-                    t
+        static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+        let known = || TOKENS.lock().unwrap_or_else(|p| p.into_inner());
+        let token = match printed {
+            Some(t) => {
+                let mut k = known();
+                k.retain(|(d, _)| d != &store);
+                k.push((store, t.clone()));
+                t
+            }
+            // Nodes of one store may start together: the one that set the store up may not have
+            // told us its token yet.
+            None => {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    if let Some((_, t)) = known().iter().find(|(d, _)| d == &store) {
+                        break t.clone();
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "the admin token of this store was printed when it was set up"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
                 }
-                None => known
-                    .iter()
-                    .find(|(d, _)| d == &store)
-                    .map(|(_, t)| t.clone())
-                    .expect("the admin token of this store was printed when it was set up"),
             }
         };
         let cert = std::fs::read(cert_path.expect("server printed its certificate")).unwrap();
