@@ -151,16 +151,12 @@ fn stored_admin_hash(store: &Store) -> rsvault_store::Result<Option<String>> {
     Ok(v.and_then(|v| v["sha256"].as_str().map(String::from)))
 }
 
+fn admin_doc(token: &str) -> Value {
+    json!({"sha256": sha256_hex(token), "since": rsvault_types::arm::time(chrono::Utc::now())})
+}
+
 fn store_admin_hash(store: &Store, token: &str) -> rsvault_store::Result<()> {
-    store.tx(|tx| {
-        tx.put(
-            K_AUTH,
-            "",
-            "admin-token",
-            "",
-            &json!({"sha256": sha256_hex(token), "since": rsvault_types::arm::time(chrono::Utc::now())}),
-        )
-    })
+    store.tx(|tx| tx.put(K_AUTH, "", "admin-token", "", &admin_doc(token)))
 }
 
 fn new_admin_token() -> String {
@@ -183,12 +179,16 @@ pub fn ensure_admin_token(store: &Store, legacy: &Path) -> anyhow::Result<Option
         );
         return Ok(None);
     }
-    if stored_admin_hash(store)?.is_some() {
-        return Ok(None);
-    }
+    // One transaction: of nodes that start together on one store, exactly one creates it.
     let token = new_admin_token();
-    store_admin_hash(store, &token)?;
-    Ok(Some(token))
+    let created = store.tx(|tx| {
+        if tx.get::<Value>(K_AUTH, "", "admin-token")?.is_some() {
+            return Ok(false);
+        }
+        tx.put(K_AUTH, "", "admin-token", "", &admin_doc(&token))?;
+        Ok(true)
+    })?;
+    Ok(created.then_some(token))
 }
 
 /// Keeps (the hash of) `token` as the admin token.
