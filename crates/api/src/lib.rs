@@ -459,6 +459,19 @@ pub fn ok(v: Value) -> Response {
     (StatusCode::OK, axum::Json(v)).into_response()
 }
 
+/// 200 with a JSON body that is already serialized.
+pub fn ok_json_bytes(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 /// 202 with `Location`, optional `Azure-AsyncOperation`, and `Retry-After`.
 pub fn accepted(location: &str, async_op: Option<&str>, retry_after: u64) -> Response {
     let mut r = StatusCode::ACCEPTED.into_response();

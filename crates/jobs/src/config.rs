@@ -5,6 +5,14 @@ use std::path::{Path, PathBuf};
 use rsvault_types::model::{SourceInfo, Workload};
 use serde::Deserialize;
 
+/// Event names as configured in `events` (the CloudEvents `type` is `rsvault.` + the name).
+pub const EVENTS: &[&str] = &[
+    "job.failed",
+    "job.completed_with_warnings",
+    "item.stale",
+    "drill.failed",
+];
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -108,7 +116,7 @@ impl Default for NotifyConfig {
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
-    /// The events sent here (default: all of `notify::EVENTS`).
+    /// The events sent here (default: all of `EVENTS`).
     #[serde(default)]
     pub events: Vec<String>,
     /// A file holding the HMAC key of `X-Rsvault-Signature` (no header without one).
@@ -484,9 +492,9 @@ impl Config {
             );
             for e in &h.events {
                 anyhow::ensure!(
-                    crate::notify::EVENTS.contains(&e.as_str()),
+                    EVENTS.contains(&e.as_str()),
                     "notify.webhook event '{e}' is not one of {}",
-                    crate::notify::EVENTS.join(", ")
+                    EVENTS.join(", ")
                 );
             }
         }

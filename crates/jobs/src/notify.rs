@@ -22,13 +22,6 @@ use rsvault_types::model::{Item, Vault};
 use crate::service::Service;
 
 pub const K_DELIVERY: &str = "delivery";
-/// Event names as configured in `events` (the CloudEvents `type` is `rsvault.` + the name).
-pub const EVENTS: &[&str] = &[
-    "job.failed",
-    "job.completed_with_warnings",
-    "item.stale",
-    "drill.failed",
-];
 /// How long a delivery is retried.
 const GIVE_UP_AFTER_HOURS: i64 = 24;
 /// How long a node holds a delivery while it sends one attempt.

@@ -14,12 +14,11 @@ use rsvault_store::{self as store, JobRow};
 use rsvault_types::arm;
 use rsvault_types::job::Job;
 
-use crate::service::{interrupt, Service};
+use crate::service::{interrupt, Service, NODE_KEY};
 use crate::state::{transition, Event, State};
 
 /// Property-bag keys the queue writes.
 pub const QUEUED_KEY: &str = "Queued";
-pub const NODE_KEY: &str = "Node";
 
 impl Service {
     fn lease_until(&self, now: DateTime<Utc>) -> String {

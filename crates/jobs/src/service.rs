@@ -83,6 +83,9 @@ pub struct Service {
     pub metrics: crate::metrics::Metrics,
 }
 
+/// The property-bag key that names the node that ran a job.
+pub const NODE_KEY: &str = "Node";
+
 /// The property-bag key that names the recovery point a backup job recorded.
 pub const RECOVERY_POINT_KEY: &str = "Recovery Point Id";
 
@@ -716,7 +719,7 @@ impl Service {
             }
             // On a shared store other nodes' running jobs are theirs: the reaper ends them if
             // their node's lease lapses. Only this node's own are known to be interrupted.
-            let ran_here = job.property_bag.get(crate::queue::NODE_KEY) == Some(&self.node_id);
+            let ran_here = job.property_bag.get(NODE_KEY) == Some(&self.node_id);
             if self.store.is_shared() && !ran_here {
                 continue;
             }

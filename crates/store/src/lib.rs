@@ -119,6 +119,63 @@ fn reason(item: bool, vault: bool, node: bool) -> QueuedReason {
     }
 }
 
+/// An argument of a built query.
+pub(crate) enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// The job listing's SQL for `q`, with placeholders spelled by `mark(n)` (`?n` for SQLite, `$n`
+/// for PostgreSQL), and its arguments. It names only the predicates that are present (values
+/// already in their canonical spelling), so both planners can use the `(vault, status|operation,
+/// start_time, seq)` indexes and a rare status is found without scanning a vault's history.
+pub(crate) fn list_jobs_sql(
+    vault: &str,
+    q: &JobQuery,
+    limit: usize,
+    mark: fn(usize) -> String,
+) -> (String, Vec<Arg>) {
+    let mut sql = format!(
+        "SELECT body, start_time, seq FROM jobs WHERE vault = {}",
+        mark(1)
+    );
+    let mut args = vec![Arg::Text(vault.to_string())];
+    let mut push = |sql: &mut String, clause: &str, v: Arg| {
+        args.push(v);
+        sql.push_str(&clause.replace('?', &mark(args.len())));
+    };
+    for (col, v) in [
+        ("status", &q.status),
+        ("operation", &q.operation),
+        ("bmt", &q.bmt),
+        ("id", &q.job_id),
+    ] {
+        if let Some(v) = v {
+            push(&mut sql, &format!(" AND {col} = ?"), Arg::Text(v.clone()));
+        }
+    }
+    if let Some(t) = &q.start_from {
+        push(&mut sql, " AND start_time >= ?", Arg::Text(t.clone()));
+    }
+    if let Some(t) = &q.start_to {
+        push(&mut sql, " AND start_time <= ?", Arg::Text(t.clone()));
+    }
+    if let Some((t, seq)) = &q.after {
+        args.push(Arg::Text(t.clone()));
+        args.push(Arg::Int(*seq));
+        let (a, b) = (mark(args.len() - 1), mark(args.len()));
+        sql.push_str(&format!(
+            " AND (start_time < {a} OR (start_time = {a} AND seq < {b}))"
+        ));
+    }
+    args.push(Arg::Int(limit as i64));
+    sql.push_str(&format!(
+        " ORDER BY start_time DESC, seq DESC LIMIT {}",
+        mark(args.len())
+    ));
+    (sql, args)
+}
+
 /// What one transaction can do, whatever the backend. Documents travel as JSON text; [`Tx`]
 /// adds the typed accessors.
 pub trait MetaTx {

@@ -338,42 +338,16 @@ impl MetaTx for PgTx<'_> {
         q: &JobQuery,
         limit: usize,
     ) -> Result<Vec<(String, String, i64)>> {
-        // Only the predicates that are present, so the planner can use the
-        // (vault, status|operation, start_time, seq) indexes.
-        let mut sql = String::from("SELECT body, start_time, seq FROM jobs WHERE vault = $1");
-        let mut args: Vec<Box<dyn ToSql + Sync>> = vec![Box::new(vault.to_string())];
-        for (col, v) in [
-            ("status", &q.status),
-            ("operation", &q.operation),
-            ("bmt", &q.bmt),
-            ("id", &q.job_id),
-        ] {
-            if let Some(v) = v {
-                args.push(Box::new(v.clone()));
-                sql.push_str(&format!(" AND {col} = ${}", args.len()));
-            }
-        }
-        if let Some(t) = &q.start_from {
-            args.push(Box::new(t.clone()));
-            sql.push_str(&format!(" AND start_time >= ${}", args.len()));
-        }
-        if let Some(t) = &q.start_to {
-            args.push(Box::new(t.clone()));
-            sql.push_str(&format!(" AND start_time <= ${}", args.len()));
-        }
-        if let Some((t, seq)) = &q.after {
-            args.push(Box::new(t.clone()));
-            args.push(Box::new(*seq));
-            let (a, b) = (args.len() - 1, args.len());
-            sql.push_str(&format!(
-                " AND (start_time < ${a} OR (start_time = ${a} AND seq < ${b}))"
-            ));
-        }
-        args.push(Box::new(limit as i64));
-        sql.push_str(&format!(
-            " ORDER BY start_time DESC, seq DESC LIMIT ${}",
-            args.len()
-        ));
+        let (sql, args) = crate::list_jobs_sql(vault, q, limit, |n| format!("${n}"));
+        let args: Vec<Box<dyn ToSql + Sync>> = args
+            .into_iter()
+            .map(|a| -> Box<dyn ToSql + Sync> {
+                match a {
+                    crate::Arg::Text(t) => Box::new(t),
+                    crate::Arg::Int(i) => Box::new(i),
+                }
+            })
+            .collect();
         let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
         Ok(self
             .query(&sql, &params)?

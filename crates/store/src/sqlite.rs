@@ -232,41 +232,11 @@ impl MetaTx for SqliteTx<'_> {
         q: &JobQuery,
         limit: usize,
     ) -> Result<Vec<(String, String, i64)>> {
-        let mut sql = String::from("SELECT body, start_time, seq FROM jobs WHERE vault = ?1");
-        let mut args: Vec<rusqlite::types::Value> = vec![vault.to_string().into()];
-        let mut push = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
-            args.push(v);
-            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
-        };
-        for (col, v) in [
-            ("status", &q.status),
-            ("operation", &q.operation),
-            ("bmt", &q.bmt),
-            ("id", &q.job_id),
-        ] {
-            if let Some(v) = v {
-                push(&mut sql, &format!(" AND {col} = ?"), v.clone().into());
-            }
-        }
-        if let Some(t) = &q.start_from {
-            push(&mut sql, " AND start_time >= ?", t.clone().into());
-        }
-        if let Some(t) = &q.start_to {
-            push(&mut sql, " AND start_time <= ?", t.clone().into());
-        }
-        if let Some((t, seq)) = &q.after {
-            args.push(t.clone().into());
-            args.push((*seq).into());
-            let (a, b) = (args.len() - 1, args.len());
-            sql.push_str(&format!(
-                " AND (start_time < ?{a} OR (start_time = ?{a} AND seq < ?{b}))"
-            ));
-        }
-        args.push((limit as i64).into());
-        sql.push_str(&format!(
-            " ORDER BY start_time DESC, seq DESC LIMIT ?{}",
-            args.len()
-        ));
+        let (sql, args) = crate::list_jobs_sql(vault, q, limit, |n| format!("?{n}"));
+        let args = args.into_iter().map(|a| match a {
+            crate::Arg::Text(t) => rusqlite::types::Value::from(t),
+            crate::Arg::Int(i) => rusqlite::types::Value::from(i),
+        });
         let mut stmt = self.0.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))

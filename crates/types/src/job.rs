@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::arm;
 use crate::model::{PropertyBag, VaultRef, Workload};
@@ -229,95 +229,87 @@ impl Job {
         }
     }
 
+    /// The job as Azure's `JobResource`.
     pub fn wire(&self) -> Value {
+        serde_json::to_value(self.wire_view()).expect("a job's wire form serializes")
+    }
+
+    /// [`Job::wire`] as JSON text, written straight from the record without building a `Value`
+    /// tree (a job-list page renders 200 of these).
+    pub fn wire_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.wire_view()).expect("a job's wire form serializes")
+    }
+
+    fn wire_view(&self) -> WireJob<'_> {
         let now = Utc::now();
-        let duration = self.end.unwrap_or(now) - self.start;
-        let actions: Vec<&str> = if self.is_cancellable() {
-            vec!["Cancellable"]
-        } else {
-            vec![]
-        };
-        let mut p = json!({
-            "jobType": self.job_type(),
-            "entityFriendlyName": self.entity_friendly_name,
-            "backupManagementType": self.bmt(),
-            "operation": self.operation,
-            "status": self.status.as_str(),
-            "startTime": arm::time(self.start),
-            "activityId": self.activity_id,
-            "duration": arm::duration(duration),
-            "actionsInfo": actions,
-            "isUserTriggered": self.is_user_triggered,
-        });
-        if let Some(e) = self.end {
-            p["endTime"] = json!(arm::time(e));
-        }
         let vm = self.workload == Workload::Vm && !self.work.is_maintenance();
-        let errors: Vec<Value> = self
-            .errors
-            .iter()
-            .map(|e| {
-                let mut v = json!({
-                    "errorCode": e.code,
-                    "errorString": e.message,
-                    "recommendations": e.recommendations,
-                });
-                if vm {
-                    v["errorTitle"] = json!(e.title);
-                }
-                v
-            })
-            .collect();
-        if !errors.is_empty() {
-            p["errorDetails"] = json!(errors);
+        let maintenance = self.work.is_maintenance();
+        let failed_with = match self.status {
+            JobStatus::Failed => self.errors.first().map(|e| e.message.as_str()),
+            _ => None,
+        };
+        WireJob {
+            id: format!("{}/backupJobs/{}", self.vault.id(), self.id),
+            name: &self.id,
+            kind: "Microsoft.RecoveryServices/vaults/backupJobs",
+            properties: WireProps {
+                job_type: self.job_type(),
+                entity_friendly_name: &self.entity_friendly_name,
+                backup_management_type: self.bmt(),
+                operation: &self.operation,
+                status: self.status.as_str(),
+                start_time: arm::time(self.start),
+                end_time: self.end.map(arm::time),
+                activity_id: &self.activity_id,
+                duration: arm::duration(self.end.unwrap_or(now) - self.start),
+                actions_info: if self.is_cancellable() {
+                    &["Cancellable"]
+                } else {
+                    &[]
+                },
+                is_user_triggered: self.is_user_triggered,
+                error_details: self
+                    .errors
+                    .iter()
+                    .map(|e| WireError {
+                        error_code: e.code,
+                        error_string: &e.message,
+                        recommendations: &e.recommendations,
+                        error_title: vm.then_some(e.title.as_str()),
+                    })
+                    .collect(),
+                virtual_machine_version: vm.then_some("Compute"),
+                container_name: vm.then_some(self.container_short.as_str()),
+                storage_account_name: (!vm && !maintenance).then_some(self.host_name.as_str()),
+                storage_account_version: (!vm && !maintenance).then_some("Storage"),
+                extended_info: WireExtended {
+                    tasks_list: self
+                        .tasks
+                        .iter()
+                        .map(|t| {
+                            let timed = if vm { t.start } else { None };
+                            WireTask {
+                                task_id: &t.name,
+                                status: &t.status,
+                                start_time: timed.map(arm::time),
+                                duration: timed.map(|s| arm::duration(t.end.unwrap_or(now) - s)),
+                                end_time: if vm { t.end.map(arm::time) } else { None },
+                                progress_percentage: if vm { t.progress } else { None },
+                            }
+                        })
+                        .collect(),
+                    property_bag: &self.property_bag,
+                    progress_percentage: if vm { self.progress } else { None },
+                    estimated_remaining_duration: if vm {
+                        self.eta_seconds
+                            .map(|eta| arm::duration(chrono::Duration::seconds(eta)))
+                    } else {
+                        None
+                    },
+                    dynamic_error_message: failed_with,
+                },
+            },
         }
-        let tasks: Vec<Value> = self
-            .tasks
-            .iter()
-            .map(|t| {
-                let mut v = json!({"taskId": t.name, "status": t.status});
-                if vm {
-                    if let Some(s) = t.start {
-                        v["startTime"] = json!(arm::time(s));
-                        v["duration"] = json!(arm::duration(t.end.unwrap_or(now) - s));
-                    }
-                    if let Some(e) = t.end {
-                        v["endTime"] = json!(arm::time(e));
-                    }
-                    if let Some(pc) = t.progress {
-                        v["progressPercentage"] = json!(pc);
-                    }
-                }
-                v
-            })
-            .collect();
-        let mut ext = json!({"tasksList": tasks, "propertyBag": self.property_bag});
-        if vm {
-            if let Some(pc) = self.progress {
-                ext["progressPercentage"] = json!(pc);
-            }
-            if let Some(eta) = self.eta_seconds {
-                ext["estimatedRemainingDuration"] =
-                    json!(arm::duration(chrono::Duration::seconds(eta)));
-            }
-            p["virtualMachineVersion"] = json!("Compute");
-            p["containerName"] = json!(self.container_short);
-        } else if !self.work.is_maintenance() {
-            p["storageAccountName"] = json!(self.host_name);
-            p["storageAccountVersion"] = json!("Storage");
-        }
-        if let Some(msg) = self.errors.first().map(|e| e.message.clone()) {
-            if matches!(self.status, JobStatus::Failed) {
-                ext["dynamicErrorMessage"] = json!(msg);
-            }
-        }
-        p["extendedInfo"] = ext;
-        json!({
-            "id": format!("{}/backupJobs/{}", self.vault.id(), self.id),
-            "name": self.id,
-            "type": "Microsoft.RecoveryServices/vaults/backupJobs",
-            "properties": p,
-        })
     }
 }
 
@@ -343,4 +335,277 @@ pub fn tasks_for(workload: Workload, operation: &str) -> Vec<Task> {
             progress: None,
         })
         .collect()
+}
+
+/// `JobResource` as serialized: the fields Azure's `AzureIaaSVMJob` / `AzureStorageJob` /
+/// `VaultJob` define, in their spelling; absent options are left out.
+#[derive(Serialize)]
+struct WireJob<'a> {
+    id: String,
+    name: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    properties: WireProps<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireProps<'a> {
+    job_type: &'static str,
+    entity_friendly_name: &'a str,
+    backup_management_type: &'static str,
+    operation: &'a str,
+    status: &'static str,
+    start_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_time: Option<String>,
+    activity_id: &'a str,
+    duration: String,
+    actions_info: &'static [&'static str],
+    is_user_triggered: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    error_details: Vec<WireError<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    virtual_machine_version: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage_account_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage_account_version: Option<&'static str>,
+    extended_info: WireExtended<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireError<'a> {
+    error_code: i32,
+    error_string: &'a str,
+    recommendations: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_title: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireTask<'a> {
+    task_id: &'a str,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress_percentage: Option<f64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireExtended<'a> {
+    tasks_list: Vec<WireTask<'a>>,
+    property_bag: &'a PropertyBag,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress_percentage: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    estimated_remaining_duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dynamic_error_message: Option<&'a str>,
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+    use serde_json::json;
+
+    impl Job {
+        /// The `Value`-tree rendering the typed one replaced, kept as its reference.
+        fn reference_wire(&self) -> Value {
+            let now = Utc::now();
+            let duration = self.end.unwrap_or(now) - self.start;
+            let actions: Vec<&str> = if self.is_cancellable() {
+                vec!["Cancellable"]
+            } else {
+                vec![]
+            };
+            let mut p = json!({
+                "jobType": self.job_type(),
+                "entityFriendlyName": self.entity_friendly_name,
+                "backupManagementType": self.bmt(),
+                "operation": self.operation,
+                "status": self.status.as_str(),
+                "startTime": arm::time(self.start),
+                "activityId": self.activity_id,
+                "duration": arm::duration(duration),
+                "actionsInfo": actions,
+                "isUserTriggered": self.is_user_triggered,
+            });
+            if let Some(e) = self.end {
+                p["endTime"] = json!(arm::time(e));
+            }
+            let vm = self.workload == Workload::Vm && !self.work.is_maintenance();
+            let errors: Vec<Value> = self
+                .errors
+                .iter()
+                .map(|e| {
+                    let mut v = json!({
+                        "errorCode": e.code,
+                        "errorString": e.message,
+                        "recommendations": e.recommendations,
+                    });
+                    if vm {
+                        v["errorTitle"] = json!(e.title);
+                    }
+                    v
+                })
+                .collect();
+            if !errors.is_empty() {
+                p["errorDetails"] = json!(errors);
+            }
+            let tasks: Vec<Value> = self
+                .tasks
+                .iter()
+                .map(|t| {
+                    let mut v = json!({"taskId": t.name, "status": t.status});
+                    if vm {
+                        if let Some(s) = t.start {
+                            v["startTime"] = json!(arm::time(s));
+                            v["duration"] = json!(arm::duration(t.end.unwrap_or(now) - s));
+                        }
+                        if let Some(e) = t.end {
+                            v["endTime"] = json!(arm::time(e));
+                        }
+                        if let Some(pc) = t.progress {
+                            v["progressPercentage"] = json!(pc);
+                        }
+                    }
+                    v
+                })
+                .collect();
+            let mut ext = json!({"tasksList": tasks, "propertyBag": self.property_bag});
+            if vm {
+                if let Some(pc) = self.progress {
+                    ext["progressPercentage"] = json!(pc);
+                }
+                if let Some(eta) = self.eta_seconds {
+                    ext["estimatedRemainingDuration"] =
+                        json!(arm::duration(chrono::Duration::seconds(eta)));
+                }
+                p["virtualMachineVersion"] = json!("Compute");
+                p["containerName"] = json!(self.container_short);
+            } else if !self.work.is_maintenance() {
+                p["storageAccountName"] = json!(self.host_name);
+                p["storageAccountVersion"] = json!("Storage");
+            }
+            if let Some(msg) = self.errors.first().map(|e| e.message.clone()) {
+                if matches!(self.status, JobStatus::Failed) {
+                    ext["dynamicErrorMessage"] = json!(msg);
+                }
+            }
+            p["extendedInfo"] = ext;
+            json!({
+                "id": format!("{}/backupJobs/{}", self.vault.id(), self.id),
+                "name": self.id,
+                "type": "Microsoft.RecoveryServices/vaults/backupJobs",
+                "properties": p,
+            })
+        }
+    }
+
+    fn job(workload: Workload, work: Work, status: JobStatus) -> Job {
+        let start = Utc::now() - chrono::Duration::seconds(90);
+        let mut j = Job {
+            id: "j1".into(),
+            vault: VaultRef {
+                sub: "s".into(),
+                rg: "rg".into(),
+                name: "v".into(),
+            },
+            seq: 1,
+            workload,
+            operation: "Backup".into(),
+            status,
+            started: true,
+            entity_friendly_name: "item".into(),
+            item_key: "c/i".into(),
+            container_short: "iaasvmcontainerv2;rg;vm1".into(),
+            host_name: "acct1".into(),
+            start,
+            end: None,
+            activity_id: "a".into(),
+            is_user_triggered: true,
+            tasks: tasks_for(workload, "Backup"),
+            property_bag: [("Bytes Done".to_string(), "10".to_string())].into(),
+            progress: Some(42.5),
+            eta_seconds: Some(75),
+            errors: vec![],
+            cancel_op: None,
+            work,
+            needs: String::new(),
+        };
+        if let Some(t) = j.tasks.first_mut() {
+            t.status = "InProgress".into();
+            t.start = Some(start);
+            t.progress = Some(12.0);
+        }
+        j
+    }
+
+    /// The typed rendering is the same JSON as the `Value` one, for every shape of job: VM, file
+    /// share and vault jobs; running, finished, failed with errors, with and without tasks.
+    #[test]
+    fn typed_wire_matches_the_reference_rendering() {
+        let backup = || Work::Backup {
+            expiry: None,
+            scheduled: false,
+        };
+        let mut cases = Vec::new();
+        for workload in [Workload::Vm, Workload::FileShare] {
+            for work in [backup(), Work::GarbageCollection, Work::Instant] {
+                for status in [
+                    JobStatus::InProgress,
+                    JobStatus::Completed,
+                    JobStatus::Failed,
+                ] {
+                    let mut j = job(workload, work.clone(), status);
+                    if status != JobStatus::InProgress {
+                        j.finish(status);
+                    }
+                    if status == JobStatus::Failed {
+                        j.errors.push(JobError {
+                            code: 400001,
+                            title: "Title".into(),
+                            message: "went wrong".into(),
+                            recommendations: vec!["retry".into()],
+                        });
+                    }
+                    cases.push(j);
+                }
+            }
+        }
+        let mut no_tasks = job(Workload::FileShare, backup(), JobStatus::InProgress);
+        no_tasks.tasks.clear();
+        cases.push(no_tasks);
+        for j in &cases {
+            // Fixed times on both sides: `duration` of a running job depends on the clock.
+            let (a, b) = (j.reference_wire(), j.wire());
+            let strip = |mut v: Value| {
+                v["properties"]["duration"] = Value::Null;
+                if let Some(ts) = v["properties"]["extendedInfo"]["tasksList"].as_array_mut() {
+                    for t in ts {
+                        if t.get("duration").is_some() {
+                            t["duration"] = Value::Null;
+                        }
+                    }
+                }
+                v
+            };
+            assert_eq!(strip(a.clone()), strip(b.clone()), "{j:?}");
+            assert_eq!(
+                serde_json::from_slice::<Value>(&j.wire_json()).unwrap()["properties"]["status"],
+                b["properties"]["status"]
+            );
+        }
+    }
 }
