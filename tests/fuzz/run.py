@@ -70,16 +70,17 @@ def main() -> int:
         text=True,
     )
     try:
-        base = None
+        base = token = None
         deadline = time.time() + 60
-        while time.time() < deadline and base is None:
+        while time.time() < deadline and (base is None or token is None):
             line = server.stdout.readline()
             if line.startswith("rsvault listening on "):
                 base = line.split()[-1]
+            if line.startswith("admin token: "):
+                token = line.split()[-1]  # printed once; the server keeps only its hash
         if base is None:
             print("server did not start", file=sys.stderr)
             return 1
-        token = (data / "admin-token").read_text().strip()
         ctx = ssl.create_default_context(cafile=str(data / "tls" / "cert.pem"))
         v = f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.RecoveryServices/vaults/v1"
         request(base, token, ctx, "PUT", v, {"location": "westus", "sku": {"name": "Standard"}})

@@ -181,6 +181,9 @@ export class Server {
       stdio: ["ignore", "pipe", log],
     });
     let out = "";
+    // Printed on the first start only (the server keeps just its hash): a restart keeps it.
+    const previous = this.token;
+    this.token = "";
     const exited = new Promise((resolve) => this.proc.once("exit", (code, sig) => resolve({ code, sig })));
     this.exited = exited;
     await new Promise((resolve, reject) => {
@@ -195,11 +198,10 @@ export class Server {
         const m = out.match(/rsvault listening on (https:\/\/[0-9.]+:(\d+))/);
         const t = out.match(/admin token:\s*(\S+)/);
         if (t) this.token = t[1];
-        const tokenFile = path.join(this.data, "admin-token");
-        if (m && (this.token || fs.existsSync(tokenFile))) {
+        if (m && (this.token || previous)) {
           this.baseUrl = m[1];
           this.port = Number(m[2]);
-          if (!this.token) this.token = fs.readFileSync(tokenFile, "utf8").trim();
+          if (!this.token) this.token = previous;
           clearTimeout(timer);
           resolve();
         }

@@ -239,7 +239,10 @@ class Server:
                         f"or set RSVAULT_BIN", pytrace=False)
         self.data.mkdir(parents=True, exist_ok=True)
         self._lines = []
-        self.token = ""  # a restart prints no token: it must then come from DATA/admin-token
+        # The admin token is printed on the first start only (the server keeps just its hash):
+        # a restart keeps the one this object saw then.
+        previous = self.token
+        self.token = ""
         logf = open(self.log_path, "ab")
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
@@ -262,7 +265,7 @@ class Server:
                     m2 = TOKEN_RE.search(line)
                     if m2:
                         self.token = m2.group(1)
-                if listen and (self.token or (self.data / "admin-token").exists()):
+                if listen and (self.token or previous):
                     break
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"rsvault exited with {self.proc.returncode} during start:\n"
@@ -275,9 +278,8 @@ class Server:
         self.base_url = listen.group(1)
         self.port = int(listen.group(2))
         assert self.port != 0, "server printed port 0 instead of the bound port"
-        file_token = (self.data / "admin-token").read_text().strip() if (self.data / "admin-token").exists() else ""
         if not self.token:
-            self.token = file_token
+            self.token = previous
         # wait for the certificate to exist (written before listening, but be tolerant of ordering)
         end = time.monotonic() + 10
         while not Path(self.cert).exists() and time.monotonic() < end:

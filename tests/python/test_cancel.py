@@ -231,7 +231,7 @@ def test_kill9_mid_backup_then_restart(sbk, slow):
     old_token = slow.token
     slow.stop(sig=signal.SIGKILL)
     slow.start()
-    assert slow.token == old_token, "admin token must survive a restart (DATA/admin-token)"
+    assert slow.token == old_token, "admin token must survive a restart"
     bk2 = slow.backup_client()
     final = wait_for(lambda: d(bk2.job_details.get(VAULT, VAULT_RG, jid)),
                      lambda j: j["properties"]["status"] in TERMINAL_JOB, timeout=90, interval=0.2,

@@ -273,7 +273,7 @@ async fn fabric_routes(
         ["protectableContainers"] | ["protectablecontainers"] => {
             only(m, &[Method::GET])?;
             let values: Vec<Value> = svc
-                .all_sources()
+                .sources_in(&vault.vault.sub)
                 .iter()
                 .filter(|s| s.workload == Workload::FileShare)
                 .filter({
@@ -360,9 +360,17 @@ async fn fabric_routes(
 
 // ---------------------------------------------------------------- vaults
 
-fn list_vaults(svc: &Service, _r: &Req, sub: &str, rg: Option<&str>) -> ArmResult<Response> {
+fn list_vaults(svc: &Service, r: &Req, sub: &str, rg: Option<&str>) -> ArmResult<Response> {
     let vaults = svc.list_vaults(sub, rg)?;
-    let v: Vec<Value> = vaults.iter().map(Vault::wire).collect();
+    // As ARM lists: only the vaults the caller may read.
+    let v: Vec<Value> = vaults
+        .iter()
+        .filter(|v| {
+            r.grants
+                .allows("Microsoft.RecoveryServices/vaults/read", &v.vault.id())
+        })
+        .map(Vault::wire)
+        .collect();
     Ok(ok(json!({"value": v})))
 }
 
@@ -660,7 +668,7 @@ fn list_protectable(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response
     )?;
     let items = svc.list_items(vault)?;
     let values: Vec<Value> = svc
-        .all_sources()
+        .sources_in(&vault.vault.sub)
         .iter()
         .filter(|s| want.is_none_or(|w| w == Some(s.workload)))
         .map(|s| {
@@ -700,7 +708,7 @@ fn list_containers(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response>
         .store
         .read(|tx| tx.list(K_CONTAINER, &vault.vault.key(), None))?;
     let mut values = Vec::new();
-    for s in &svc.all_sources() {
+    for s in &svc.sources_in(&vault.vault.sub) {
         if want.is_some_and(|w| w != Some(s.workload)) {
             continue;
         }
@@ -730,7 +738,7 @@ fn list_containers(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response>
 }
 
 fn container_source(svc: &Service, vault: &Vault, name: &str) -> ArmResult<SourceInfo> {
-    svc.source_by_container(name).ok_or_else(|| {
+    svc.source_by_container(&vault.vault.sub, name).ok_or_else(|| {
         ArmError::new(
             ArmCode::ContainerNotFound,
             format!(

@@ -82,7 +82,7 @@ fn protect(
         .ok_or_else(|| {
             ArmError::invalid("'properties' (an object) is required.").with_target("properties")
         })?;
-    let src = svc.source_by_item(container, item_name).ok_or_else(|| {
+    let src = svc.source_by_item(&vault.vault.sub, container, item_name).ok_or_else(|| {
         ArmError::new(
             ArmCode::ItemNotFound,
             format!("No source named '{item_name}' in container '{container}'. Declare it in the configuration and refresh containers."),
@@ -297,7 +297,7 @@ pub(crate) fn trigger_backup(
     let it = match find_item(svc, vault, container, item_name) {
         Ok(it) => it,
         // A known source that this vault does not protect is a client error, not a missing thing.
-        Err(_) if svc.source_by_item(container, item_name).is_some() => {
+        Err(_) if svc.source_by_item(&vault.vault.sub, container, item_name).is_some() => {
             return Err(ArmError::new(
                 ArmCode::ItemNotProtected,
                 format!(

@@ -2,11 +2,14 @@
 //! and percent-decoded paths, body limits, request ids, ARM error bodies) and routes to thin
 //! handlers in the submodules.
 
+pub mod activity;
+pub mod auth;
 pub mod export;
 pub mod filter;
 pub mod handlers;
 pub mod items;
 pub mod jobs;
+pub mod limits;
 pub mod lookup;
 pub mod openapi;
 pub mod ops;
@@ -32,7 +35,8 @@ use rsvault_types::arm::{self, ArmCode, ArmError, ArmResult};
 #[derive(Clone)]
 pub struct AppState {
     pub svc: Arc<Service>,
-    pub token: Arc<String>,
+    pub auth: Arc<auth::Auth>,
+    pub limits: Arc<limits::RateLimiter>,
 }
 
 pub fn router(state: AppState) -> axum::Router {
@@ -49,6 +53,10 @@ pub struct Req {
     pub api_version: String,
     pub origin: String,
     pub body: Bytes,
+    /// The request path as sent (still percent-encoded).
+    pub path: String,
+    /// What the caller may do (vault lists show only what it may read).
+    pub grants: auth::rbac::Grants,
     pub headers: HeaderMap,
 }
 
@@ -60,6 +68,11 @@ impl Req {
     /// Absolute URL for `path` (starting with `/`) carrying the caller's api-version.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}?api-version={}", self.origin, path, self.api_version)
+    }
+
+    /// The absolute URL of this request's path, without a query.
+    pub fn url_path(&self) -> String {
+        format!("{}{}", self.origin, self.path)
     }
 
     /// The body as a JSON object; an empty body is an error.
@@ -95,12 +108,26 @@ impl Req {
     }
 }
 
+/// What the edge learnt about a request on its way through [`handle`], for the answer's headers
+/// and the activity log.
+#[derive(Default)]
+struct Trace {
+    audit: Option<activity::Audit>,
+    budget: Option<limits::Budget>,
+}
+
 async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let client_id = req.headers().get("x-ms-client-request-id").cloned();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let fut = std::panic::AssertUnwindSafe(handle(&app, req));
+    let client_ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let started = chrono::Utc::now();
+    let mut trace = Trace::default();
+    let fut = std::panic::AssertUnwindSafe(handle(&app, req, &mut trace));
     let mut resp = match fut.catch_unwind().await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => error_response(e),
@@ -116,10 +143,29 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
         }
     };
     tracing::info!(%method, %path, status = resp.status().as_u16(), request_id = %request_id);
+    if let Some(mut a) = trace.audit.take() {
+        // Every write and action, and every denial (reads included), goes to the activity log.
+        if method != Method::GET || resp.status() == StatusCode::FORBIDDEN {
+            a.client_ip = client_ip;
+            a.client_request_id = client_id
+                .as_ref()
+                .and_then(|c| c.to_str().ok())
+                .map(String::from);
+            a.correlation_id = request_id.clone();
+            a.started = started;
+            let svc = app.svc.clone();
+            let status = resp.status();
+            // The store's writer is synchronous: keep it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || activity::record(&svc, &a, status)).await;
+        }
+    }
     app.svc
         .metrics
         .http_request(method.as_str(), resp.status().as_u16());
     let h = resp.headers_mut();
+    if let Some(b) = &trace.budget {
+        h.insert(b.header, HeaderValue::from(b.remaining));
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         h.insert("x-ms-request-id", v.clone());
         h.insert("x-ms-correlation-request-id", v);
@@ -136,7 +182,7 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     resp
 }
 
-async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
+async fn handle(app: &AppState, req: Request, trace: &mut Trace) -> ArmResult<Response> {
     let (parts, body) = req.into_parts();
     let seg: Vec<String> = parts
         .uri
@@ -167,7 +213,21 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
     if let Some(r) = ops::public(&app.svc, &parts.method, &seg) {
         return Ok(r);
     }
-    check_auth(&parts.headers, &app.token)?;
+    // The deployment's token issuer is public, as every OpenID Connect issuer is.
+    if seg.len() == 2 && seg[0] == ".well-known" && parts.method == Method::GET {
+        match seg[1].as_str() {
+            "openid-configuration" => {
+                let o = origin(&app.svc.config.server, &parts);
+                return Ok(ok(app.auth.openid_configuration(&o)));
+            }
+            "jwks.json" => return Ok(ok(app.auth.jwks(&app.svc.store)?)),
+            _ => {}
+        }
+    }
+    let principal = app
+        .auth
+        .authenticate(&app.svc.store, &parts.headers)
+        .await?;
     if let Some(r) = ops::authenticated(&app.svc, &parts.method, &seg) {
         return Ok(r);
     }
@@ -175,19 +235,42 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
     {
         return Ok(axum::Json(openapi::document()).into_response());
     }
-    let oldest = if is_neighbour(&seg) {
+    let sub = match seg.as_slice() {
+        [s, id, ..] if s.eq_ignore_ascii_case("subscriptions") => id.clone(),
+        _ => String::new(),
+    };
+    let oldest = if is_neighbour(&seg) || is_outside_backup(&seg) {
         arm::OLDEST_NEIGHBOUR_API_VERSION
     } else {
         arm::OLDEST_API_VERSION
     };
     let api_version =
         arm::check_api_version_since(query.get("api-version").map(String::as_str), oldest)?;
+    // Read before the route, authorization and budget answers, so the connection stays usable.
     let limit = app.svc.config.server.max_body_bytes;
     let body = read_body(body, limit).await?;
-    let origin = origin(&app.svc.config.server, &parts);
+    // The bootstrap admin is the operator, not a tenant: it has no budget.
+    if !matches!(principal, auth::Principal::Admin) {
+        let write = parts.method != Method::GET && parts.method != Method::HEAD;
+        let l = &app.svc.config.limits;
+        let limit = if write {
+            l.writes_per_minute
+        } else {
+            l.reads_per_minute
+        };
+        let b = app.limits.count(&principal.key(), &sub, write, limit);
+        let over = b.retry_after;
+        trace.budget = Some(b);
+        if let Some(secs) = over {
+            let mut r = error_response(limits::throttled(write, &sub, limit, secs));
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
+            return Ok(r);
+        }
+    }
     // The route table is the gate: nothing outside the OpenAPI document reaches a handler.
-    match openapi::find(openapi::table(), parts.method.as_str(), &seg) {
-        openapi::Found::Route(_) => {}
+    let route = match openapi::find(openapi::table(), parts.method.as_str(), &seg) {
+        openapi::Found::Route(r) => r,
         openapi::Found::OtherMethods(m) => {
             return Err(ArmError::new(
                 ArmCode::MethodNotAllowed,
@@ -202,7 +285,35 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
             ))
         }
         openapi::Found::NotFound => return Err(unrouted(&seg, &api_version)),
+    };
+    // Every route's ARM action, checked against the caller's role assignments before any
+    // handler runs. Vault lists are filtered instead, as ARM filters them.
+    let action = openapi::action(route);
+    let scope = openapi::scope(route, &seg);
+    let grants = auth::rbac::Grants::load(&app.auth, &app.svc, &principal)?;
+    let is_list = matches!(
+        route.operation_id,
+        "Vaults_ListBySubscriptionId" | "Vaults_ListByResourceGroup"
+    );
+    let allowed = is_list || grants.allows(&action, &scope);
+    // Reads that are allowed are not logged (as in Azure); everything else is.
+    if parts.method != Method::GET || !allowed {
+        trace.audit = Some(activity::Audit {
+            principal: principal.clone(),
+            action: action.clone(),
+            scope: scope.clone(),
+            method: parts.method.clone(),
+            client_ip: None,
+            client_request_id: None,
+            correlation_id: String::new(),
+            started: chrono::Utc::now(),
+            role: grants.granting_role(&action, &scope),
+        });
     }
+    if !allowed {
+        return Err(auth::rbac::denied(&principal, &action, &scope));
+    }
+    let origin = origin(&app.svc.config.server, &parts);
     let r = Req {
         method: parts.method,
         seg,
@@ -210,9 +321,33 @@ async fn handle(app: &AppState, req: Request) -> ArmResult<Response> {
         api_version,
         origin,
         body,
+        path: parts.uri.path().to_string(),
+        grants,
         headers: parts.headers,
     };
+    let op = route.operation_id;
+    if op.starts_with("RoleAssignments_") || op.starts_with("RoleDefinitions_") {
+        let out = auth::roles::route(&app.svc, &r, &principal);
+        if r.method != Method::GET {
+            app.auth.forget_assignments();
+        }
+        return out;
+    }
+    match op {
+        "ActivityLogs_List" => return activity::list(&app.svc, &r, &sub),
+        "EventCategories_List" => return Ok(activity::categories()),
+        _ => {}
+    }
     handlers::route(&app.svc, &r).await
+}
+
+/// A path under a provider other than Recovery Services' (authorization, the activity log),
+/// whose api-versions are older than the backup API's.
+fn is_outside_backup(seg: &[String]) -> bool {
+    seg.iter().any(|s| {
+        s.eq_ignore_ascii_case("microsoft.authorization")
+            || s.eq_ignore_ascii_case("microsoft.insights")
+    })
 }
 
 /// A path under the Compute, Storage or ClassicStorage providers of a resource group.
@@ -301,26 +436,7 @@ fn cloud_metadata(origin: &str) -> Value {
     })
 }
 
-fn check_auth(headers: &HeaderMap, token: &str) -> ArmResult<()> {
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    match given {
-        Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => Ok(()),
-        Some(_) => Err(ArmError::new(ArmCode::Unauthorized, "The access token is invalid.")),
-        None => Err(ArmError::new(
-            ArmCode::Unauthorized,
-            "Authentication failed. The 'Authorization' header is missing; send 'Authorization: Bearer <token>'.",
-        )),
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -385,7 +501,7 @@ pub fn random_token() -> String {
 /// The ARM error body with its status (and `WWW-Authenticate` on 401).
 pub fn error_response(e: ArmError) -> Response {
     let mut resp = (e.code.status(), axum::Json(e.body())).into_response();
-    if e.code == ArmCode::Unauthorized {
+    if e.code.status() == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(
             "www-authenticate",
             HeaderValue::from_static("Bearer realm=\"rsvault\""),

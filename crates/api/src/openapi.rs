@@ -60,7 +60,7 @@ pub fn routes() -> Vec<Route> {
     let c = |s: &str| format!("{V}{CONTAINER}{s}");
     let rg = |s: &str| format!("{RG}{s}");
     let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
-    vec![
+    let mut table = vec![
         r!("get", "/subscriptions/{subscriptionId}/providers/Microsoft.RecoveryServices/vaults", "Vaults_ListBySubscriptionId", &[200], VaultList, false, none),
         r!("get", "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.RecoveryServices/vaults", "Vaults_ListByResourceGroup", &[200], VaultList, false, none),
         r!("get", V, "Vaults_Get", &[200], Vault, false, none),
@@ -122,7 +122,74 @@ pub fn routes() -> Vec<Route> {
         r!("get", leak(v("/rsvault/retentionPreview")), "Rsvault_RetentionPreview", &[200], Object, false, none),
         r!("get", leak(v("/rsvault/notifications")), "Rsvault_Notifications", &[200], Object, false, none),
         r!("get", leak(v("/backupJobs/{jobName}/rsvault/log")), "Rsvault_JobLog", &[200], Object, false, &["start", "limit"]),
-    ]
+    ];
+    table.extend(crate::auth::routes());
+    table
+}
+
+/// The ARM action a route performs (Azure's RBAC rule: the resource types of the path after its
+/// last provider namespace, names dropped, then `read` / `write` / `delete`, or `{name}/action`
+/// for a POST), except where Azure names the operation otherwise.
+pub fn action(r: &Route) -> String {
+    let fixed = match r.operation_id {
+        "BackupEncryptionConfigs_Get" => {
+            Some("Microsoft.RecoveryServices/Vaults/backupEncryptionConfigs/read")
+        }
+        "BackupResourceVaultConfigs_Get" => {
+            Some("Microsoft.RecoveryServices/Vaults/backupconfig/read")
+        }
+        "BackupResourceStorageConfigsNonCRR_Get" => {
+            Some("Microsoft.RecoveryServices/Vaults/backupstorageconfig/read")
+        }
+        "BackupResourceStorageConfigsNonCRR_Update"
+        | "BackupResourceStorageConfigsNonCRR_Patch" => {
+            Some("Microsoft.RecoveryServices/Vaults/backupstorageconfig/write")
+        }
+        "Rsvault_RetentionPreview" => Some("Microsoft.RecoveryServices/Vaults/backupPolicies/read"),
+        // A job's log is part of the job; the vault's notifications are its monitoring feed.
+        "Rsvault_JobLog" => Some("Microsoft.RecoveryServices/Vaults/backupJobs/read"),
+        "Rsvault_Notifications" => {
+            Some("Microsoft.RecoveryServices/Vaults/monitoringConfigurations/read")
+        }
+        "ActivityLogs_List" => Some("Microsoft.Insights/eventtypes/values/read"),
+        _ => None,
+    };
+    if let Some(a) = fixed {
+        return a.to_string();
+    }
+    let segs: Vec<&str> = r.path.split('/').filter(|s| !s.is_empty()).collect();
+    let start = segs
+        .iter()
+        .rposition(|s| s.eq_ignore_ascii_case("providers"))
+        .map_or(0, |i| i + 1);
+    let mut parts: Vec<&str> = segs[start..]
+        .iter()
+        .copied()
+        .filter(|s| !s.starts_with('{'))
+        .collect();
+    match r.method {
+        "get" => parts.push("read"),
+        "put" | "patch" => parts.push("write"),
+        "delete" => parts.push("delete"),
+        _ => parts.push("action"),
+    }
+    parts.join("/")
+}
+
+/// The resource a request to route `r` at path `seg` acts on: the path, less the action name of
+/// a POST (ARM's authorization scope).
+pub fn scope(r: &Route, seg: &[String]) -> String {
+    let tpl_last_is_literal = r
+        .path
+        .rsplit('/')
+        .next()
+        .is_some_and(|s| !s.starts_with('{'));
+    let n = if r.method == "post" && tpl_last_is_literal && seg.len() > 1 {
+        seg.len() - 1
+    } else {
+        seg.len()
+    };
+    format!("/{}", seg[..n].join("/"))
 }
 
 /// What the route table says about a request path.
@@ -261,8 +328,8 @@ pub fn document() -> Value {
             "default".into(),
             json!({"description": "ARM error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}),
         );
-        let mut op =
-            json!({"operationId": r.operation_id, "parameters": params, "responses": responses});
+        let mut op = json!({"operationId": r.operation_id, "parameters": params, "responses": responses,
+            "x-ms-action": action(&r)});
         if r.body {
             op["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}});
         }

@@ -28,14 +28,16 @@ pub fn provider(
 ) -> ArmResult<Response> {
     only(&r.method, &[Method::GET])?;
     let found = match (provider, rest) {
-        ("microsoft.compute", ["virtualmachines", _]) => match svc.vm_source(rg, &orig[1]) {
+        ("microsoft.compute", ["virtualmachines", _]) => match svc.vm_source(sub, rg, &orig[1]) {
             Some(s) => Some(svc.vm_wire(sub, &s)?),
             None => None,
         },
-        ("microsoft.storage", ["storageaccounts", _]) => match svc.storage_account(rg, &orig[1]) {
-            Some(a) => Some(svc.storage_account_wire(sub, &a)?),
-            None => None,
-        },
+        ("microsoft.storage", ["storageaccounts", _]) => {
+            match svc.storage_account(sub, rg, &orig[1]) {
+                Some(a) => Some(svc.storage_account_wire(sub, &a)?),
+                None => None,
+            }
+        }
         _ => None,
     };
     found.map(ok).ok_or_else(|| not_found(r, rg))

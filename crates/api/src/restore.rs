@@ -31,7 +31,7 @@ pub fn trigger(
         .ok_or_else(|| {
             ArmError::invalid("'properties' (an object) is required.").with_target("properties")
         })?;
-    let (paths, target, conflict, rtype) = plan(svc, &it, &rp, props)?;
+    let (paths, target, conflict, rtype) = plan(svc, vault, &it, &rp, props)?;
     let mut job = new_job(
         vault,
         &it,
@@ -69,8 +69,14 @@ pub fn trigger(
 
 /// The restore planner: every check a restore request must pass, and where it would write.
 /// Writes nothing, so validation operations run it too.
-pub fn plan(svc: &Service, it: &Item, rp: &model::RecoveryPoint, props: &Value) -> ArmResult<Plan> {
-    let src = svc.source_for(it).ok_or_else(|| {
+pub fn plan(
+    svc: &Service,
+    vault: &Vault,
+    it: &Item,
+    rp: &model::RecoveryPoint,
+    props: &Value,
+) -> ArmResult<Plan> {
+    let src = svc.source_for(&vault.vault.sub, it).ok_or_else(|| {
         ArmError::invalid(format!(
             "The source of '{}' is no longer in the configuration.",
             it.friendly_name

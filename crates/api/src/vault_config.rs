@@ -241,7 +241,7 @@ fn check_restore(svc: &Service, vault: &Vault, id: Option<&Value>, req: &Value) 
             (it, rp)
         }
     };
-    restore::plan(svc, &item, &rp, req).map(|_| ())
+    restore::plan(svc, vault, &item, &rp, req).map(|_| ())
 }
 
 /// `POST {vault}/backupValidateOperation`: the validation, answered at once.

@@ -36,6 +36,10 @@ pub struct Config {
     #[serde(default)]
     pub secrets: SecretsConfig,
     #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub notify: NotifyConfig,
@@ -247,6 +251,10 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// Build absolute URLs from `X-Forwarded-Host` (only behind a proxy that sets it).
     pub trust_forwarded_host: bool,
+    /// A certificate chain (PEM) to serve instead of the generated one; reloaded on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -258,15 +266,101 @@ impl Default for ServerConfig {
             worker_memory_mib: 0,
             public_url: None,
             trust_forwarded_host: false,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Per-job read throughput limit for backups, bytes per second (0 = unlimited).
     pub backup_bytes_per_second: u64,
+    /// Reads (GET) per caller and subscription per minute; past it, 429 (0 = unlimited).
+    pub reads_per_minute: u32,
+    /// Writes and actions per caller and subscription per minute (0 = unlimited).
+    pub writes_per_minute: u32,
+    /// Seconds a new connection may take for its TLS handshake, and then for its first request's
+    /// headers.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a connection may stay idle (no bytes), and may take for a later request's headers.
+    pub idle_timeout_seconds: u64,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            backup_bytes_per_second: 0,
+            // ARM's own budgets per principal and subscription are 12,000 reads and 1,200 writes
+            // an hour; a minute of those at once is generous for any script.
+            reads_per_minute: 12_000,
+            writes_per_minute: 1_200,
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Who may call: the deployment's own token issuer and external OpenID Connect issuers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The `iss` of tokens `rsvault token issue` signs (default: `server.public_url`, else
+    /// `https://rsvault.local/`).
+    pub token_issuer: Option<String>,
+    /// The ES256 key those tokens are signed with (default `DATA/token-signing-key.pem`,
+    /// created 0600 on first use; every node of a deployment names the same file).
+    pub signing_key_file: Option<PathBuf>,
+    /// Lifetime of issued tokens when `--expires-in` is not given.
+    pub default_token_seconds: u64,
+    /// `[[auth.issuer]]`: external issuers (e.g. Microsoft Entra ID) whose tokens are accepted.
+    #[serde(rename = "issuer")]
+    pub issuers: Vec<ExternalIssuer>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            token_issuer: None,
+            signing_key_file: None,
+            default_token_seconds: 3600,
+            issuers: Vec::new(),
+        }
+    }
+}
+
+/// `[[auth.issuer]]`: an OpenID Connect issuer and where its signing keys are published.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIssuer {
+    /// The exact `iss` of its tokens, e.g. `https://login.microsoftonline.com/{tenant}/v2.0`.
+    pub issuer: String,
+    /// The `aud` its tokens must carry (e.g. `https://management.azure.com/`).
+    pub audience: String,
+    /// A JWKS document on disk (re-read when it changes).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL (HTTPS), fetched on first use and again for an unknown `kid`.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+}
+
+/// `[audit]`: the activity log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Days activity-log entries are kept.
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention_days: 90 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -279,6 +373,9 @@ pub enum SourceConfig {
         /// Azure region of the VM (default: that of the first vault created).
         #[serde(default)]
         location: Option<String>,
+        /// The subscriptions the VM appears in (default: every subscription).
+        #[serde(default)]
+        subscriptions: Vec<String>,
     },
     Fileshare {
         resource_group: String,
@@ -288,6 +385,9 @@ pub enum SourceConfig {
         /// Azure region of the storage account (default: that of the first vault created).
         #[serde(default)]
         location: Option<String>,
+        /// The subscriptions the share appears in (default: every subscription).
+        #[serde(default)]
+        subscriptions: Vec<String>,
     },
 }
 
@@ -341,6 +441,40 @@ impl Config {
             (1..=100).contains(&self.maintenance.verify_read_data_percent),
             "maintenance.verify_read_data_percent must be between 1 and 100"
         );
+        for i in &self.auth.issuers {
+            anyhow::ensure!(
+                i.jwks_file.is_some() != i.jwks_uri.is_some(),
+                "auth.issuer '{}' needs exactly one of jwks_file and jwks_uri",
+                i.issuer
+            );
+            if let Some(u) = &i.jwks_uri {
+                // Plain HTTP only on this host (a local identity provider, tests).
+                let local = ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
+                    .iter()
+                    .any(|p| u.starts_with(p));
+                anyhow::ensure!(
+                    u.starts_with("https://") || local,
+                    "auth.issuer '{}' jwks_uri must be https (or http on 127.0.0.1/localhost)",
+                    i.issuer
+                );
+            }
+        }
+        anyhow::ensure!(
+            self.server.tls_cert.is_some() == self.server.tls_key.is_some(),
+            "server.tls_cert and server.tls_key go together"
+        );
+        anyhow::ensure!(
+            self.auth.default_token_seconds > 0,
+            "auth.default_token_seconds must be > 0"
+        );
+        anyhow::ensure!(
+            self.limits.header_read_timeout_seconds > 0 && self.limits.idle_timeout_seconds > 0,
+            "limits.header_read_timeout_seconds and limits.idle_timeout_seconds must be > 0"
+        );
+        anyhow::ensure!(
+            self.limits.max_connections > 0,
+            "limits.max_connections must be > 0"
+        );
         anyhow::ensure!(
             (1..=100).contains(&self.maintenance.drill_sample_percent),
             "maintenance.drill_sample_percent must be between 1 and 100"
@@ -380,6 +514,14 @@ impl Config {
             );
         }
         for s in &self.sources {
+            let (SourceConfig::Vm { subscriptions, .. }
+            | SourceConfig::Fileshare { subscriptions, .. }) = s;
+            anyhow::ensure!(
+                subscriptions
+                    .iter()
+                    .all(|x| !x.trim().is_empty() && !x.contains('/')),
+                "source subscriptions must be subscription ids"
+            );
             match s {
                 SourceConfig::Vm { disks, name, .. } => {
                     anyhow::ensure!(!disks.is_empty(), "vm source '{name}' lists no disks")
@@ -460,6 +602,7 @@ impl Config {
                         name: n[1].clone(),
                         disks: vec![disk],
                         location: None,
+                        subscriptions: Vec::new(),
                     });
                     cli_vms += 1;
                 }
@@ -488,6 +631,7 @@ impl Config {
                 share: n[2].clone(),
                 path,
                 location: None,
+                subscriptions: Vec::new(),
             });
         }
         for r in &cli.restore_roots {
@@ -508,6 +652,7 @@ pub fn source_info(s: &SourceConfig) -> SourceInfo {
             name,
             disks,
             location,
+            subscriptions,
         } => SourceInfo {
             workload: Workload::Vm,
             container: format!("IaasVMContainer;iaasvmcontainerv2;{resource_group};{name}"),
@@ -517,6 +662,7 @@ pub fn source_info(s: &SourceConfig) -> SourceInfo {
             host_name: name.clone(),
             paths: disks.clone(),
             location: location.clone(),
+            subscriptions: subscriptions.clone(),
         },
         SourceConfig::Fileshare {
             resource_group,
@@ -524,6 +670,7 @@ pub fn source_info(s: &SourceConfig) -> SourceInfo {
             share,
             path,
             location,
+            subscriptions,
         } => SourceInfo {
             workload: Workload::FileShare,
             container: format!("StorageContainer;Storage;{resource_group};{storage_account}"),
@@ -533,6 +680,7 @@ pub fn source_info(s: &SourceConfig) -> SourceInfo {
             host_name: storage_account.clone(),
             paths: vec![path.clone()],
             location: location.clone(),
+            subscriptions: subscriptions.clone(),
         },
     }
 }

@@ -56,8 +56,8 @@ impl Service {
     }
 
     /// The VM source named `rg/name` (names compare case-insensitively, as in ARM).
-    pub fn vm_source(&self, rg: &str, name: &str) -> Option<SourceInfo> {
-        self.all_sources().into_iter().find(|s| {
+    pub fn vm_source(&self, sub: &str, rg: &str, name: &str) -> Option<SourceInfo> {
+        self.sources_in(sub).into_iter().find(|s| {
             s.workload == Workload::Vm
                 && s.rg.eq_ignore_ascii_case(rg)
                 && s.host_name.eq_ignore_ascii_case(name)
@@ -71,10 +71,10 @@ impl Service {
 
     /// Every storage account served: one per file-share account (whatever its number of shares),
     /// then the restore accounts.
-    pub fn storage_accounts(&self) -> Vec<StorageAccount> {
+    pub fn storage_accounts(&self, sub: &str) -> Vec<StorageAccount> {
         let mut out: Vec<StorageAccount> = Vec::new();
         for s in self
-            .all_sources()
+            .sources_in(sub)
             .iter()
             .filter(|s| s.workload == Workload::FileShare)
         {
@@ -101,13 +101,13 @@ impl Service {
         out
     }
 
-    pub fn storage_account(&self, rg: &str, name: &str) -> Option<StorageAccount> {
-        self.storage_accounts()
+    pub fn storage_account(&self, sub: &str, rg: &str, name: &str) -> Option<StorageAccount> {
+        self.storage_accounts(sub)
             .into_iter()
             .find(|a| a.rg.eq_ignore_ascii_case(rg) && a.name.eq_ignore_ascii_case(name))
     }
 
-    /// The served storage account an ARM id names (any subscription: sources appear in all).
+    /// The served storage account an ARM id names (in the subscription the id names).
     pub fn storage_account_by_id(&self, id: &str) -> Option<StorageAccount> {
         let (rg, provider, kind, name) = parse_resource_id(id)?;
         if !provider.eq_ignore_ascii_case("Microsoft.Storage")
@@ -115,7 +115,8 @@ impl Service {
         {
             return None;
         }
-        self.storage_account(&rg, &name)
+        let sub = id.split('/').filter(|s| !s.is_empty()).nth(1)?;
+        self.storage_account(sub, &rg, &name)
     }
 
     /// `GET …/Microsoft.Compute/virtualMachines/{name}` of a VM source.

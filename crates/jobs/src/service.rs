@@ -401,24 +401,31 @@ impl Service {
         out
     }
 
-    pub fn source_by_container(&self, container: &str) -> Option<SourceInfo> {
+    /// The deployment's sources that subscription `sub` sees.
+    pub fn sources_in(&self, sub: &str) -> Vec<SourceInfo> {
+        let mut all = self.all_sources();
+        all.retain(|s| s.visible_in(sub));
+        all
+    }
+
+    pub fn source_by_container(&self, sub: &str, container: &str) -> Option<SourceInfo> {
         let c = normalize_container(container);
-        self.all_sources()
+        self.sources_in(sub)
             .into_iter()
             .find(|s| normalize_container(&s.container) == c)
     }
 
-    pub fn source_by_item(&self, container: &str, item: &str) -> Option<SourceInfo> {
+    pub fn source_by_item(&self, sub: &str, container: &str, item: &str) -> Option<SourceInfo> {
         let c = normalize_container(container);
         let i = normalize_item(item);
-        self.all_sources()
+        self.sources_in(sub)
             .into_iter()
             .find(|s| normalize_container(&s.container) == c && normalize_item(&s.item) == i)
     }
 
-    /// The item's source, wherever in the deployment it is.
-    pub fn source_for(&self, item: &Item) -> Option<SourceInfo> {
-        self.source_by_item(&item.container, &item.name)
+    /// The item's source, wherever in the deployment it is (as subscription `sub` sees them).
+    pub fn source_for(&self, sub: &str, item: &Item) -> Option<SourceInfo> {
+        self.source_by_item(sub, &item.container, &item.name)
     }
 
     /// The item's source on this node (what a job running here reads or writes).

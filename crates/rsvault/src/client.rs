@@ -1,5 +1,5 @@
 //! The operator's client: `rsvault job …`, `rsvault maintenance …`, `rsvault retention preview`.
-//! Thin HTTPS calls to a running server, authenticated with the admin token of its data dir.
+//! Thin HTTPS calls to a running server, authenticated with a token signed by its data dir's key.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -27,9 +27,13 @@ pub struct Conn {
         global = true
     )]
     pub data: PathBuf,
-    /// Bearer token (default: DATA/admin-token).
+    /// Bearer token (default: a short-lived token signed with the deployment's key in DATA: the
+    /// admin's, or `--principal-id`'s).
     #[arg(long, env = "RSVAULT_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
+    /// The principal the default token names (it needs a role assignment).
+    #[arg(long, env = "RSVAULT_PRINCIPAL_ID", global = true)]
+    pub principal_id: Option<String>,
     /// Print raw JSON.
     #[arg(long, global = true, value_parser = ["json", "table"], default_value = "table")]
     pub output: String,
@@ -59,15 +63,18 @@ impl Client {
     pub fn new(c: &Conn) -> anyhow::Result<Self> {
         let token = match &c.token {
             Some(t) => t.clone(),
-            None => std::fs::read_to_string(c.data.join("admin-token"))
-                .with_context(|| {
-                    format!(
-                        "reading {} (use --token or --data)",
-                        c.data.join("admin-token").display()
-                    )
-                })?
-                .trim()
-                .to_string(),
+            None => {
+                let config = crate::server::load_config(&c.data, None)?;
+                let key = rsvault_api::auth::SigningKey::load_or_create(
+                    &rsvault_api::auth::signing_key_path(&c.data, &config),
+                )
+                .context("reading the token-signing key of DATA (or pass --token)")?;
+                let issuer = rsvault_api::auth::issuer_name(&config);
+                match &c.principal_id {
+                    Some(p) => rsvault_api::auth::issue_token(&key, &issuer, p, 600)?,
+                    None => rsvault_api::auth::issue_admin_token(&key, &issuer, 600)?,
+                }
+            }
         };
         let mut b = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60));
         let cert = c.data.join("tls/cert.pem");

@@ -7,5 +7,6 @@
 //! `rsvault-engine` (repository bytes) and `rsvault-store` (all SQL) -> `rsvault-types`.
 
 pub mod client;
+pub mod conn;
 pub mod server;
 pub mod tls;

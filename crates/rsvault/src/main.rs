@@ -85,6 +85,15 @@ enum Command {
         #[command(flatten)]
         local: Local,
     },
+    /// Tokens: `rsvault token issue --principal-id ID` signs a bearer token for a principal (whose
+    /// roles come from its role assignments); `rsvault token rotate-admin` replaces the admin
+    /// token. Both read the data dir directly: its owner only.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+        #[command(flatten)]
+        local: Local,
+    },
     /// Retention: which recovery points each policy keeps and expires, and why.
     Retention {
         #[command(subcommand)]
@@ -126,6 +135,21 @@ enum VaultKeyCmd {
         #[arg(long)]
         vault: String,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Print a JWT for `--principal-id`, signed with the deployment's key.
+    Issue {
+        /// The principal (`oid`) the token names; role assignments name the same id.
+        #[arg(long)]
+        principal_id: String,
+        /// Lifetime in seconds (default `[auth] default_token_seconds`, 3600).
+        #[arg(long)]
+        expires_in: Option<u64>,
+    },
+    /// Replace the admin token and print the new one (the old one stops working within seconds).
+    RotateAdmin,
 }
 
 #[derive(Subcommand)]
@@ -278,6 +302,29 @@ fn main() -> anyhow::Result<()> {
                     "password": svc.vault_password(&v)?,
                 })
             );
+            Ok(())
+        }
+        Command::Token { cmd, local } => {
+            let config = rsvault::server::load_config(&local.data, local.config.as_deref())?;
+            let svc = rsvault::server::open_service(&local.data, config, (PathBuf::new(), vec![]))?;
+            match cmd {
+                TokenCmd::Issue {
+                    principal_id,
+                    expires_in,
+                } => {
+                    let secs = expires_in.unwrap_or(svc.config.auth.default_token_seconds);
+                    anyhow::ensure!(secs > 0, "--expires-in must be > 0");
+                    let key = rsvault::server::token_key(&local.data, &svc)?;
+                    let issuer = rsvault_api::auth::issuer_name(&svc.config);
+                    println!(
+                        "{}",
+                        rsvault_api::auth::issue_token(&key, &issuer, &principal_id, secs)?
+                    );
+                }
+                TokenCmd::RotateAdmin => {
+                    println!("{}", rsvault_api::auth::rotate_admin_token(&svc.store)?);
+                }
+            }
             Ok(())
         }
         Command::Secrets {

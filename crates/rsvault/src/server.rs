@@ -209,32 +209,29 @@ pub fn lock_data_dir(data: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::F
     Ok(lock)
 }
 
-/// The deployment's admin token, shared by every node through the store (wrapped by the KEK): the
-/// first node to initialize the store creates it (or adopts its `DATA/admin-token` from before);
-/// every node keeps a copy in its own `DATA/admin-token` (0600). Returns (token, newly created).
-pub fn admin_token(svc: &Service, data: &Path) -> anyhow::Result<(String, bool)> {
-    let p = data.join("admin-token");
-    let own = match std::fs::read_to_string(&p) {
-        Ok(t) => Some(t.trim().to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
-    };
-    let mut created = false;
-    let token = rsvault_jobs::service::shared_secret(&svc.store, &svc.kek, ADMIN_TOKEN, || {
-        created = own.is_none();
-        own.clone()
-            .unwrap_or_else(|| format!("rsv_{}", api::random_token()))
-    })?;
-    if own.as_deref() != Some(token.as_str()) {
-        if own.is_some() {
-            tracing::warn!(
-                "{} held another admin token than the deployment's (in the store): replaced",
-                p.display()
-            );
-        }
-        rsvault_jobs::fsutil::write_private(&p, token.as_bytes())?;
+/// Makes sure the admin token exists; only its hash is kept, in the store (so every node accepts
+/// it). A token an earlier release kept wrapped in the store, or in plain text in
+/// `DATA/admin-token`, is converted. Returns the token when it was created now, to be shown once.
+pub fn admin_token(svc: &Service, data: &Path) -> anyhow::Result<Option<String>> {
+    let kept: Option<serde_json::Value> = svc
+        .store
+        .read(|tx| tx.get(rsvault_jobs::service::K_SECRET, "", ADMIN_TOKEN))?;
+    if let Some(wrapped) = kept.as_ref().and_then(|w| w["wrapped"].as_str()) {
+        let token = svc.kek.unwrap(wrapped, ADMIN_TOKEN)?;
+        api::auth::adopt_admin_token(&svc.store, &token)?;
+        svc.store
+            .tx(|tx| tx.delete(rsvault_jobs::service::K_SECRET, "", ADMIN_TOKEN))?;
+        tracing::warn!("the admin token was kept wrapped in the store; only its hash is kept now");
     }
-    Ok((token, created))
+    api::auth::ensure_admin_token(&svc.store, &data.join("admin-token"))
+}
+
+/// The deployment's token-signing key, published in the store for every node.
+pub fn token_key(data: &Path, svc: &Service) -> anyhow::Result<api::auth::SigningKey> {
+    let key =
+        api::auth::SigningKey::load_or_create(&api::auth::signing_key_path(data, &svc.config))?;
+    api::auth::publish_key(&svc.store, &key)?;
+    Ok(key)
 }
 
 /// The export-link signing key, shared by every node through the store (wrapped by the KEK). A
@@ -320,7 +317,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
         rsvault_jobs::repository::Repositories::Object { .. } => {}
     }
-    let (token, fresh) = admin_token(&svc, &opts.data)?;
+    let fresh_token = admin_token(&svc, &opts.data)?;
+    let auth = Arc::new(api::auth::Auth::new(
+        &svc.config,
+        token_key(&opts.data, &svc)?,
+    ));
     let wrapped = svc
         .wrap_legacy_keys()
         .context("wrapping stored vault keys")?;
@@ -352,14 +353,17 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     }
 
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (cert, key) = crate::tls::ensure_self_signed(&opts.data.join("tls"))?;
+    let (cert, key) = crate::tls::material(&opts.data, &svc.config.server, opts.listen)?;
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&cert, &key)
         .await
-        .context("loading TLS certificate")?;
+        .with_context(|| format!("loading the TLS certificate {}", cert.display()))?;
+    tokio::spawn(reload_tls_on_sighup(tls.clone(), cert.clone(), key.clone()));
     let app = api::router(AppState {
         svc: svc.clone(),
-        token: Arc::new(token.clone()),
+        auth,
+        limits: Arc::new(api::limits::RateLimiter::default()),
     });
+    tokio::spawn(purge_activity(svc.clone()));
     let handle = axum_server::Handle::new();
     let shutdown = handle.clone();
     tokio::spawn(async move {
@@ -367,25 +371,89 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         tracing::info!("shutting down: no new requests; running jobs are resolved at next start");
         shutdown.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
     });
-    let server = axum_server::bind_rustls(opts.listen, tls).handle(handle.clone());
-    let task = tokio::spawn(server.serve(app.into_make_service()));
+    let l = &svc.config.limits;
+    let header_timeout = std::time::Duration::from_secs(l.header_read_timeout_seconds);
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+        .handshake_timeout(header_timeout)
+        .acceptor(crate::conn::Hygiene::new(
+            l.max_connections,
+            std::time::Duration::from_secs(l.idle_timeout_seconds),
+        ));
+    let mut server = axum_server::bind(opts.listen)
+        .acceptor(acceptor)
+        .first_request_timeout(header_timeout)
+        .handle(handle.clone());
+    // hyper's header timer also runs while a keep-alive connection waits for its next request,
+    // so it is the idle timeout: closing idle connections after a few seconds would race clients
+    // that reuse them. New connections get the short bound (handshake and first request).
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(std::time::Duration::from_secs(l.idle_timeout_seconds)));
+    let task = tokio::spawn(
+        server.serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>()),
+    );
     let addr = handle
         .listening()
         .await
         .context("the listener did not start")?;
     println!("rsvault listening on https://{addr}");
-    if fresh {
+    if let Some(token) = fresh_token {
         println!("admin token: {token}");
         println!(
-            "(stored in {}; it is not printed again)",
-            opts.data.join("admin-token").display()
+            "(only its hash is stored; it is not printed again: `rsvault token rotate-admin` makes a new one)"
         );
     }
-    println!("TLS certificate: {}", cert.display());
+    println!(
+        "TLS certificate: {} (SHA-256 {})",
+        cert.display(),
+        crate::tls::fingerprint(&cert)?
+    );
     use std::io::Write;
     let _ = std::io::stdout().flush();
     task.await.context("server task")?.context("server")?;
     Ok(())
+}
+
+/// Reloads the certificate and key from their files on SIGHUP (a renewed certificate, without a
+/// restart); a pair that does not load leaves the current one in place.
+async fn reload_tls_on_sighup(
+    tls: axum_server::tls_rustls::RustlsConfig,
+    cert: PathBuf,
+    key: PathBuf,
+) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload_from_pem_file(&cert, &key).await {
+            Ok(()) => match crate::tls::fingerprint(&cert) {
+                Ok(f) => tracing::info!(fingerprint = %f, "reloaded the TLS certificate"),
+                Err(e) => tracing::warn!("reloaded the TLS certificate: {e}"),
+            },
+            Err(e) => tracing::error!(
+                cert = %cert.display(),
+                "the TLS certificate did not load; keeping the current one: {e}"
+            ),
+        }
+    }
+}
+
+/// Deletes activity-log events past `[audit] retention_days`, hourly.
+async fn purge_activity(svc: Arc<Service>) {
+    loop {
+        let s = svc.clone();
+        let n = tokio::task::spawn_blocking(move || api::activity::purge(&s))
+            .await
+            .unwrap_or(0);
+        if n > 0 {
+            tracing::info!(
+                events = n,
+                "deleted activity-log events past their retention"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
 }
 
 async fn wait_for_signal() {

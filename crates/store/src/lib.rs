@@ -258,6 +258,21 @@ pub trait MetaTx {
     /// Ids of the jobs `owner` runs that a client asked to cancel.
     fn cancel_requests_of(&self, owner: &str) -> Result<Vec<String>>;
 
+    /// Records one activity-log event (`sub` lowercase, `ts` fixed-width RFC 3339 UTC).
+    fn insert_activity(&self, id: &str, sub: &str, ts: &str, body: &str) -> Result<()>;
+    /// Activity events of `sub` with `from <= ts <= to`, newest first, after the (ts, id)
+    /// position `after` when given, at most `limit`: (ts, id, body).
+    fn list_activity(
+        &self,
+        sub: &str,
+        from: &str,
+        to: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(String, String, String)>>;
+    /// Deletes up to `batch` activity events older than `cutoff`. Returns how many.
+    fn delete_activity_before(&self, cutoff: &str, batch: usize) -> Result<usize>;
+
     // ---- issue #13: queue gauges and job logs ----
 
     /// Jobs whose queue state is `queue` (`queued`, `running` or `done`).

@@ -23,6 +23,7 @@ use crate::{Error, JobQuery, JobRow, LogLine, MetaTx, QueuedReason, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_initial.sql"),
     include_str!("../migrations/postgres/0002_job_log.sql"),
+    include_str!("../migrations/postgres/0003_activity_log.sql"),
 ];
 
 /// Advisory lock keys (arbitrary constants, private to rsvault's database).
@@ -537,6 +538,42 @@ impl MetaTx for PgTx<'_> {
             "SELECT id FROM jobs WHERE queue = 'running' AND lease_owner = $1 AND status = 'Cancelling'",
             &[&owner],
         )
+    }
+
+    fn insert_activity(&self, id: &str, sub: &str, ts: &str, body: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO activity(id, sub, ts, body) VALUES ($1, $2, $3, $4)",
+            &[&id, &sub, &ts, &body],
+        )?;
+        Ok(())
+    }
+
+    fn list_activity(
+        &self,
+        sub: &str,
+        from: &str,
+        to: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(String, String, String)>> {
+        let (ats, aid) = after.unwrap_or(("", ""));
+        Ok(self
+            .query(
+                "SELECT ts, id, body FROM activity WHERE sub = $1 AND ts >= $2 AND ts <= $3
+                 AND ($4 = '' OR ts < $4 OR (ts = $4 AND id < $5))
+                 ORDER BY ts DESC, id DESC LIMIT $6",
+                &[&sub, &from, &to, &ats, &aid, &(limit as i64)],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    fn delete_activity_before(&self, cutoff: &str, batch: usize) -> Result<usize> {
+        Ok(self.execute(
+            "DELETE FROM activity WHERE id IN (SELECT id FROM activity WHERE ts < $1 LIMIT $2)",
+            &[&cutoff, &(batch as i64)],
+        )? as usize)
     }
 
     fn count_queue(&self, queue: &str) -> Result<i64> {

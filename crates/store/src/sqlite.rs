@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_job_queue.sql"),
     include_str!("../migrations/sqlite/0003_nodes.sql"),
     include_str!("../migrations/sqlite/0004_job_log.sql"),
+    include_str!("../migrations/sqlite/0005_activity_log.sql"),
 ];
 
 pub struct Sqlite {
@@ -440,6 +441,41 @@ impl MetaTx for SqliteTx<'_> {
         Ok(self
             .0
             .execute("DELETE FROM jobs WHERE vault = ?1", params![vault])?)
+    }
+
+    fn insert_activity(&self, id: &str, sub: &str, ts: &str, body: &str) -> Result<()> {
+        self.0.execute(
+            "INSERT INTO activity(id, sub, ts, body) VALUES (?1, ?2, ?3, ?4)",
+            params![id, sub, ts, body],
+        )?;
+        Ok(())
+    }
+
+    fn list_activity(
+        &self,
+        sub: &str,
+        from: &str,
+        to: &str,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(String, String, String)>> {
+        let (ats, aid) = after.unwrap_or(("", ""));
+        let mut stmt = self.0.prepare_cached(
+            "SELECT ts, id, body FROM activity WHERE sub = ?1 AND ts >= ?2 AND ts <= ?3
+             AND (?4 = '' OR ts < ?4 OR (ts = ?4 AND id < ?5))
+             ORDER BY ts DESC, id DESC LIMIT ?6",
+        )?;
+        let rows = stmt.query_map(params![sub, from, to, ats, aid, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn delete_activity_before(&self, cutoff: &str, batch: usize) -> Result<usize> {
+        Ok(self.0.execute(
+            "DELETE FROM activity WHERE id IN (SELECT id FROM activity WHERE ts < ?1 LIMIT ?2)",
+            params![cutoff, batch as i64],
+        )?)
     }
 
     fn count_queue(&self, queue: &str) -> Result<i64> {

@@ -45,6 +45,10 @@ const CASES: &[(&str, Case)] = &[
         "jobs_go_to_nodes_that_offer_what_they_need",
         jobs_go_to_nodes_that_offer_what_they_need,
     ),
+    (
+        "activity_log_pages_and_expires",
+        activity_log_pages_and_expires,
+    ),
 ];
 
 #[test]
@@ -742,4 +746,32 @@ fn jobs_go_to_nodes_that_offer_what_they_need(open: &dyn Fn() -> (Store, Store))
         .unwrap();
     let live = a.read(|t| t.live_nodes("2026-01-01T00:00:30Z")).unwrap();
     assert_eq!(live.len(), 2);
+}
+
+fn activity_log_pages_and_expires(open: &dyn Fn() -> (Store, Store)) {
+    let (s, _) = open();
+    let t = |m: u32| format!("2026-05-01T10:{m:02}:00.0000000Z");
+    s.tx(|tx| {
+        for m in 0..6 {
+            tx.insert_activity(&format!("e{m}"), "sub1", &t(m), &format!("{{\"m\":{m}}}"))?;
+        }
+        tx.insert_activity("other", "sub2", &t(3), "{}")
+    })
+    .unwrap();
+    let page = |after: Option<(&str, &str)>, limit| {
+        s.read(|tx| tx.list_activity("sub1", &t(1), &t(4), after, limit))
+            .unwrap()
+            .into_iter()
+            .map(|(_, id, _)| id)
+            .collect::<Vec<_>>()
+    };
+    // Newest first, inside the window, one subscription; then on from the last position.
+    assert_eq!(page(None, 2), ["e4", "e3"]);
+    let t3 = t(3);
+    assert_eq!(page(Some((&t3, "e3")), 10), ["e2", "e1"]);
+    let n = s.tx(|tx| tx.delete_activity_before(&t(2), 1)).unwrap();
+    assert_eq!(n, 1);
+    let n = s.tx(|tx| tx.delete_activity_before(&t(2), 100)).unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(page(None, 10), ["e4", "e3", "e2"]);
 }

@@ -37,12 +37,32 @@ pub enum ArmCode {
     ImmutabilityLocked,
     Conflict,
     Internal,
+    InvalidAuthenticationToken,
+    ExpiredAuthenticationToken,
+    AuthorizationFailed,
+    TooManyRequests,
+    RoleAssignmentNotFound,
+    RoleDefinitionDoesNotExist,
+    RoleAssignmentExists,
+    RoleAssignmentUpdateNotPermitted,
+    InvalidRoleAssignmentId,
 }
 
 impl ArmCode {
     pub fn status(self) -> StatusCode {
         match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized
+            | Self::InvalidAuthenticationToken
+            | Self::ExpiredAuthenticationToken => StatusCode::UNAUTHORIZED,
+            Self::AuthorizationFailed => StatusCode::FORBIDDEN,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Self::RoleAssignmentNotFound | Self::RoleDefinitionDoesNotExist => {
+                StatusCode::NOT_FOUND
+            }
+            Self::RoleAssignmentExists => StatusCode::CONFLICT,
+            Self::RoleAssignmentUpdateNotPermitted | Self::InvalidRoleAssignmentId => {
+                StatusCode::BAD_REQUEST
+            }
             Self::MissingApiVersion
             | Self::InvalidApiVersion
             | Self::InvalidInput
@@ -100,6 +120,15 @@ impl ArmCode {
             Self::RestoreTargetInvalid => "BMSUserErrorInvalidRestoreTarget",
             Self::Conflict => "Conflict",
             Self::Internal => "InternalServerError",
+            Self::InvalidAuthenticationToken => "InvalidAuthenticationToken",
+            Self::ExpiredAuthenticationToken => "ExpiredAuthenticationToken",
+            Self::AuthorizationFailed => "AuthorizationFailed",
+            Self::TooManyRequests => "TooManyRequests",
+            Self::RoleAssignmentNotFound => "RoleAssignmentNotFound",
+            Self::RoleDefinitionDoesNotExist => "RoleDefinitionDoesNotExist",
+            Self::RoleAssignmentExists => "RoleAssignmentExists",
+            Self::RoleAssignmentUpdateNotPermitted => "RoleAssignmentUpdateNotPermitted",
+            Self::InvalidRoleAssignmentId => "InvalidRoleAssignmentId",
         }
     }
 }
@@ -136,14 +165,15 @@ impl ArmError {
             format!("An internal error occurred (error id {id}); the server log has the details."),
         )
     }
+    /// Absent members are left out rather than sent as `null`: azure-core's error parser iterates
+    /// `details` and `additionalInfo` when present, and on `null` gives up on the whole error, so
+    /// an SDK caller would see no `error.code` at all.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": {
-            "code": self.code.as_str(),
-            "message": self.message,
-            "target": self.target,
-            "details": null,
-            "additionalInfo": null,
-        }})
+        let mut e = json!({"code": self.code.as_str(), "message": self.message});
+        if let Some(t) = &self.target {
+            e["target"] = json!(t);
+        }
+        json!({ "error": e })
     }
 }
 

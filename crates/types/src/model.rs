@@ -150,9 +150,21 @@ pub struct SourceInfo {
     pub paths: Vec<PathBuf>,
     /// Configured Azure region of the VM or storage account, if any.
     pub location: Option<String>,
+    /// The subscriptions it appears in (empty: every subscription).
+    #[serde(default)]
+    pub subscriptions: Vec<String>,
 }
 
 impl SourceInfo {
+    /// Whether this source appears in subscription `sub`.
+    pub fn visible_in(&self, sub: &str) -> bool {
+        self.subscriptions.is_empty()
+            || self
+                .subscriptions
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(sub))
+    }
+
     /// What a node that has this source offers to jobs (see `Job::needs`).
     pub fn offer(&self) -> String {
         format!("item:{}", item_key(&self.container, &self.item))

@@ -28,7 +28,7 @@ fn requests_are_authenticated_and_versioned() {
     let r = s.client.get(s.url(&v)).send().unwrap();
     assert_eq!(error_code(r, 401), "AuthenticationFailed");
     let r = s.client.get(s.url(&v)).bearer_auth("wrong").send().unwrap();
-    assert_eq!(error_code(r, 401), "AuthenticationFailed");
+    assert_eq!(error_code(r, 401), "InvalidAuthenticationToken");
 
     let r = s
         .client

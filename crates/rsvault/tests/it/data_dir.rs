@@ -48,7 +48,7 @@ fn data_dir_and_everything_in_it_are_private() {
     let export = s.req("POST", &format!("{v}/backupJobsExport"), None);
     assert_eq!(export.status(), 202);
 
-    for name in ["rsvault.db", "admin-token", "tls", "repos"] {
+    for name in ["rsvault.db", "token-signing-key.pem", "tls", "repos"] {
         assert!(data.join(name).exists(), "{name} missing");
     }
     let open = open_to_others(&data);

@@ -94,6 +94,8 @@ pub struct Server {
     pub client: Client,
     pub data: PathBuf,
     pub config: PathBuf,
+    /// The SHA-256 fingerprint the server printed for its certificate.
+    pub fingerprint: Option<String>,
 }
 
 impl Server {
@@ -129,23 +131,73 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut base = None;
+        let mut printed = None;
+        let mut cert_path = None;
+        let mut fingerprint = None;
         for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(rest) = line.strip_prefix("rsvault listening on ") {
                 base = Some(rest.trim().to_string());
             }
-            if line.starts_with("TLS certificate") {
+            if let Some(rest) = line.strip_prefix("admin token: ") {
+                printed = Some(rest.trim().to_string());
+            }
+            if let Some(rest) = line.strip_prefix("TLS certificate: ") {
+                let path = rest.split(" (SHA-256").next().unwrap_or(rest).trim();
+                fingerprint = rest
+                    .split(" (SHA-256 ")
+                    .nth(1)
+                    .map(|f| f.trim_end_matches(')').to_string());
+                cert_path = Some(PathBuf::from(path));
                 break;
             }
         }
         // Keep draining stdout so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let base = base.expect("server printed its address");
-        let token = std::fs::read_to_string(data.join("admin-token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        let cert = std::fs::read(data.join("tls/cert.pem")).unwrap();
+        // The admin token is printed once, when a deployment's store is first set up (the
+        // server keeps just its hash): remember it per store — the shared one a config names,
+        // else the data dir's own — for restarts and further nodes.
+        let config = args
+            .windows(2)
+            .find(|w| w[0] == "--config")
+            .map(|w| PathBuf::from(w[1]));
+        let store = config
+            .and_then(|c| std::fs::read_to_string(c).ok())
+            .and_then(|c| {
+                let at = c.find("[store]")?;
+                let line = c[at..]
+                    .lines()
+                    .find(|l| l.trim_start().starts_with("url"))?;
+                Some(line.split('"').nth(1)?.to_string())
+            })
+            .unwrap_or_else(|| data.display().to_string());
+        static TOKENS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+        let known = || TOKENS.lock().unwrap_or_else(|p| p.into_inner());
+        let token = match printed {
+            Some(t) => {
+                let mut k = known();
+                k.retain(|(d, _)| d != &store);
+                k.push((store, t.clone()));
+                t
+            }
+            // Nodes of one store may start together: the one that set the store up may not have
+            // told us its token yet.
+            None => {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    if let Some((_, t)) = known().iter().find(|(d, _)| d == &store) {
+                        break t.clone();
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "the admin token of this store was printed when it was set up"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        let cert = std::fs::read(cert_path.expect("server printed its certificate")).unwrap();
         let client = Client::builder()
             .add_root_certificate(reqwest::Certificate::from_pem(&cert).unwrap())
             .timeout(Duration::from_secs(60))
@@ -158,6 +210,7 @@ impl Server {
             client,
             data: data.to_path_buf(),
             config: data.join("rsvault.toml"),
+            fingerprint,
         }
     }
 

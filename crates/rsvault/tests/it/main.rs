@@ -15,4 +15,5 @@ mod neighbours;
 mod nodes;
 mod ops;
 mod policies;
+mod rbac;
 mod restart;
