@@ -92,9 +92,12 @@ before(async () => {
   for await (const line of lines) {
     const m = line.match(/^rsvault listening on (\S+)/);
     if (m) base = m[1];
+    // The admin token is printed once, at the first start (the server keeps only its hash).
+    const t = line.match(/admin token:\s*(\S+)/);
+    if (t) token = t[1];
     if (line.startsWith("TLS certificate")) break;
   }
-  token = fs.readFileSync(path.join(data, "admin-token"), "utf8").trim();
+  if (!token) throw new Error("the server printed no admin token");
   ca = fs.readFileSync(path.join(data, "tls", "cert.pem"));
   await api("PUT", VAULT, { location: "westus" });
   await api("PUT", `${VAULT}/backupPolicies/daily`, { properties: {

@@ -16,6 +16,7 @@ pub mod ops;
 pub mod policies;
 pub mod resources;
 pub mod restore;
+pub mod route;
 pub mod vault_config;
 
 use std::collections::HashMap;

@@ -6,31 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
-/// One served operation: method, path template (relative to the vault when `vault` is true),
-/// operationId (Azure's where the operation is Azure's), success statuses, response model.
-pub struct Route {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub operation_id: &'static str,
-    pub ok: &'static [u16],
-    pub model: Model,
-    pub body: bool,
-    pub query: &'static [&'static str],
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Model {
-    None,
-    Vault,
-    VaultList,
-    Job,
-    JobList,
-    OperationStatus,
-    Resource,
-    ResourceList,
-    ExportResult,
-    Object,
-}
+pub use crate::route::{Model, Route};
 
 const V: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers/Microsoft.RecoveryServices/vaults/{vaultName}";
 const RG: &str = "/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}/providers";

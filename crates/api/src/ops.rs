@@ -91,7 +91,7 @@ fn readyz(svc: &Service) -> Response {
 }
 
 fn metrics(svc: &Service) -> Response {
-    match svc.metrics.render(svc) {
+    match svc.metrics_text() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

@@ -30,6 +30,7 @@ pub mod retention;
 pub mod runner;
 pub mod schedule;
 pub mod scheduler;
+pub mod scrape;
 pub mod secrets;
 pub mod service;
 pub mod staleness;

@@ -6,29 +6,25 @@
 use std::sync::Mutex;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use rsvault_types::job::Job;
-use rsvault_types::model::Vault;
 
-use crate::service::{Service, K_VAULT};
-
-/// The content type of [`Metrics::render`]'s text.
+/// The content type of the text exposition (`Service::metrics_text`).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub struct Metrics {
-    registry: Registry,
+    pub(crate) registry: Registry,
     jobs_total: IntCounterVec,
     job_duration: HistogramVec,
     http_requests: IntCounterVec,
-    jobs_running: IntGauge,
-    jobs_queued: IntGauge,
-    item_last_success: GaugeVec,
-    item_stale: IntGaugeVec,
-    repository_size: IntGaugeVec,
+    pub(crate) jobs_running: IntGauge,
+    pub(crate) jobs_queued: IntGauge,
+    pub(crate) item_last_success: GaugeVec,
+    pub(crate) item_stale: IntGaugeVec,
+    pub(crate) repository_size: IntGaugeVec,
     /// One scrape at a time: each clears and refills the per-vault gauges.
-    scrape: Mutex<()>,
+    pub(crate) scrape: Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -138,51 +134,5 @@ impl Metrics {
         self.http_requests
             .with_label_values(&[method, &status.to_string()])
             .inc();
-    }
-
-    /// The text exposition, with the store-backed gauges read now.
-    pub fn render(&self, svc: &Service) -> anyhow::Result<String> {
-        let _one = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
-        let (queued, running) = svc
-            .store
-            .read(|tx| Ok((tx.count_queue("queued")?, tx.count_queue("running")?)))?;
-        self.jobs_queued.set(queued);
-        self.jobs_running.set(running);
-        self.item_last_success.reset();
-        self.item_stale.reset();
-        self.repository_size.reset();
-        let vaults: Vec<Vault> = svc.store.read(|tx| tx.list_prefix(K_VAULT, ""))?;
-        for v in &vaults {
-            let vault = v.vault.key();
-            // Local repositories only: measuring one in an object store lists all its objects,
-            // too slow for a scrape (backupUsageSummaries measures it on request).
-            if let Ok(repo) = svc.repo_location(v).map_err(|_| ()) {
-                if repo.store.is_none() {
-                    self.repository_size
-                        .with_label_values(&[vault.as_str()])
-                        .set(crate::status::dir_bytes(&repo.path) as i64);
-                }
-            }
-            for it in svc
-                .list_items(v)
-                .map_err(|e| anyhow::anyhow!("{}", e.message))?
-            {
-                if it.protection_state == "NotProtected" {
-                    continue;
-                }
-                let item = format!("{}/{}", it.container, it.name);
-                if let Some(t) = it.last_recovery_point {
-                    self.item_last_success
-                        .with_label_values(&[vault.as_str(), item.as_str()])
-                        .set(t.timestamp_millis() as f64 / 1000.0);
-                }
-                self.item_stale
-                    .with_label_values(&[vault.as_str(), item.as_str()])
-                    .set(i64::from(it.stale_since.is_some()));
-            }
-        }
-        let mut out = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
-        Ok(String::from_utf8(out)?)
     }
 }

@@ -616,8 +616,8 @@ impl Auth {
 }
 
 /// The `Microsoft.Authorization` and `Microsoft.Insights` routes, for the one route table.
-pub fn routes() -> Vec<crate::openapi::Route> {
-    use crate::openapi::{Model, Route};
+pub fn routes() -> Vec<crate::route::Route> {
+    use crate::route::{Model, Route};
     const SCOPES: [(&str, &str); 3] = [
         ("/subscriptions/{subscriptionId}", "Subscription"),
         ("/subscriptions/{subscriptionId}/resourceGroups/{resourceGroupName}", "ResourceGroup"),

@@ -384,21 +384,36 @@ fn symlink_swapped_in_after_the_backup_walk_is_a_warning_not_a_read() {
     fs::write(src.join("c.txt"), b"public c").unwrap();
     fs::write(fx.path("secret"), b"SECRET").unwrap();
     fs::write(fx.path("other"), b"OTHER FILE").unwrap();
+    // Files are read in parallel, in no fixed order: the first file about to be opened (under a
+    // lock that holds every other opener back until the swap is done) stays as it was, and the
+    // other two are swapped: one for a symlink to a file the backup must not read, one by
+    // renaming another regular file over it.
+    let swapped: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     {
         let src = src.clone();
         let secret = fx.path("secret");
         let other = fx.path("other");
-        let fired = Arc::new(AtomicBool::new(false));
+        let swapped = swapped.clone();
         rsvault_engine::failpoint::add(
             "backup.open",
             Arc::new(move |p: &str| {
-                if Path::new(p) == src.join("b.txt") && !fired.swap(true, Ordering::SeqCst) {
-                    // b.txt: a symlink to a file the backup must not read.
-                    fs::remove_file(src.join("b.txt")).unwrap();
-                    symlink(&secret, src.join("b.txt")).unwrap();
-                    // c.txt: another regular file renamed over it.
-                    fs::rename(&other, src.join("c.txt")).unwrap();
+                let mut done = swapped.lock().unwrap();
+                let Some(first) = Path::new(p).strip_prefix(&src).ok() else {
+                    return;
+                };
+                if !done.is_empty() {
+                    return;
                 }
+                let first = first.to_string_lossy().to_string();
+                let rest: Vec<String> = ["a.txt", "b.txt", "c.txt"]
+                    .iter()
+                    .filter(|n| **n != first)
+                    .map(|n| n.to_string())
+                    .collect();
+                fs::remove_file(src.join(&rest[0])).unwrap();
+                symlink(&secret, src.join(&rest[0])).unwrap();
+                fs::rename(&other, src.join(&rest[1])).unwrap();
+                *done = rest;
             }),
         );
     }
@@ -413,7 +428,15 @@ fn symlink_swapped_in_after_the_backup_walk_is_a_warning_not_a_read() {
     let mut warned: Vec<&str> = out.warnings.iter().map(|w| w.path.as_str()).collect();
     warned.sort();
     warned.dedup();
-    assert_eq!(warned, ["b.txt", "c.txt"], "{:?}", out.warnings);
+    let swapped = swapped.lock().unwrap().clone();
+    // The walk streams next to the readers: a swapped file the walk had not reached yet is
+    // simply backed up as what it now is (the symlink as a symlink). One it had reached must be
+    // a warning. Either way a warning names only a swapped file, and nothing swapped in is read.
+    assert!(
+        warned.iter().all(|w| swapped.iter().any(|s| s == w)),
+        "{:?}",
+        out.warnings
+    );
     assert!(
         out.warnings
             .iter()
@@ -423,13 +446,30 @@ fn symlink_swapped_in_after_the_backup_walk_is_a_warning_not_a_read() {
     );
     let t = fx.path("t");
     fx.restore(&out.snapshot_id, &[], &t);
-    assert_eq!(fs::read(t.join("a.txt")).unwrap(), b"public a");
+    let kept = ["a.txt", "b.txt", "c.txt"]
+        .into_iter()
+        .find(|n| !swapped.iter().any(|s| s == n))
+        .unwrap();
+    assert_eq!(
+        fs::read(t.join(kept)).unwrap(),
+        format!("public {}", &kept[..1]).as_bytes()
+    );
     for p in walk(&t) {
-        if let Ok(data) = fs::read(&p) {
+        // (`fs::read` of a restored symlink would follow it to wherever it points now.)
+        if fs::symlink_metadata(&p).unwrap().file_type().is_symlink() {
+            continue;
+        }
+        let data = fs::read(&p).unwrap();
+        assert!(
+            !data.windows(6).any(|w| w == b"SECRET"),
+            "{} holds the file a symlink pointed to",
+            p.display()
+        );
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if data.starts_with(b"OTHER") {
             assert!(
-                !data.windows(6).any(|w| w == b"SECRET") && !data.starts_with(b"OTHER"),
-                "{} holds what was swapped in",
-                p.display()
+                !warned.contains(&name.as_str()),
+                "{name} was warned about and still read"
             );
         }
     }
