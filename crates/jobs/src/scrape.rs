@@ -29,7 +29,7 @@ impl Service {
                 if repo.store.is_none() {
                     m.repository_size
                         .with_label_values(&[vault.as_str()])
-                        .set(crate::status::dir_bytes(&repo.path) as i64);
+                        .set(rsvault_engine::size(&repo).unwrap_or(0) as i64);
                 }
             }
             for it in svc
