@@ -18,6 +18,7 @@ pub mod resources;
 pub mod restore;
 pub mod route;
 pub mod vault_config;
+pub mod vaults;
 
 use std::collections::HashMap;
 use std::sync::Arc;

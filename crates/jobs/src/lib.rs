@@ -21,6 +21,7 @@ pub mod live;
 pub mod maintenance;
 pub mod metrics;
 pub mod neighbours;
+pub mod nodes;
 pub mod notify;
 pub mod policy;
 pub mod queue;

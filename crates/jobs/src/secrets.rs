@@ -153,6 +153,48 @@ pub fn pending_path(key_file: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Secrets every node of a deployment shares, wrapped by the KEK (vault "" , key = the name).
+pub const K_SECRET: &str = "secret";
+/// The key that signs export download links (`blobSasKey`), shared so any node serves any link.
+pub const EXPORT_SIGNING_KEY: &str = "export-signing-key";
+/// The bootstrap admin bearer token, shared so every node accepts it.
+pub const ADMIN_TOKEN: &str = "admin-token";
+
+/// One shared secret as stored: its name (also the AEAD context) and its wrapped value.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct SharedSecret {
+    pub(crate) name: String,
+    pub(crate) wrapped: String,
+}
+
+/// The secret every node shares under `name`: the stored one, or `fresh()` stored now when there
+/// is none (the first node to get there wins; the others read its value).
+pub fn shared_secret(
+    store: &rsvault_store::Store,
+    kek: &Kek,
+    name: &str,
+    fresh: impl FnOnce() -> String,
+) -> anyhow::Result<String> {
+    let wrapped = store.tx(|tx| {
+        if let Some(s) = tx.get::<SharedSecret>(K_SECRET, "", name)? {
+            return Ok(s.wrapped);
+        }
+        let wrapped = kek.wrap(&fresh(), name);
+        tx.put(
+            K_SECRET,
+            "",
+            name,
+            "",
+            &SharedSecret {
+                name: name.into(),
+                wrapped: wrapped.clone(),
+            },
+        )?;
+        Ok(wrapped)
+    })?;
+    kek.unwrap(&wrapped, name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
