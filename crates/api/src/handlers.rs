@@ -75,7 +75,10 @@ async fn vault_routes(
     let m = &r.method;
     if rest.is_empty() {
         return match *m {
-            Method::GET => Ok(ok(svc.get_vault(&v)?.wire())),
+            Method::GET => Ok(ok(rsvault_jobs::soft_delete::vault_wire(
+                &svc.get_vault(&v)?,
+                &svc.config.retention,
+            ))),
             Method::PUT | Method::PATCH => put_vault(svc, r, v),
             Method::DELETE => {
                 svc.delete_vault_and_repository(&v).await?;
@@ -217,17 +220,7 @@ async fn vault_routes(
         ["backupvalidateoperationsstatuses", _] => {
             crate::vault_config::validate_status(svc, r, &vault, &orig[1])
         }
-        ["backupconfig", "vaultconfig"] => {
-            // Read-only: rsvault has neither soft delete nor enhanced security, so there is
-            // nothing a PUT/PATCH could change, and it says so rather than echo a setting.
-            only(m, &[Method::GET])?;
-            Ok(ok(json!({
-                "id": format!("{vid}/backupconfig/vaultconfig"),
-                "name": "vaultconfig",
-                "type": "Microsoft.RecoveryServices/vaults/backupconfig",
-                "properties": {"enhancedSecurityState": "Disabled", "softDeleteFeatureState": "Disabled"},
-            })))
-        }
+        ["backupconfig", "vaultconfig"] => crate::vault_config::vault_config(svc, r, &vault),
         _ => Err(not_found_path(r)),
     }
 }

@@ -11,6 +11,7 @@ use crate::lookup::{bmt_filter, find_item, one_of, only, BMTS};
 use crate::policies::get_policy;
 use crate::{accepted, filter, ok, Req};
 use rsvault_jobs::service::{new_job, Service};
+use rsvault_jobs::soft_delete;
 use rsvault_types::arm::{self, ArmCode, ArmError, ArmResult};
 use rsvault_types::job::Work;
 use rsvault_types::model::{Item, OpKind, Operation, Vault, Workload};
@@ -48,15 +49,29 @@ pub(crate) fn item(
         Method::PUT => protect(svc, r, vault, container, item_name),
         Method::DELETE => {
             let it = find_item(svc, vault, container, item_name)?;
+            let soft = soft_delete::is_on(vault);
+            if soft {
+                soft_delete::refuse_if_soft_deleted(
+                    &it,
+                    "it is already deleted, and the vault's soft delete is on (disable it to delete the data now)",
+                )?;
+            }
+            let now = Utc::now();
             rsvault_jobs::immutability::check_delete_data(
                 vault,
                 &svc.recovery_points(vault, &it.key())?,
-                Utc::now(),
+                now,
             )?;
-            let op_kind = OpKind::DeleteItem;
-            let job = new_job(vault, &it, "DeleteBackupData", Work::DeleteData, true);
-            let op = Operation::new(op_kind, Some(job.id.clone()), Some(it.key()));
-            svc.create_job(job, Some(&op))?;
+            let op;
+            if soft {
+                let job = new_job(vault, &it, "DeleteBackupData", Work::Instant, true);
+                op = Operation::new(OpKind::DeleteItem, Some(job.id.clone()), Some(it.key()));
+                soft_delete::soft_delete(svc, vault, &it.key(), job, &op, now)?;
+            } else {
+                let job = new_job(vault, &it, "DeleteBackupData", Work::DeleteData, true);
+                op = Operation::new(OpKind::DeleteItem, Some(job.id.clone()), Some(it.key()));
+                svc.create_job(job, Some(&op))?;
+            }
             let vid = vault.vault.id();
             Ok(accepted(
                 &r.url(&format!("{vid}/backupOperationResults/{}", op.id)),
@@ -126,6 +141,20 @@ fn protect(
         })?;
     }
     let existing = svc.get_item(vault, &src.key())?;
+    let rehydrate = match props.get("isRehydrate") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ArmError::invalid("isRehydrate must be a boolean.")
+                .with_target("properties.isRehydrate"))
+        }
+    };
+    if rehydrate {
+        return undelete(svc, r, vault, existing, item_name);
+    }
+    if let Some(it) = &existing {
+        soft_delete::refuse_if_soft_deleted(it, "its protection cannot be changed")?;
+    }
     let stop = state.is_some_and(|s| s.eq_ignore_ascii_case("ProtectionStopped"));
     let policy_id = props
         .get("policyId")
@@ -189,6 +218,7 @@ fn protect(
             last_scheduled: None,
             stale_since: None,
             proven_restorable: None,
+            soft_deleted: None,
         });
         let old = it
             .policy
@@ -220,6 +250,32 @@ fn protect(
     svc.put_item(vault, &item)?;
     svc.create_job(job, Some(&op))?;
     let base = item.id(&vault.vault);
+    Ok(accepted(
+        &r.url(&format!("{base}/operationResults/{}", op.id)),
+        Some(&r.url(&format!("{base}/operationsStatus/{}", op.id))),
+        svc.config.server.retry_after_seconds,
+    ))
+}
+
+/// `PUT` of a protected item with `isRehydrate: true`: Azure's undelete of a soft-deleted item.
+fn undelete(
+    svc: &Arc<Service>,
+    r: &Req,
+    vault: &Vault,
+    existing: Option<Item>,
+    item_name: &str,
+) -> ArmResult<Response> {
+    let it = existing.ok_or_else(|| {
+        ArmError::new(
+            ArmCode::ItemNotFound,
+            format!("Item '{item_name}' is not protected; there is nothing to undelete."),
+        )
+    })?;
+    let job = new_job(vault, &it, "Undelete", Work::Instant, true);
+    let op =
+        Operation::new(OpKind::StopProtection, Some(job.id.clone()), Some(it.key())).succeeded();
+    soft_delete::undelete(svc, vault, &it.key(), job, &op, Utc::now())?;
+    let base = it.id(&vault.vault);
     Ok(accepted(
         &r.url(&format!("{base}/operationResults/{}", op.id)),
         Some(&r.url(&format!("{base}/operationsStatus/{}", op.id))),
@@ -353,6 +409,7 @@ pub(crate) fn trigger_backup(
             ))
         }
     };
+    soft_delete::refuse_if_soft_deleted(&it, "it cannot be backed up")?;
     if it.protection_state == "ProtectionStopped" || it.policy.is_none() {
         return Err(ArmError::new(
             ArmCode::ItemNotProtected,

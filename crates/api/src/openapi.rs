@@ -54,6 +54,8 @@ pub fn routes() -> Vec<Route> {
         r!("get", leak(v("/operationStatus/{operationId}")), "Vaults_OperationStatus_Get", &[200], OperationStatus, false, none),
         r!("get", leak(v("/operationResults/{operationId}")), "Vaults_OperationResults_Get", &[200, 202, 204], None, false, none),
         r!("get", leak(v("/backupconfig/vaultconfig")), "BackupResourceVaultConfigs_Get", &[200], Resource, false, none),
+        r!("put", leak(v("/backupconfig/vaultconfig")), "BackupResourceVaultConfigs_Put", &[200], Resource, true, none),
+        r!("patch", leak(v("/backupconfig/vaultconfig")), "BackupResourceVaultConfigs_Update", &[200], Resource, true, none),
         r!("get", leak(v("/backupResourceGuardProxies")), "ResourceGuardProxies_Get", &[200], ResourceList, false, none),
         r!("get", leak(v("/backupEncryptionConfigs/backupResourceEncryptionConfig")), "BackupResourceEncryptionConfigs_Get", &[200], Resource, false, none),
         r!("get", leak(v("/backupstorageconfig/vaultstorageconfig")), "BackupResourceStorageConfigsNonCRR_Get", &[200], Resource, false, none),

@@ -76,6 +76,7 @@ pub fn plan(
     rp: &model::RecoveryPoint,
     props: &Value,
 ) -> ArmResult<Plan> {
+    rsvault_jobs::soft_delete::refuse_if_soft_deleted(it, "it cannot be restored")?;
     let src = svc.source_for(&vault.vault.sub, it).ok_or_else(|| {
         ArmError::invalid(format!(
             "The source of '{}' is no longer in the configuration.",

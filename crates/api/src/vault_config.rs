@@ -12,6 +12,7 @@ use crate::lookup::{find_item, find_rp, only};
 use crate::restore;
 use crate::{accepted, filter, ok, Req};
 use rsvault_jobs::service::Service;
+use rsvault_jobs::soft_delete;
 use rsvault_jobs::status::USAGE_KINDS;
 use rsvault_types::arm::{ArmCode, ArmError, ArmResult};
 use rsvault_types::model::{OpKind, Operation, Vault, Workload};
@@ -100,6 +101,104 @@ pub fn storage_config(r: &Req, vault: &Vault) -> ArmResult<Response> {
         }
         _ => Err(only(&r.method, &[Method::GET, Method::PUT, Method::PATCH]).unwrap_err()),
     }
+}
+
+fn vault_config_wire(svc: &Service, vault: &Vault) -> Value {
+    let sd = soft_delete::settings_wire(vault, &svc.config.retention);
+    json!({
+        "id": format!("{}/backupconfig/vaultconfig", vault.vault.id()),
+        "name": "vaultconfig",
+        "type": "Microsoft.RecoveryServices/vaults/backupconfig",
+        "properties": {
+            "storageModelType": "LocallyRedundant",
+            "storageType": "LocallyRedundant",
+            "storageTypeState": "Unlocked",
+            "enhancedSecurityState": "Disabled",
+            "softDeleteFeatureState": sd["softDeleteState"],
+            "softDeleteRetentionPeriodInDays": sd["softDeleteRetentionPeriodInDays"],
+            "isSoftDeleteFeatureStateEditable": sd["softDeleteState"] != "AlwaysON",
+        },
+    })
+}
+
+/// `{vault}/backupconfig/vaultconfig` (what `az backup vault backup-properties show|set` use):
+/// the vault's soft delete state and period, changed with the same rules as the vault's
+/// `securitySettings.softDeleteSettings` (which it reads and writes).
+pub fn vault_config(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> {
+    match r.method {
+        Method::GET => Ok(ok(vault_config_wire(svc, vault))),
+        Method::PUT | Method::PATCH => {
+            let body = r.json()?;
+            let props = match body.get("properties") {
+                None | Some(Value::Null) => json!({}),
+                Some(p @ Value::Object(_)) => p.clone(),
+                Some(_) => {
+                    return Err(ArmError::invalid("'properties' must be an object.")
+                        .with_target("properties"))
+                }
+            };
+            for key in ["storageModelType", "storageType"] {
+                match props.get(key) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::String(t))
+                        if t.eq_ignore_ascii_case("LocallyRedundant")
+                            || t.eq_ignore_ascii_case("Invalid") => {}
+                    Some(other) => {
+                        return Err(ArmError::invalid(format!(
+                            "{key} {other} cannot be honoured; only LocallyRedundant is supported (see backupstorageconfig)."
+                        ))
+                        .with_target(format!("properties.{key}")))
+                    }
+                }
+            }
+            let mut settings = serde_json::Map::new();
+            for (from, to) in [
+                ("softDeleteFeatureState", "softDeleteState"),
+                (
+                    "softDeleteRetentionPeriodInDays",
+                    "softDeleteRetentionPeriodInDays",
+                ),
+                ("enhancedSecurityState", "enhancedSecurityState"),
+            ] {
+                if let Some(v) = props.get(from).filter(|v| !v.is_null()) {
+                    settings.insert(to.into(), v.clone());
+                }
+            }
+            let mut new_props = vault.properties.clone();
+            if !new_props
+                .get("securitySettings")
+                .is_some_and(Value::is_object)
+            {
+                new_props["securitySettings"] = json!({});
+            }
+            new_props["securitySettings"]["softDeleteSettings"] = Value::Object(settings);
+            rsvault_jobs::immutability::check_settings(Some(vault), &mut new_props, true).map_err(
+                |e| {
+                    rename_target(
+                        e,
+                        "properties.securitySettings.softDeleteSettings",
+                        "properties",
+                    )
+                },
+            )?;
+            let mut updated = vault.clone();
+            updated.properties = new_props;
+            svc.put_vault(&updated)?;
+            Ok(ok(vault_config_wire(svc, &updated)))
+        }
+        _ => Err(only(&r.method, &[Method::GET, Method::PUT, Method::PATCH]).unwrap_err()),
+    }
+}
+
+/// An error about a vault's soft delete settings, pointed at vaultconfig's field names.
+fn rename_target(mut e: ArmError, from: &str, to: &str) -> ArmError {
+    if let Some(t) = e.target.take() {
+        let t = t
+            .replace(from, to)
+            .replace(".softDeleteState", ".softDeleteFeatureState");
+        e = e.with_target(t);
+    }
+    e
 }
 
 /// `GET {vault}/backupUsageSummaries[?$filter=type eq '…']`

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::{ok, Req};
 use rsvault_jobs::service::{Service, K_POLICY};
+use rsvault_jobs::soft_delete;
 use rsvault_types::arm::{self, ArmCode, ArmError, ArmResult};
 use rsvault_types::model::{Policy, Vault, VaultRef};
 
@@ -25,7 +26,7 @@ pub(crate) fn list_vaults(
             r.grants
                 .allows("Microsoft.RecoveryServices/vaults/read", &v.vault.id())
         })
-        .map(Vault::wire)
+        .map(|v| soft_delete::vault_wire(v, &svc.config.retention))
         .collect();
     Ok(ok(json!({"value": v})))
 }
@@ -90,7 +91,12 @@ pub(crate) fn put_vault(svc: &Service, r: &Req, v: VaultRef) -> ArmResult<Respon
         None | Some(Value::Null) => {}
         Some(Value::Object(p)) => {
             for (k, val) in p {
-                if k != "provisioningState" {
+                if k == "provisioningState" {
+                    continue;
+                }
+                if is_patch {
+                    merge(&mut props[k], val);
+                } else {
                     props[k] = val.clone();
                 }
             }
@@ -165,7 +171,24 @@ pub(crate) fn put_vault(svc: &Service, r: &Req, v: VaultRef) -> ArmResult<Respon
     } else {
         StatusCode::CREATED
     };
-    Ok((status, axum::Json(vault.wire())).into_response())
+    Ok((
+        status,
+        axum::Json(soft_delete::vault_wire(&vault, &svc.config.retention)),
+    )
+        .into_response())
+}
+
+/// A PATCH's properties merged into the vault's: objects key by key (so a PATCH of one security
+/// setting keeps the others), anything else replaced.
+fn merge(into: &mut Value, patch: &Value) {
+    match (into, patch) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (into, patch) => *into = patch.clone(),
+    }
 }
 
 fn check_scope_name(kind: &str, name: &str) -> ArmResult<()> {

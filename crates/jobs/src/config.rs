@@ -40,6 +40,8 @@ pub struct Config {
     #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub notify: NotifyConfig,
@@ -349,6 +351,24 @@ pub struct ExternalIssuer {
     pub jwks_uri: Option<String>,
 }
 
+/// `[retention]`: how deleted backup data is kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days a soft-deleted item's backup data is kept before it is purged, for vaults that do
+    /// not set their own `softDeleteRetentionPeriodInDays`. A fraction of a day is allowed (tests
+    /// shorten the period this way).
+    pub soft_delete_days: f64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            soft_delete_days: 14.0,
+        }
+    }
+}
+
 /// `[audit]`: the activity log.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -421,6 +441,12 @@ impl Config {
                 "server.public_url '{u}' must be an absolute http(s) URL without query or fragment"
             );
         }
+        anyhow::ensure!(
+            self.retention.soft_delete_days.is_finite()
+                && self.retention.soft_delete_days > 0.0
+                && self.retention.soft_delete_days <= 180.0,
+            "retention.soft_delete_days must be more than 0 and at most 180"
+        );
         anyhow::ensure!(
             (1..=200).contains(&self.server.page_size),
             "server.page_size must be between 1 and 200"

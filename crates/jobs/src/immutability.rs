@@ -2,8 +2,7 @@
 //! `Unlocked` or `Locked`, nothing may shorten how long its recovery points are kept (deleting an
 //! item's backup data before its points expire, reducing a policy's retention, moving an item to
 //! a policy that keeps less); `Locked` cannot be turned back. Security settings rsvault cannot
-//! honour (soft delete, which it does not implement yet) are refused rather than stored and
-//! echoed as if they were on.
+//! honour are refused rather than stored and echoed as if they were on.
 
 use chrono::{DateTime, Utc};
 use rsvault_types::arm::{ArmCode, ArmError, ArmResult};
@@ -26,28 +25,39 @@ pub fn is_on(vault: &Vault) -> bool {
 }
 
 /// Checks the security settings of a vault's new properties against its current ones, and
-/// spells the state as Azure does. Refuses unknown states and leaving `Locked`. Soft delete,
-/// which rsvault cannot honour yet: a PATCH asking for it is refused; a PUT (the whole vault,
-/// as `az backup vault create` sends it, with soft delete `AlwaysOn` by default) has it
-/// discarded, as Azure does where the feature is not available; either way the vault never
-/// reports it on.
+/// spells the states as Azure does. Settings a request leaves out keep their current values.
+/// Refuses unknown states and leaving `Locked`; soft delete is checked by
+/// [`crate::soft_delete::check_settings`].
 pub fn check_settings(existing: Option<&Vault>, props: &mut Value, patch: bool) -> ArmResult<()> {
     let target = "properties.securitySettings.immutabilitySettings.state";
-    if let Some(s) = props.pointer_mut("/securitySettings/immutabilitySettings/state") {
-        let asked = s.as_str().unwrap_or_default().to_string();
-        let canonical = STATES
-            .iter()
-            .find(|k| k.eq_ignore_ascii_case(&asked))
-            .ok_or_else(|| {
-                ArmError::invalid(format!(
-                    "Immutability state '{asked}' is invalid; allowed: {}.",
-                    STATES.join(", ")
-                ))
-                .with_target(target)
-            })?;
-        *s = Value::String(canonical.to_string());
-    }
     let before = existing.map_or("Disabled", |v| state(&v.properties));
+    match props.pointer_mut("/securitySettings/immutabilitySettings/state") {
+        Some(s) if !s.is_null() => {
+            let asked = s.as_str().unwrap_or_default().to_string();
+            let canonical = STATES
+                .iter()
+                .find(|k| k.eq_ignore_ascii_case(&asked))
+                .ok_or_else(|| {
+                    ArmError::invalid(format!(
+                        "Immutability state '{asked}' is invalid; allowed: {}.",
+                        STATES.join(", ")
+                    ))
+                    .with_target(target)
+                })?;
+            *s = Value::String(canonical.to_string());
+        }
+        _ if before != "Disabled" => {
+            if !props.get("securitySettings").is_some_and(Value::is_object) {
+                props["securitySettings"] = serde_json::json!({});
+            }
+            let s = &mut props["securitySettings"];
+            if !s.get("immutabilitySettings").is_some_and(Value::is_object) {
+                s["immutabilitySettings"] = serde_json::json!({});
+            }
+            s["immutabilitySettings"]["state"] = Value::String(before.to_string());
+        }
+        _ => {}
+    }
     if before == "Locked" && state(props) != "Locked" {
         return Err(ArmError::new(
             ArmCode::ImmutabilityLocked,
@@ -55,24 +65,7 @@ pub fn check_settings(existing: Option<&Vault>, props: &mut Value, patch: bool) 
         )
         .with_target(target));
     }
-    let asked = props
-        .pointer("/securitySettings/softDeleteSettings/softDeleteState")
-        .map(|s| s.as_str().unwrap_or_default().to_string());
-    if let Some(asked) = asked.filter(|a| !a.eq_ignore_ascii_case("Disabled")) {
-        if patch {
-            return Err(ArmError::invalid(format!(
-                "Soft delete state '{asked}' cannot be honoured: rsvault does not keep deleted backup data yet, so only Disabled is accepted."
-            ))
-            .with_target("properties.securitySettings.softDeleteSettings.softDeleteState"));
-        }
-        if let Some(s) = props
-            .get_mut("securitySettings")
-            .and_then(Value::as_object_mut)
-        {
-            s.remove("softDeleteSettings");
-        }
-    }
-    Ok(())
+    crate::soft_delete::check_settings(existing, props, patch)
 }
 
 /// How long each retention rule of a `retentionPolicy` keeps points, in days (months as 31,

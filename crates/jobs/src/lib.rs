@@ -34,6 +34,7 @@ pub mod scheduler;
 pub mod scrape;
 pub mod secrets;
 pub mod service;
+pub mod soft_delete;
 pub mod staleness;
 pub mod state;
 pub mod status;

@@ -86,6 +86,16 @@ pub fn preview(
                 reason: "verification found this point damaged".into(),
             });
         }
+        // Garbage collection never touches a soft-deleted item's points: its purge does.
+        if let Some(sd) = it.soft_deleted {
+            for d in &mut decisions {
+                d.keep = true;
+                d.reason = format!(
+                    "soft-deleted: kept until the item is purged at {}",
+                    rsvault_types::arm::time(sd.purge_at)
+                );
+            }
+        }
         out.push(ItemPreview {
             item: it.name.clone(),
             policy: it.policy.clone(),

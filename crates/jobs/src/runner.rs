@@ -494,6 +494,21 @@ async fn delete_data(
     ctx: Arc<Ctx>,
 ) -> Result<Outcome, rsvault_engine::Error> {
     use rsvault_engine::worker::Request;
+    if job.property_bag.contains_key(crate::soft_delete::BAG_PURGE) {
+        let item = svc
+            .get_item(vault, &job.item_key)
+            .map_err(|e| rsvault_engine::Error::Repository(e.to_string()))?;
+        if !crate::soft_delete::purge_allowed(item.as_ref(), Utc::now()) {
+            // Undeleted after the purge was queued: its data stays.
+            let _ = svc.update_job(&job.id, |j| {
+                j.property_bag.insert(
+                    "Purge Skipped".into(),
+                    "the item is no longer soft-deleted".into(),
+                );
+            });
+            return Ok(Outcome::Done { warnings: vec![] });
+        }
+    }
     let points = svc
         .recovery_points(vault, &job.item_key)
         .map_err(|e| rsvault_engine::Error::Repository(e.to_string()))?;

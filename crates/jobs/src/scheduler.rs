@@ -22,6 +22,8 @@ pub struct TickReport {
     pub items_stale: usize,
     /// Retries of failed scheduled backups started.
     pub retries_started: usize,
+    /// Purges of soft-deleted items whose period ended.
+    pub purges_queued: usize,
 }
 
 /// Property-bag keys of scheduled backups: the policy and the slot that started them, and for a
@@ -38,7 +40,10 @@ pub async fn run(svc: Arc<Service>) {
     let every = std::time::Duration::from_secs(svc.config.scheduler.tick_seconds);
     loop {
         match tick(&svc, Utc::now()) {
-            Ok(r) if r.backups_started + r.maintenance_started + r.jobs_deleted > 0 => {
+            Ok(r)
+                if r.backups_started + r.maintenance_started + r.jobs_deleted + r.purges_queued
+                    > 0 =>
+            {
                 tracing::info!(?r, "scheduler pass")
             }
             Ok(_) => {}
@@ -74,6 +79,7 @@ pub fn tick(svc: &Arc<Service>, now: DateTime<Utc>) -> anyhow::Result<TickReport
         report.maintenance_started += maintenance_runs(svc, &vault, now)?;
         report.items_stale += staleness(svc, &vault, now)?;
         report.retries_started += retries(svc, &vault, now)?;
+        report.purges_queued += crate::soft_delete::purge_runs(svc, &vault, now)?;
     }
     let days = svc.config.jobs.history_days as i64;
     let cutoff = rsvault_types::arm::time(now - Duration::days(days));

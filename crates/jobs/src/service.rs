@@ -325,11 +325,18 @@ impl Service {
             return Ok(false);
         }
         let refused = self.store.tx(|tx| {
-            if tx.count(K_ITEM, &key, None)? > 0 {
-                return Ok(Some("it still has protected items. Stop protection and delete their backup data first"));
+            let items: Vec<Item> = tx.list(K_ITEM, &key, None)?;
+            if let Some(purge) = items.iter().filter_map(|i| i.soft_deleted).map(|s| s.purge_at).max() {
+                return Ok(Some(format!(
+                    "it has soft-deleted items, whose backup data is kept until {} (the last purge). Undelete them and delete their data with the vault's soft delete Disabled, or wait for the purge",
+                    rsvault_types::arm::time(purge)
+                )));
+            }
+            if !items.is_empty() {
+                return Ok(Some("it still has protected items. Stop protection and delete their backup data first".into()));
             }
             if tx.active_jobs_in_vault(&key)? > 0 {
-                return Ok(Some("jobs are still running in it. Wait for them or cancel them first"));
+                return Ok(Some("jobs are still running in it. Wait for them or cancel them first".into()));
             }
             for kind in [K_POLICY, K_CONTAINER, K_RP, K_OP] {
                 tx.delete_all(kind, &key, None)?;

@@ -35,6 +35,12 @@ pub enum ArmCode {
     ImmutableVault,
     /// Changing the immutability of a vault where it is `Locked`.
     ImmutabilityLocked,
+    /// Turning off soft delete where it is `AlwaysON`.
+    SoftDeleteAlwaysOn,
+    /// An operation a soft-deleted item cannot take before it is undeleted.
+    ItemSoftDeleted,
+    /// Undeleting an item that is not soft-deleted (or whose soft-delete period has ended).
+    ItemNotSoftDeleted,
     Conflict,
     Internal,
     InvalidAuthenticationToken,
@@ -71,6 +77,9 @@ impl ArmCode {
             | Self::InvalidSkipToken
             | Self::ImmutableVault
             | Self::ImmutabilityLocked
+            | Self::SoftDeleteAlwaysOn
+            | Self::ItemSoftDeleted
+            | Self::ItemNotSoftDeleted
             | Self::InvalidResourceName
             | Self::NotCancellable
             | Self::ItemNotProtected
@@ -95,6 +104,9 @@ impl ArmCode {
         match self {
             Self::ImmutableVault => "UserErrorImmutableVaultOperationNotAllowed",
             Self::ImmutabilityLocked => "UserErrorImmutabilityLockedCannotBeChanged",
+            Self::SoftDeleteAlwaysOn => "UserErrorSoftDeleteAlwaysOnCannotBeChanged",
+            Self::ItemSoftDeleted => "UserErrorOperationNotAllowedOnSoftDeletedItem",
+            Self::ItemNotSoftDeleted => "UserErrorItemNotSoftDeleted",
             Self::Unauthorized => "AuthenticationFailed",
             Self::MissingApiVersion => "MissingApiVersionParameter",
             Self::InvalidApiVersion => "InvalidApiVersionParameter",

@@ -229,6 +229,17 @@ pub struct Item {
     /// When a restore drill last proved the item's newest recovery point restorable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proven_restorable: Option<DateTime<Utc>>,
+    /// Soft delete (Azure's deferred delete): when stop protection with delete data moved the
+    /// item to soft-deleted, and when its data is purged. Both set, or neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_deleted: Option<SoftDeleted>,
+}
+
+/// A soft-deleted item's dates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SoftDeleted {
+    pub at: DateTime<Utc>,
+    pub purge_at: DateTime<Utc>,
 }
 
 impl Item {
@@ -257,9 +268,26 @@ impl Item {
             "sourceResourceId": self.source_resource_id,
             "protectedItemDataId": self.data_id,
             "vaultId": vault.id(),
-            "isScheduledForDeferredDelete": false,
+            "isScheduledForDeferredDelete": self.soft_deleted.is_some(),
             "isRehydrate": false,
         });
+        if let Some(sd) = self.soft_deleted {
+            // Azure's fields: when the delete was asked, the time left before the purge (a .NET
+            // TimeSpan, `d.hh:mm:ss`), whether the purge is less than a day away, and the period.
+            let left = (sd.purge_at - Utc::now()).max(chrono::Duration::zero());
+            let s = left.num_seconds();
+            p["deferredDeleteTimeInUTC"] = json!(arm::time(sd.at));
+            p["deferredDeleteTimeRemaining"] = json!(format!(
+                "{}.{:02}:{:02}:{:02}",
+                s / 86_400,
+                s % 86_400 / 3600,
+                s % 3600 / 60,
+                s % 60
+            ));
+            p["isDeferredDeleteScheduleUpcoming"] = json!(s < 86_400);
+            let period = (sd.purge_at - sd.at).num_seconds();
+            p["softDeleteRetentionPeriodInDays"] = json!((period + 86_399) / 86_400);
+        }
         match self.workload {
             Workload::Vm => {
                 p["protectedItemType"] = json!("Microsoft.Compute/virtualMachines");

@@ -222,6 +222,13 @@ fn delete_backup_data_removes_points_and_item() {
     let s = Server::start(&env, "");
     let (v, item) = s.protected_share("v1");
     s.backup_completed(&v, &item);
+    // With the vault's soft delete off (it is on by default: see soft_delete.rs).
+    let r = s.req(
+        "PATCH",
+        &v,
+        Some(json!({"properties": {"securitySettings": {"softDeleteSettings": {"softDeleteState": "Disabled"}}}})),
+    );
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
     let r = s.req("DELETE", &item, None);
     assert_eq!(r.status(), 202);
     let op = r.headers()["azure-asyncoperation"]

@@ -66,6 +66,23 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "body `/properties/securitySettings`",
         VAULT_FEATURES,
     ),
+    // The example vault has immutability, multi-user authorization and source scanning set;
+    // a vault reports the settings it was given (soft delete is always reported).
+    (
+        "GETVault.json",
+        "body `/properties/securitySettings/immutabilitySettings`",
+        VAULT_FEATURES,
+    ),
+    (
+        "GETVault.json",
+        "body `/properties/securitySettings/multiUserAuthorization`",
+        VAULT_FEATURES,
+    ),
+    (
+        "GETVault.json",
+        "body `/properties/securitySettings/sourceScanConfiguration`",
+        VAULT_FEATURES,
+    ),
     // Azure VM metadata that a disk-image source has no equivalent for (VM size, zones, OS and
     // security type, extended location, private disk access, archive-tier move readiness).
     (
@@ -463,7 +480,16 @@ fn request(ctx: &mut Ctx, ex: &Ex) -> Request {
         "BackupProtectedItems_List" => get(format!("{v}/backupProtectedItems")),
         "ProtectedItem_Delete" => {
             if ctx.urls.contains_key("delete") {
-                // The previous version's replay deleted it: protect it again.
+                // The previous version's replay (soft-)deleted it: undelete it and protect it
+                // again.
+                let r = ctx.s.req(
+                    "PUT",
+                    &vm,
+                    Some(json!({"properties": {
+                        "protectedItemType": "Microsoft.Compute/virtualMachines",
+                        "protectionState": "ProtectionStopped", "isRehydrate": true}})),
+                );
+                assert_eq!(r.status(), 202, "{}", r.text().unwrap());
                 ctx.s.protect(&v, &vm);
             }
             Request {

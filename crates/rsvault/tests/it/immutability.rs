@@ -111,31 +111,35 @@ fn security_settings_rsvault_cannot_honour_are_refused_not_echoed() {
     let s = Server::start(&env, "");
     let v = s.setup_vault("v1");
     refused(set_state(&s, &v, "Frozen"), "BMSUserErrorInvalidInput");
+    // Enhanced security protects hybrid (MARS/DPM) backups, which rsvault does not have.
     refused(
         s.req(
             "PATCH",
             &v,
-            Some(json!({"properties": {"securitySettings": {"softDeleteSettings": {"softDeleteState": "AlwaysON"}}}})),
+            Some(json!({"properties": {"securitySettings": {"softDeleteSettings": {"enhancedSecurityState": "AlwaysON"}}}})),
         ),
         "BMSUserErrorInvalidInput",
     );
     let got = s.get(&v);
-    assert!(got["properties"].get("securitySettings").is_none(), "{got}");
-    // A whole vault PUT with soft delete on (what `az backup vault create` sends by default) is
-    // accepted with soft delete left out, as Azure does where the feature is not available.
+    assert_eq!(
+        got["properties"]["securitySettings"]["softDeleteSettings"]["enhancedSecurityState"],
+        "Disabled",
+        "{got}"
+    );
+    // A whole vault PUT with it on (what `az backup vault create` sends by default) is accepted
+    // with it left out, as Azure does where the feature is not available.
     let r = s.req(
         "PUT",
         &s.vault("v2"),
         Some(json!({"location": "westus", "sku": {"name": "Standard"}, "properties": {"securitySettings": {
-            "softDeleteSettings": {"softDeleteState": "AlwaysOn", "enhancedSecurityState": "AlwaysOn", "softDeleteRetentionPeriodInDays": 14},
+            "softDeleteSettings": {"softDeleteState": "Disabled", "enhancedSecurityState": "AlwaysOn", "softDeleteRetentionPeriodInDays": 14},
             "immutabilitySettings": {"state": "Unlocked"}}}})),
     );
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
     let got = s.get(&s.vault("v2"));
-    assert!(
-        got["properties"]["securitySettings"]
-            .get("softDeleteSettings")
-            .is_none(),
+    assert_eq!(
+        got["properties"]["securitySettings"]["softDeleteSettings"]["enhancedSecurityState"],
+        "Disabled",
         "{got}"
     );
     assert_eq!(

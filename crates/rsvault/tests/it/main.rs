@@ -17,3 +17,4 @@ mod ops;
 mod policies;
 mod rbac;
 mod restart;
+mod soft_delete;
