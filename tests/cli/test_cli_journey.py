@@ -391,7 +391,10 @@ def test_disable_protection_retain_data(cli):
     S["stopped"] = True
 
 
-def test_disable_protection_delete_data_then_vault(cli):
+def test_disable_protection_delete_data_is_soft_then_undelete(cli):
+    """Soft delete, as Azure (AlwaysOn for a vault `az backup vault create` made): the deleted
+    shares stay listed and flagged, `az backup protection undelete` brings one back with its points,
+    and the vault cannot be deleted while it holds soft-deleted data."""
     need("stopped")
     az = cli.az
     for item in (ITEM, BIG_ITEM):
@@ -399,13 +402,26 @@ def test_disable_protection_delete_data_then_vault(cli):
                "--delete-backup-data", "true", "-y").json
         assert r["properties"]["operation"] == "DeleteBackupData", r
         assert poll_job(az, r["name"])["properties"]["status"] == "Completed"
-    gone = az("backup", "item", "show", *vargs(), "-c", CONT, "-n", ITEM, *AFS, ok=False)
-    assert gone.rc != 0 or gone.json in (None, [], {}), gone
-    assert az("backup", "item", "list", *vargs()).json == []
-    az("backup", "vault", "delete", "-g", RG, "-n", VAULT, "-y", output=None)
-    shown = az("backup", "vault", "show", "-g", RG, "-n", VAULT, ok=False)
+    items = az("backup", "item", "list", *vargs()).json
+    assert sorted(i["properties"]["isScheduledForDeferredDelete"] for i in items) == [True, True], items
+    shown = az("backup", "item", "show", *vargs(), "-c", CONT, "-n", ITEM, *AFS).json
+    assert shown["properties"]["deferredDeleteTimeRemaining"].startswith(("13.", "14.")), shown
+    r = az("backup", "protection", "undelete", *vargs(), "-c", CONT, "-i", ITEM, *AFS).json
+    assert r["properties"]["operation"] == "Undelete", r
+    assert poll_job(az, r["name"])["properties"]["status"] == "Completed"
+    shown = az("backup", "item", "show", *vargs(), "-c", CONT, "-n", ITEM, *AFS).json
+    assert shown["properties"]["isScheduledForDeferredDelete"] is False, shown
+    assert shown["properties"]["protectionState"] == "ProtectionStopped", shown
+    rps = az("backup", "recoverypoint", "list", *vargs(), "-c", CONT, "-i", ITEM, *AFS).json
+    assert len(rps) == 2, "an undeleted share keeps its recovery points"
+    refused = az("backup", "vault", "delete", "-g", RG, "-n", VAULT, "-y", ok=False)
+    assert refused.rc != 0 and "soft-deleted" in refused.stderr, refused
+    assert VAULT in [v["name"] for v in az("backup", "vault", "list", "-g", RG).json]
+    # An empty vault goes.
+    az("backup", "vault", "create", "-g", RG, "-n", "emptyvault", "-l", "westus", output=None)
+    az("backup", "vault", "delete", "-g", RG, "-n", "emptyvault", "-y", output=None)
+    shown = az("backup", "vault", "show", "-g", RG, "-n", "emptyvault", ok=False)
     assert shown.rc != 0 and "ResourceNotFound" in shown.stderr, shown
-    assert VAULT not in [v["name"] for v in az("backup", "vault", "list", "-g", RG).json]
 
 
 def test_server_log_clean(cli):

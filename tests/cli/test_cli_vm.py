@@ -134,15 +134,37 @@ def test_vault_commands(az):
         assert "Restore" in ops, ops
 
 
-def test_disable_delete_and_remove_vault(az):
-    need("protected")
+def _delete_data(az):
     r = az("backup", "protection", "disable", *vargs(), "-c", VM, "-i", VM, *VMT, "--delete-backup-data", "true", "-y").json
     assert r["properties"]["operation"] == "DeleteBackupData", r
     assert poll_job(az, r["name"])["properties"]["status"] == "Completed"
-    assert az("backup", "item", "list", *vargs()).json == []
-    assert az("backup", "protection", "check-vm", "--vm-id", VM_ID).stdout.strip() in ("", "null")
-    az("backup", "vault", "delete", "-g", RG, "-n", VAULT, "-y", output=None)
-    assert VAULT not in [v["name"] for v in az("backup", "vault", "list", "-g", RG).json]
+
+
+def test_disable_delete_is_soft_undelete_and_the_vault_stays(az):
+    """`az backup vault create` asks for soft delete AlwaysOn: deleting backup data soft-deletes the
+    item, `az backup protection undelete` brings it back, and the vault cannot be deleted while it
+    holds soft-deleted data (as Azure)."""
+    need("protected")
+    props = az("backup", "vault", "backup-properties", "show", "-n", VAULT, "-g", RG).json
+    assert any(p["properties"].get("softDeleteFeatureState") == "AlwaysON" for p in props), props
+    _delete_data(az)
+    items = az("backup", "item", "list", *vargs()).json
+    assert [i["properties"]["isScheduledForDeferredDelete"] for i in items] == [True], items
+    assert items[0]["properties"]["protectionState"] == "ProtectionStopped", items
+    r = az("backup", "protection", "undelete", *vargs(), "-c", VM, "-i", VM, *VMT, "--workload-type", "VM").json
+    assert r["properties"]["operation"] == "Undelete", r
+    assert poll_job(az, r["name"])["properties"]["status"] == "Completed"
+    items = az("backup", "item", "list", *vargs()).json
+    assert [i["properties"]["isScheduledForDeferredDelete"] for i in items] == [False], items
+    assert len(az("backup", "recoverypoint", "list", *vargs(), "-c", VM, "-i", VM, *VMT).json) >= 1
+    # AlwaysOn cannot be turned off (az says so and leaves it).
+    az("backup", "vault", "backup-properties", "set", "-n", VAULT, "-g", RG, "--soft-delete-feature-state", "Disable")
+    props = az("backup", "vault", "backup-properties", "show", "-n", VAULT, "-g", RG).json
+    assert any(p["properties"].get("softDeleteFeatureState") == "AlwaysON" for p in props), props
+    _delete_data(az)
+    gone = az("backup", "vault", "delete", "-g", RG, "-n", VAULT, "-y", ok=False)
+    assert gone.rc != 0 and "soft-deleted" in gone.stderr, gone
+    assert VAULT in [v["name"] for v in az("backup", "vault", "list", "-g", RG).json]
 
 
 def test_server_log_clean(cli):

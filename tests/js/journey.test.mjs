@@ -702,7 +702,7 @@ test("stop protection, retain data", async (t) => {
   S.vmStopped = true;
 });
 
-async function deleteItem(container, item, t) {
+async function deleteItem(container, item, t, { soft = false } = {}) {
   const cap = capture();
   await E.bk.protectedItems.delete(VAULT, VAULT_RG, "Azure", container, item, { onResponse: cap.onResponse });
   const r = cap.responses[0];
@@ -726,11 +726,35 @@ async function deleteItem(container, item, t) {
   }
   assert.equal(job.properties.operation, "DeleteBackupData", JSON.stringify(job.properties));
   assert.equal(job.properties.status, "Completed", JSON.stringify(job.properties));
-  await assert.rejects(E.bk.protectedItems.get(VAULT, VAULT_RG, "Azure", container, item), (e) => e.statusCode === 404);
+  if (!soft) await assert.rejects(E.bk.protectedItems.get(VAULT, VAULT_RG, "Azure", container, item), (e) => e.statusCode === 404);
 }
 
-test("delete the VM item, the share item, then the vault", async (t) => {
+test("deleting backup data soft-deletes (as Azure); isRehydrate undeletes", async (t) => {
   if (!need(t, "vmStopped")) return;
+  const cfg = await E.bk.backupResourceVaultConfigs.get(VAULT, VAULT_RG);
+  assert.equal(cfg.properties.softDeleteFeatureState, "Enabled", JSON.stringify(cfg));
+  await deleteItem(vmContainer(), vmItem(), t, { soft: true });
+  const g = await E.bk.protectedItems.get(VAULT, VAULT_RG, "Azure", vmContainer(), vmItem());
+  assert.equal(g.properties.isScheduledForDeferredDelete, true, JSON.stringify(g.properties));
+  assert.ok(g.properties.deferredDeleteTimeInUTC instanceof Date, JSON.stringify(g.properties));
+  const rps = await collect(E.bk.recoveryPoints.list(VAULT, VAULT_RG, "Azure", vmContainer(), vmItem()));
+  assert.deepEqual(rps.map((x) => x.name), [S.vmRp], "a soft-deleted item keeps its recovery points");
+  await assert.rejects(E.rs.vaults.beginDeleteAndWait(VAULT_RG, VAULT, POLL), (e) => e.statusCode === 409);
+  const undeleted = await E.bk.protectedItems.createOrUpdate(VAULT, VAULT_RG, "Azure", vmContainer(), vmItem(), {
+    properties: { protectedItemType: "Microsoft.Compute/virtualMachines", sourceResourceId: vmId(), protectionState: "ProtectionStopped", policyId: "", isRehydrate: true },
+  });
+  t.diagnostic(`undelete -> ${JSON.stringify(undeleted?.properties?.protectionState)}`);
+  const back = await waitFor(() => E.bk.protectedItems.get(VAULT, VAULT_RG, "Azure", vmContainer(), vmItem()),
+    (i) => i.properties.isScheduledForDeferredDelete === false, { what: "undelete" });
+  assert.equal(back.properties.protectionState, "ProtectionStopped");
+  S.undeleted = true;
+});
+
+test("delete the VM item, the share item, then the vault", async (t) => {
+  if (!need(t, "undeleted")) return;
+  // With soft delete off, as `az backup vault backup-properties set --soft-delete-feature-state Disable` does.
+  const cfg = await E.bk.backupResourceVaultConfigs.update(VAULT, VAULT_RG, { properties: { softDeleteFeatureState: "Disabled", enhancedSecurityState: "Disabled" } });
+  assert.equal(cfg.properties.softDeleteFeatureState, "Disabled", JSON.stringify(cfg));
   await deleteItem(vmContainer(), vmItem(), t);
   await assert.rejects(collect(E.bk.recoveryPoints.list(VAULT, VAULT_RG, "Azure", vmContainer(), vmItem())), (e) => e.statusCode === 404);
   if (S.shareProtected) {

@@ -695,7 +695,11 @@ def test_vm2_two_disks_alternate_and_original_location(bk, env):
         for p, data in originals.items():
             p.write_bytes(data)
     _delete_item(bk, vm_container("vm2"), vm_item("vm2"), "vm2")
+    # Soft-deleted (the vault's default): purged with the vault's soft delete off, below.
+    g = d(bk.protected_items.get(VAULT, VAULT_RG, "Azure", vm_container("vm2"), vm_item("vm2")))
+    assert g["properties"]["isScheduledForDeferredDelete"] is True, g
     del S["vm2_protected"]
+    S["vm2_soft_deleted"] = True
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -909,13 +913,59 @@ def _delete_item(bk, container, item, friendly):
         job = wait_job(bk, jobs[0]["name"])
     assert job["properties"]["operation"] == "DeleteBackupData", job
     assert job["properties"]["status"] == "Completed", job
+    return job
+
+
+def _item_gone(bk, container, item):
     with pytest.raises(ResourceNotFoundError):
         bk.protected_items.get(VAULT, VAULT_RG, "Azure", container, item)
 
 
-def test_delete_vm_item_then_vault(bk, rs):
+def test_delete_is_soft_then_undelete(bk, rs):
+    """As Azure: deleting backup data soft-deletes the item (kept, listed, the vault cannot go), and a
+    PUT with isRehydrate (what `az backup protection undelete` sends) brings it back, points intact."""
     need("vm_stopped")
+    cfg = d(bk.backup_resource_vault_configs.get(VAULT, VAULT_RG))
+    assert cfg["properties"]["softDeleteFeatureState"] == "Enabled", cfg
+    assert cfg["properties"]["softDeleteRetentionPeriodInDays"] == 14, cfg
+    before = sorted(x.name for x in bk.recovery_points.list(VAULT, VAULT_RG, "Azure", vm_container(), vm_item()))
     _delete_item(bk, vm_container(), vm_item(), "vm1")
+    g = d(bk.protected_items.get(VAULT, VAULT_RG, "Azure", vm_container(), vm_item()))
+    assert g["properties"]["isScheduledForDeferredDelete"] is True, g
+    assert g["properties"]["protectionState"] == "ProtectionStopped", g
+    assert g["properties"]["deferredDeleteTimeInUTC"], g
+    assert g["properties"]["deferredDeleteTimeRemaining"].startswith(("13.", "14.")), g
+    listed = [i.name for i in bk.backup_protected_items.list(VAULT, VAULT_RG)]
+    assert vm_item() in listed, listed
+    assert sorted(x.name for x in bk.recovery_points.list(VAULT, VAULT_RG, "Azure", vm_container(), vm_item())) == before
+    with pytest.raises(HttpResponseError) as e:
+        rs.vaults.begin_delete(VAULT_RG, VAULT).result()
+    assert e.value.status_code == 409, e.value
+    assert "soft-deleted" in str(e.value), e.value
+    body = {"properties": {"protectedItemType": "Microsoft.Compute/virtualMachines", "sourceResourceId": vm_id(),
+                           "protectionState": "ProtectionStopped", "policyId": "", "isRehydrate": True}}
+    item = d(bk.protected_items.begin_create_or_update(VAULT, VAULT_RG, "Azure", vm_container(), vm_item(),
+                                                       body).result())
+    assert item["properties"]["protectionState"] == "ProtectionStopped", item
+    assert not item["properties"].get("isScheduledForDeferredDelete"), item
+    assert any(j["properties"]["entityFriendlyName"] == "vm1" for j in _all_jobs(bk, "operation eq 'Undelete'"))
+    assert sorted(x.name for x in bk.recovery_points.list(VAULT, VAULT_RG, "Azure", vm_container(), vm_item())) == before
+    S["undeleted"] = True
+
+
+def test_delete_vm_item_then_vault(bk, rs):
+    need("undeleted")
+    # With the vault's soft delete turned off (through backupconfig/vaultconfig, as `az backup vault
+    # backup-properties set` does), deleting backup data is final.
+    cfg = d(bk.backup_resource_vault_configs.update(
+        VAULT, VAULT_RG, {"properties": {"softDeleteFeatureState": "Disabled", "enhancedSecurityState": "Disabled"}}))
+    assert cfg["properties"]["softDeleteFeatureState"] == "Disabled", cfg
+    _delete_item(bk, vm_container(), vm_item(), "vm1")
+    _item_gone(bk, vm_container(), vm_item())
+    if S.pop("vm2_soft_deleted", None):
+        # A soft-deleted item's data goes at once once soft delete is off.
+        _delete_item(bk, vm_container("vm2"), vm_item("vm2"), "vm2")
+        _item_gone(bk, vm_container("vm2"), vm_item("vm2"))
     with pytest.raises((ResourceNotFoundError, HttpResponseError)) as e:
         list(bk.recovery_points.list(VAULT, VAULT_RG, "Azure", vm_container(), vm_item()))
     assert e.value.status_code == 404
@@ -926,6 +976,7 @@ def test_delete_vm_item_then_vault(bk, rs):
         assert 400 <= e.value.status_code < 500, e.value
         assert rs.vaults.get(VAULT_RG, VAULT).name == VAULT
         _delete_item(bk, storage_container(), share_item(), "share1")
+        _item_gone(bk, storage_container(), share_item())
     rs.vaults.begin_delete(VAULT_RG, VAULT).result()
     with pytest.raises(ResourceNotFoundError):
         rs.vaults.get(VAULT_RG, VAULT)
