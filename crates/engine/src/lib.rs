@@ -55,7 +55,7 @@ mod verify;
 pub mod worker;
 
 pub use backup::backup;
-pub use drill::{drill, DrillReport, DrillSpec};
+pub use drill::{drill, DrillReport, DrillSpec, RANGED_ABOVE_BYTES as DRILL_RANGED_ABOVE_BYTES};
 pub use objstore::ObjectStore;
 pub use repo::{
     add_key, destroy, exists, forget, init, key_id, list_keys, master_key, open_or_init,

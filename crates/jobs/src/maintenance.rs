@@ -13,7 +13,7 @@ use crate::context::{engine_call, keyed_repo_config, repo_exists, Ctx, Outcome};
 use crate::retention::{self, Decision, PointIn, Protection};
 use crate::service::{Service, K_ITEM, K_POLICY, K_RP};
 use rsvault_types::job::{codes, Job, JobError};
-use rsvault_types::model::{Item, RecoveryPoint, Vault};
+use rsvault_types::model::{Item, RecoveryPoint, Vault, Workload};
 
 #[derive(Debug, Serialize)]
 pub struct ItemPreview {
@@ -368,6 +368,11 @@ pub(crate) async fn restore_drill(
             scratch: scratch_root.join(n.to_string()),
             sample_percent,
             seed: rand::random(),
+            // Every file of a VM's snapshot is a disk image: check each by a sample of its ranges.
+            ranged_above_bytes: match it.workload {
+                Workload::Vm => 0,
+                Workload::FileShare => rsvault_engine::DRILL_RANGED_ABOVE_BYTES,
+            },
         };
         let answer = engine_call(svc, &ctx, Request::Drill { repo, spec }).await;
         let problems = match answer {
@@ -376,8 +381,8 @@ pub(crate) async fn restore_drill(
                     &job.id,
                     Level::Info,
                     &format!(
-                        "{}: {} files, {} bytes restored and identical to the snapshot.",
-                        it.friendly_name, report.files, report.bytes
+                        "{}: {} files, {} bytes restored and identical to the snapshot ({} large files checked by a sample of their ranges).",
+                        it.friendly_name, report.files, report.bytes, report.ranged_files
                     ),
                 );
                 let now = Utc::now();

@@ -5,6 +5,7 @@ mod cancel;
 mod common;
 mod corruption;
 mod disks;
+mod drill;
 mod emulator;
 mod keys;
 mod master_key;

@@ -1138,9 +1138,9 @@ fn a_restore_drill_proves_a_vm_disk_image_restorable() {
         "{v}/backupJobs/{}/rsvault/log",
         job["name"].as_str().unwrap()
     ));
-    // The one 16 MiB image, compared chunk by chunk.
+    // The one 16 MiB image, every range of it (a 100% sample), compared chunk by chunk.
     let line = format!(
-        "vm1: 1 files, {} bytes restored and identical to the snapshot.",
+        "vm1: 1 files, {} bytes restored and identical to the snapshot (1 large files checked by a sample of their ranges).",
         16 << 20
     );
     assert!(
@@ -1152,4 +1152,33 @@ fn a_restore_drill_proves_a_vm_disk_image_restorable() {
         "{log}"
     );
     assert!(s.get(&item)["properties"]["lastProvenRestorableTime"].is_string());
+
+    // A quarter of its ranges: some of the image, not all of it.
+    let r = s.req(
+        "POST",
+        &format!("{v}/rsvault/maintenance/restoreDrill"),
+        Some(json!({"samplePercent": 25})),
+    );
+    assert_eq!(r.status(), 202);
+    let op = r.headers()["azure-asyncoperation"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let job = s.wait_job(&v, &s.job_of_operation(&op));
+    assert_eq!(job["properties"]["status"], "Completed", "{job}");
+    let log = s.get(&format!(
+        "{v}/backupJobs/{}/rsvault/log",
+        job["name"].as_str().unwrap()
+    ));
+    let bytes: Vec<u64> = log["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["msg"].as_str()?.strip_prefix("vm1: 1 files, "))
+        .filter_map(|m| m.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        bytes.len() == 1 && bytes[0] > 0 && bytes[0] < 16 << 20,
+        "{log}"
+    );
 }
