@@ -7,7 +7,7 @@ use axum::response::Response;
 use chrono::Utc;
 use serde_json::{json, Value};
 
-use super::{accepted, no_content, ok, ok_json_bytes, Req};
+use super::{accepted, no_content, ok, Req};
 use crate::filter;
 use crate::items::{item, list_protected, list_recovery_points, trigger_backup};
 use crate::jobs::{job_query, list_jobs};
@@ -104,7 +104,7 @@ async fn vault_routes(
         }
         ["backupjobs", job] => {
             only(m, &[Method::GET])?;
-            Ok(ok_json_bytes(svc.get_job(&vault, job)?.wire_json()))
+            crate::jobs::get_job(svc, &vault, job)
         }
         ["backupjobs", job, "cancel"] => {
             only(m, &[Method::POST])?;

@@ -1,5 +1,7 @@
 //! The job list: `$filter`, paging and skip tokens.
 
+use std::sync::{Arc, LazyLock};
+
 use axum::response::Response;
 use chrono::DateTime;
 
@@ -66,6 +68,20 @@ pub fn job_query(f: Option<&str>) -> ArmResult<rsvault_store::JobQuery> {
     Ok(q)
 }
 
+/// `GET {vault}/backupJobs/{id}`
+pub(crate) fn get_job(svc: &Service, vault: &Vault, id: &str) -> ArmResult<Response> {
+    let body = svc
+        .store
+        .read(|tx| tx.get_job_body(&vault.vault.key(), &id.to_ascii_lowercase()))?
+        .ok_or_else(|| {
+            ArmError::new(
+                ArmCode::JobNotFound,
+                format!("Job '{id}' was not found in vault '{}'.", vault.vault.name),
+            )
+        })?;
+    Ok(ok_json_bytes(wire_of(&body)?.to_vec()))
+}
+
 pub(crate) fn list_jobs(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> {
     let mut q = job_query(r.q("$filter"))?;
     if let Some(tok) = r.q("$skiptoken") {
@@ -82,11 +98,10 @@ pub(crate) fn list_jobs(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Resp
     let mut out = Vec::with_capacity(rows.len() * 1536 + 512);
     out.extend_from_slice(b"{\"value\":[");
     for (i, (body, _, _)) in rows.iter().enumerate() {
-        let job: Job = serde_json::from_str(body).map_err(ArmError::internal)?;
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(&job.wire_json());
+        out.extend_from_slice(&wire_of(body)?);
     }
     out.push(b']');
     if more {
@@ -105,6 +120,38 @@ pub(crate) fn list_jobs(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Resp
     }
     out.push(b'}');
     Ok(ok_json_bytes(out))
+}
+
+/// Bytes of stored bodies and wire JSON the cache of finished jobs holds (a job is ~1.5 KB of
+/// each: some 10,000 jobs, the first pages of many vaults).
+const FINISHED_CACHE_BYTES: u64 = 32 << 20;
+
+#[derive(Clone)]
+struct Weight;
+
+impl quick_cache::Weighter<String, Arc<[u8]>> for Weight {
+    fn weight(&self, body: &String, wire: &Arc<[u8]>) -> u64 {
+        (body.len() + wire.len()) as u64
+    }
+}
+
+/// The wire JSON of finished jobs, keyed by their stored body. Once a job has ended its wire
+/// form is a pure function of that body (nothing in it depends on the time any more), so an
+/// entry can never be stale, whichever node wrote the job; a body that changes is another key.
+static FINISHED: LazyLock<quick_cache::sync::Cache<String, Arc<[u8]>, Weight>> =
+    LazyLock::new(|| quick_cache::sync::Cache::with_weighter(10_000, FINISHED_CACHE_BYTES, Weight));
+
+/// A stored job body's wire JSON: from the cache when the job has ended, else rendered.
+pub(crate) fn wire_of(body: &str) -> ArmResult<Arc<[u8]>> {
+    if let Some(w) = FINISHED.get(body) {
+        return Ok(w);
+    }
+    let job: Job = serde_json::from_str(body).map_err(ArmError::internal)?;
+    let wire: Arc<[u8]> = job.wire_json().into();
+    if job.wire_is_final() {
+        FINISHED.insert(body.to_string(), wire.clone());
+    }
+    Ok(wire)
 }
 
 const QUERY_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC

@@ -234,6 +234,17 @@ impl Job {
         serde_json::to_value(self.wire_view()).expect("a job's wire form serializes")
     }
 
+    /// Whether the wire form no longer depends on the time it is rendered at: the job has ended
+    /// and so has every task that started (durations are then fixed).
+    pub fn wire_is_final(&self) -> bool {
+        self.status.is_terminal()
+            && self.end.is_some()
+            && self
+                .tasks
+                .iter()
+                .all(|t| t.start.is_none() || t.end.is_some())
+    }
+
     /// [`Job::wire`] as JSON text, written straight from the record without building a `Value`
     /// tree (a job-list page renders 200 of these).
     pub fn wire_json(&self) -> Vec<u8> {
@@ -550,6 +561,30 @@ mod wire_tests {
             t.progress = Some(12.0);
         }
         j
+    }
+
+    /// What the job list caches is final: a finished job renders the same whenever it is
+    /// rendered; a running one (its durations grow) is never final.
+    #[test]
+    fn a_finished_jobs_wire_form_is_final() {
+        for workload in [Workload::Vm, Workload::FileShare] {
+            let backup = Work::Backup {
+                expiry: None,
+                scheduled: false,
+            };
+            let mut j = job(workload, backup, JobStatus::InProgress);
+            assert!(!j.wire_is_final());
+            j.finish(JobStatus::Completed);
+            assert!(j.wire_is_final(), "{j:?}");
+            let first = j.wire_json();
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            assert_eq!(first, j.wire_json());
+            // A task that never ended keeps the rendering live.
+            if let Some(t) = j.tasks.first_mut() {
+                t.end = None;
+                assert!(!j.wire_is_final());
+            }
+        }
     }
 
     /// The typed rendering is the same JSON as the `Value` one, for every shape of job: VM, file
