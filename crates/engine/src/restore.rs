@@ -17,7 +17,9 @@
 //!   mode and times through its descriptor, and only then renamed over whatever had its name:
 //!   an original is never truncated or deleted before its replacement is complete on disk. A
 //!   cancel, an error, a full disk or damaged repository data removes the temporary files; a
-//!   crash leaves at most `.rsvault-restore-*` files next to intact originals.
+//!   crash leaves at most `.rsvault-restore-PID-I-N.tmp` files next to intact originals, and the
+//!   next restore into that directory removes those whose process is gone
+//!   ([`writer::remove_stale_temps`]).
 //! - A disk image restored in place over a block device (original location only) is written
 //!   into the device, never unlinked.
 //! - Alternate locations get no setuid/setgid bits, device nodes or FIFOs; each left out is a
@@ -373,6 +375,8 @@ pub fn restore_scoped(
     let mut planner = packs::Planner::default();
     let first_damage = std::sync::OnceLock::new();
     let shared = Arc::new(Shared::default());
+    // Directories already cleared of the temporary files of killed restores (issue #9).
+    let mut swept: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let setup = (|| -> Result<()> {
         for (i, e) in entries.iter().enumerate() {
             if skip[i] {
@@ -385,6 +389,22 @@ pub fn restore_scoped(
             let (dir, name) = parents
                 .get(&target, &e.rel)
                 .map_err(|err| io_error(&path, &err))?;
+            let parent = e.rel.parent().unwrap_or(Path::new(""));
+            if !swept.contains(parent) {
+                swept.insert(parent.to_path_buf());
+                match remove_stale_temps(dir) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        dir = %shown.join(parent).display(),
+                        "removed {n} temporary file(s) left by an interrupted restore"
+                    ),
+                    // Best effort: a leftover costs space, not correctness.
+                    Err(err) => tracing::warn!(
+                        dir = %shown.join(parent).display(),
+                        "could not look for temporary files left by an interrupted restore: {err}"
+                    ),
+                }
+            }
             match e.node.node_type {
                 NodeType::Dir => {
                     if replace[i] {
