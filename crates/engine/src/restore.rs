@@ -516,7 +516,8 @@ pub fn restore_scoped(
         files: &files,
         needs: &needs,
         runs: &runs,
-        next: AtomicUsize::new(0),
+        queue: Mutex::default(),
+        queued: std::sync::Condvar::new(),
         shared: &shared,
         fatal: Mutex::new(None),
         first_damage: &first_damage,
@@ -529,7 +530,7 @@ pub fn restore_scoped(
             } else {
                 THREADS
             };
-            for _ in 0..threads.min(runs.len()) {
+            for _ in 0..threads {
                 s.spawn(|| work.work());
             }
         });

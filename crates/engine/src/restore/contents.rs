@@ -1,13 +1,16 @@
 //! Writing the files' contents: a fixed number of threads, each taking the next [`Run`], reading
 //! it with one ranged read, decoding its blobs one at a time and writing each to every place it
-//! goes. A file whose last blob is written is synced, given its metadata and renamed into place
-//! by whichever thread wrote that blob.
+//! goes. A file whose last blob is written is queued to be completed (synced, given its metadata
+//! and renamed into place), and every thread takes completions before new runs: one run can hold
+//! the blobs of thousands of small files, and their syncs, which dominate a restore of small
+//! files, would otherwise all fall to the one thread that read it.
 //!
 //! Memory: a thread holds one run's bytes ([`packs::MAX_READ`], or one larger blob) and one
 //! decoded blob. A blob that cannot be read or decoded damages the files it belongs to (they are
 //! never renamed into place); the other blobs of its run are still written.
 
-use std::sync::OnceLock;
+use std::sync::{Condvar, OnceLock};
+use std::time::Duration;
 
 use rustic_core::{FileType, WriteBackend};
 
@@ -24,30 +27,79 @@ pub(super) struct Contents<'a> {
     pub(super) files: &'a [FileJob],
     pub(super) needs: &'a [Need],
     pub(super) runs: &'a [Run],
-    pub(super) next: AtomicUsize,
+    /// What is left to do.
+    pub(super) queue: Mutex<Queue>,
+    pub(super) queued: Condvar,
     pub(super) shared: &'a Shared,
     pub(super) fatal: Mutex<Option<Error>>,
     /// Why the first damaged file is damaged, for the job's error.
     pub(super) first_damage: &'a OnceLock<String>,
 }
 
+#[derive(Default)]
+pub(super) struct Queue {
+    /// Files whose every target is handled, to be completed.
+    complete: Vec<usize>,
+    /// The next run to take.
+    next: usize,
+    /// Runs being worked on (which may queue files to complete).
+    running: usize,
+}
+
 /// The file a thread last wrote to, kept open while its next targets are in the same file.
 type OpenFile = Option<(usize, File)>;
 
+enum Task<'r> {
+    Complete(usize),
+    Run(&'r Run),
+}
+
 impl Contents<'_> {
-    /// One writer thread: runs until there is no run left, the job is cancelled or an error
-    /// stops every writer.
+    /// One writer thread: works until there is nothing left to complete and no run left or
+    /// being worked on, the job is cancelled, or an error stops every writer.
     pub(super) fn work(&self) {
         let mut open: OpenFile = None;
-        while !self.shared.cancelled.load(Ordering::SeqCst) {
-            let i = self.next.fetch_add(1, Ordering::SeqCst);
-            let Some(run) = self.runs.get(i) else {
-                return;
+        while let Some(task) = self.next_task() {
+            let res = match task {
+                Task::Complete(file) => self.complete(file, &mut open),
+                Task::Run(run) => {
+                    let res = self.run(run, &mut open);
+                    self.queue.lock().expect("queue").running -= 1;
+                    self.queued.notify_all();
+                    res
+                }
             };
-            if let Err(e) = self.run(run, &mut open) {
+            if let Err(e) = res {
                 set_fatal(&self.fatal, self.shared, e);
+                self.queued.notify_all();
                 return;
             }
+        }
+    }
+
+    fn next_task(&self) -> Option<Task<'_>> {
+        let mut q = self.queue.lock().expect("queue");
+        loop {
+            if self.shared.cancelled.load(Ordering::SeqCst) {
+                return None;
+            }
+            if let Some(file) = q.complete.pop() {
+                return Some(Task::Complete(file));
+            }
+            if let Some(run) = self.runs.get(q.next) {
+                q.next += 1;
+                q.running += 1;
+                return Some(Task::Run(run));
+            }
+            if q.running == 0 {
+                return None;
+            }
+            // A cancel sets a flag nobody notifies about: look again now and then.
+            q = self
+                .queued
+                .wait_timeout(q, Duration::from_millis(100))
+                .expect("queue")
+                .0;
         }
     }
 
@@ -83,7 +135,7 @@ impl Contents<'_> {
                     Ok(data) => self.write(t, data, open)?,
                     Err(reason) => self.damage(t.file, reason),
                 }
-                self.target_done(t.file, open)?;
+                self.target_done(t.file);
             }
         }
         Ok(())
@@ -155,13 +207,17 @@ impl Contents<'_> {
         Ok(&open.as_ref().expect("open file").1)
     }
 
-    /// Counts one target of `file` as handled; the last one completes the file (every other
-    /// writer is done with it).
-    fn target_done(&self, file: usize, open: &mut OpenFile) -> Result<()> {
-        let job = &self.files[file];
-        if job.remaining.fetch_sub(1, Ordering::SeqCst) != 1 {
-            return Ok(());
+    /// Counts one target of `file` as handled; after the last one (every writer is done with
+    /// the file) it is queued to be completed.
+    fn target_done(&self, file: usize) {
+        if self.files[file].remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.queue.lock().expect("queue").complete.push(file);
+            self.queued.notify_one();
         }
+    }
+
+    fn complete(&self, file: usize, open: &mut OpenFile) -> Result<()> {
+        let job = &self.files[file];
         let entry = &self.entries[job.entry];
         let f = self.open(file, open)?;
         self.w

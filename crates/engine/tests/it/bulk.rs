@@ -57,8 +57,10 @@ fn a_file_spread_over_packs_by_two_backups_restores_byte_exact(fx: Fixture) {
     }
     fs::write(src.join("big.bin"), &big).unwrap();
     let second = fx.backup_dir(&src, Some(&first.snapshot_id));
+    // How much is new depends on where the repository's own chunker polynomial cuts the file;
+    // anything short of all of it leaves the file spread over both packs.
     assert!(
-        second.bytes_added < 8 << 20,
+        second.bytes_added < 12 << 20,
         "the second backup re-stored the file ({} bytes added): nothing to spread",
         second.bytes_added
     );
