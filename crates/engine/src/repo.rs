@@ -171,6 +171,12 @@ fn backend(cfg: &RepoConfig, init: bool) -> Result<(Arc<dyn WriteBackend>, Optio
     }
 }
 
+/// The repository's backend for reading raw pack ranges (a restore reads runs of blobs itself,
+/// [`crate::restore`]); read-only use, so unguarded.
+pub(crate) fn pack_backend(cfg: &RepoConfig) -> Result<Arc<dyn WriteBackend>> {
+    Ok(backend(cfg, false)?.0)
+}
+
 fn new_repo(
     cfg: &RepoConfig,
     veto: Arc<AtomicBool>,

@@ -1,10 +1,12 @@
 //! Restore of a whole snapshot or a subset of its paths into a target directory.
 //!
 //! rustic_core's own restore unwraps I/O errors (a full disk panics), cannot be cancelled and
-//! queues every pack read at once (1–1.6 GiB peak). rsvault uses rustic_core only to read trees
-//! and blobs, and writes files itself: a fixed number of threads, each holding at most one blob,
-//! pre-sized sparse files whose zero blobs are never written, a cancel check per blob, and
-//! errors instead of panics.
+//! queues every pack read at once (1–1.6 GiB peak). rsvault uses rustic_core to read trees and
+//! the index, and reads and writes the contents itself: the blobs grouped by pack and read a run
+//! of nearby blobs at a time ([`packs`]: one request per run on an object store, not one per
+//! blob), a fixed number of threads each holding at most one run ([`contents`]), pre-sized
+//! sparse files whose zero blobs are never written, a cancel check per blob, and errors instead
+//! of panics.
 //!
 //! Rules (issue #9):
 //! - Every write is relative to the target directory opened once below the opened root
@@ -15,7 +17,9 @@
 //!   mode and times through its descriptor, and only then renamed over whatever had its name:
 //!   an original is never truncated or deleted before its replacement is complete on disk. A
 //!   cancel, an error, a full disk or damaged repository data removes the temporary files; a
-//!   crash leaves at most `.rsvault-restore-*` files next to intact originals.
+//!   crash leaves at most `.rsvault-restore-PID-I-N.tmp` files next to intact originals, and the
+//!   next restore into that directory removes those whose process is gone
+//!   ([`writer::remove_stale_temps`]).
 //! - A disk image restored in place over a block device (original location only) is written
 //!   into the device, never unlinked.
 //! - Alternate locations get no setuid/setgid bits, device nodes or FIFOs; each left out is a
@@ -31,7 +35,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rustic_core::repofile::{BlobType, Node, NodeType};
+use bytes::Bytes;
+use rustic_core::repofile::{Node, NodeType};
 use rustic_core::{BlobId, IndexedFullStatus, LsOptions, Repository};
 
 use nix::errno::Errno;
@@ -46,16 +51,17 @@ use crate::{
     Result, Warning,
 };
 
-/// Blobs per unit of work: big files are written by several threads at once.
+mod contents;
+mod packs;
 mod writer;
 use writer::*;
 
-const BLOBS_PER_SEGMENT: usize = 16;
 /// Writer threads. Two cores, but reads and writes block: a few more threads keep both busy.
 const THREADS: usize = 4;
-/// Writer threads on an object store, where each blob read is a request that mostly waits on
-/// the network: more requests in flight (each thread still holds at most one blob).
-const OBJECT_STORE_THREADS: usize = 16;
+/// Writer threads on an object store, where each read is a request that mostly waits on the
+/// network: more requests in flight. Each holds at most one run (`packs::MAX_READ`, or one
+/// larger blob) and one decoded blob, which bounds the memory they use together.
+const OBJECT_STORE_THREADS: usize = 8;
 /// Cap on per-file warnings about an interrupted restore; the rest are summarised.
 const MAX_LISTED: usize = 200;
 
@@ -67,6 +73,8 @@ struct Entry {
 struct FileJob {
     entry: usize,
     size: u64,
+    /// Places in the file still to be written (or given up for damage): the writer that
+    /// brings it to zero completes the file.
     remaining: AtomicUsize,
     started: AtomicBool,
     damaged: AtomicBool,
@@ -77,12 +85,6 @@ struct FileJob {
     id: (u64, u64),
     /// Renamed over its final name (or synced in place), or removed: nothing left to clean up.
     settled: AtomicBool,
-}
-
-struct Segment {
-    file: usize,
-    first_blob: usize,
-    offset: u64,
 }
 
 /// Checks that a path taken from a request or a repository stays below the target.
@@ -370,8 +372,11 @@ pub fn restore_scoped(
     };
     let mut parents = ParentCache::default();
     let mut files: Vec<FileJob> = Vec::new();
-    let mut segments: Vec<Segment> = Vec::new();
+    let mut planner = packs::Planner::default();
+    let first_damage = std::sync::OnceLock::new();
     let shared = Arc::new(Shared::default());
+    // Directories already cleared of the temporary files of killed restores (issue #9).
+    let mut swept: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let setup = (|| -> Result<()> {
         for (i, e) in entries.iter().enumerate() {
             if skip[i] {
@@ -384,6 +389,22 @@ pub fn restore_scoped(
             let (dir, name) = parents
                 .get(&target, &e.rel)
                 .map_err(|err| io_error(&path, &err))?;
+            let parent = e.rel.parent().unwrap_or(Path::new(""));
+            if !swept.contains(parent) {
+                swept.insert(parent.to_path_buf());
+                match remove_stale_temps(dir) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        dir = %shown.join(parent).display(),
+                        "removed {n} temporary file(s) left by an interrupted restore"
+                    ),
+                    // Best effort: a leftover costs space, not correctness.
+                    Err(err) => tracing::warn!(
+                        dir = %shown.join(parent).display(),
+                        "could not look for temporary files left by an interrupted restore: {err}"
+                    ),
+                }
+            }
             match e.node.node_type {
                 NodeType::Dir => {
                     if replace[i] {
@@ -434,26 +455,17 @@ pub fn restore_scoped(
                     };
                     let content = e.node.content.as_deref().unwrap_or(&[]);
                     let file_idx = files.len();
-                    let mut offset = 0;
-                    let mut n_seg = 0;
-                    for (k, chunk) in content.chunks(BLOBS_PER_SEGMENT).enumerate() {
-                        segments.push(Segment {
-                            file: file_idx,
-                            first_blob: k * BLOBS_PER_SEGMENT,
-                            offset,
-                        });
-                        n_seg += 1;
-                        for id in chunk {
-                            let ie = r.get_index_entry(id).map_err(map_err);
-                            offset += ie.map_or(0, |ie| u64::from(ie.location.data_length()));
-                        }
+                    let planned = contents::plan_file(&r, &mut planner, file_idx, content);
+                    if let Err(reason) = &planned {
+                        let _ = first_damage.set(format!("{}: {reason}", e.rel.display()));
                     }
+                    let n_targets = *planned.as_ref().unwrap_or(&0);
                     files.push(FileJob {
                         entry: i,
                         size: e.node.meta.size,
-                        remaining: AtomicUsize::new(n_seg),
+                        remaining: AtomicUsize::new(n_targets),
                         started: AtomicBool::new(false),
-                        damaged: AtomicBool::new(false),
+                        damaged: AtomicBool::new(planned.is_err()),
                         tmp,
                         id,
                         settled: AtomicBool::new(false),
@@ -462,8 +474,8 @@ pub fn restore_scoped(
                     shared
                         .bytes_total
                         .fetch_add(e.node.meta.size, Ordering::Relaxed);
-                    if n_seg == 0 {
-                        // Empty files are complete once created.
+                    if n_targets == 0 {
+                        // Empty files are complete once created (damaged ones removed).
                         let job = &files[file_idx];
                         let f = w.reopen(&entries[i], job)?;
                         w.finish_file(&entries[i], job, &f, in_the_way[i], &shared)?;
@@ -481,9 +493,35 @@ pub fn restore_scoped(
     }
     drop(parents);
 
-    // 4. Contents, in parallel.
-    let fatal: Mutex<Option<Error>> = Mutex::new(None);
-    let next = AtomicUsize::new(0);
+    // 4. Contents, in parallel, a run of blobs of one pack at a time.
+    let (needs, runs) = planner.finish();
+    let setup = (|| {
+        let decoder = packs::Decoder::new(&r.key()).map_err(Error::Repository)?;
+        let be = crate::repo::pack_backend(repo)?;
+        Ok((decoder, be))
+    })();
+    let (decoder, be) = match setup {
+        Ok(v) => v,
+        Err(err) => {
+            w.clean_up(&entries, &files);
+            return Err(err);
+        }
+    };
+    let work = contents::Contents {
+        be: be.as_ref(),
+        decoder: &decoder,
+        w: &w,
+        entries: &entries,
+        in_the_way: &in_the_way,
+        files: &files,
+        needs: &needs,
+        runs: &runs,
+        queue: Mutex::default(),
+        queued: std::sync::Condvar::new(),
+        shared: &shared,
+        fatal: Mutex::new(None),
+        first_damage: &first_damage,
+    };
     let phase = || Phase::Restoring;
     let outcome = monitored(&shared, ctx, Some(&phase), || {
         std::thread::scope(|s| {
@@ -493,22 +531,10 @@ pub fn restore_scoped(
                 THREADS
             };
             for _ in 0..threads {
-                s.spawn(|| {
-                    write_segments(
-                        &r,
-                        &w,
-                        &entries,
-                        &in_the_way,
-                        &files,
-                        &segments,
-                        &next,
-                        &shared,
-                        &fatal,
-                    )
-                });
+                s.spawn(|| work.work());
             }
         });
-        if let Some(err) = fatal.lock().expect("fatal lock").take() {
+        if let Some(err) = work.fatal.lock().expect("fatal lock").take() {
             return Err(err);
         }
         if shared.cancelled.load(Ordering::SeqCst) {
@@ -632,9 +658,10 @@ pub fn restore_scoped(
 
     if !damaged.is_empty() {
         return Err(Error::Repository(format!(
-            "{} file(s) could not be restored because their repository data is damaged or missing (not written; an existing file of that name was left as it was): {}",
+            "{} file(s) could not be restored because their repository data is damaged or missing (not written; an existing file of that name was left as it was): {}; first problem: {}",
             damaged.len(),
-            damaged.join(", ")
+            damaged.join(", "),
+            first_damage.get().map_or("unknown", String::as_str)
         )));
     }
 
@@ -644,131 +671,4 @@ pub fn restore_scoped(
         skipped,
         warnings,
     })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn write_segments(
-    r: &Repository<IndexedFullStatus>,
-    w: &Writer<'_>,
-    entries: &[Entry],
-    in_the_way: &[Option<(bool, bool)>],
-    files: &[FileJob],
-    segments: &[Segment],
-    next: &AtomicUsize,
-    shared: &Shared,
-    fatal: &Mutex<Option<Error>>,
-) {
-    let mut open: Option<(usize, File)> = None;
-    loop {
-        if shared.cancelled.load(Ordering::SeqCst) {
-            return;
-        }
-        let i = next.fetch_add(1, Ordering::SeqCst);
-        let Some(seg) = segments.get(i) else {
-            return;
-        };
-        let job = &files[seg.file];
-        let entry = &entries[job.entry];
-        let path = w.shown.join(&entry.rel);
-        if !job.damaged.load(Ordering::SeqCst) {
-            job.started.store(true, Ordering::SeqCst);
-            if open.as_ref().is_none_or(|(f, _)| *f != seg.file) {
-                match w.reopen(entry, job) {
-                    Ok(f) => open = Some((seg.file, f)),
-                    Err(e) => {
-                        set_fatal(fatal, shared, e);
-                        return;
-                    }
-                }
-            }
-            let file = &open.as_ref().expect("open file").1;
-            let content = entry.node.content.as_deref().unwrap_or(&[]);
-            let end = (seg.first_blob + BLOBS_PER_SEGMENT).min(content.len());
-            let mut offset = seg.offset;
-            for id in &content[seg.first_blob..end] {
-                if shared.cancelled.load(Ordering::SeqCst) {
-                    return;
-                }
-                let data = match r.get_blob_cached(&BlobId::from(*id), BlobType::Data) {
-                    Ok(d) => d,
-                    Err(_) => {
-                        job.damaged.store(true, Ordering::SeqCst);
-                        break;
-                    }
-                };
-                // A device written in place has old blocks where the image has zeros.
-                let res = if job.tmp.is_some() {
-                    write_sparse(file, &data, offset)
-                } else {
-                    file.write_all_at(&data, offset)
-                };
-                if let Err(e) = res {
-                    set_fatal(fatal, shared, io_error(&path, &e));
-                    return;
-                }
-                offset += data.len() as u64;
-                shared
-                    .bytes_done
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-            }
-        }
-        if job.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-            // The last segment: every other writer of this file is done with it.
-            let done = match &open {
-                Some((f, file)) if *f == seg.file => {
-                    w.finish_file(entry, job, file, in_the_way[job.entry], shared)
-                }
-                _ => w.reopen(entry, job).and_then(|file| {
-                    w.finish_file(entry, job, &file, in_the_way[job.entry], shared)
-                }),
-            };
-            if let Err(e) = done {
-                set_fatal(fatal, shared, e);
-                return;
-            }
-            shared.files_done.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Writes `data` at `offset`, leaving file-system blocks that would be all zeros unwritten: the
-/// file was pre-sized with `set_len`, so they stay holes.
-fn write_sparse(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
-    const BLOCK: u64 = 4096;
-    if is_zero(data) {
-        return Ok(());
-    }
-    let end = offset + data.len() as u64;
-    let mut run_start: Option<u64> = None;
-    let mut pos = offset;
-    while pos < end {
-        // Blocks are aligned to the file, not to the blob.
-        let block_end = ((pos / BLOCK) + 1) * BLOCK;
-        let stop = block_end.min(end);
-        let slice = &data[(pos - offset) as usize..(stop - offset) as usize];
-        if is_zero(slice) {
-            if let Some(start) = run_start.take() {
-                file.write_all_at(
-                    &data[(start - offset) as usize..(pos - offset) as usize],
-                    start,
-                )?;
-            }
-        } else if run_start.is_none() {
-            run_start = Some(pos);
-        }
-        pos = stop;
-    }
-    if let Some(start) = run_start {
-        file.write_all_at(&data[(start - offset) as usize..], start)?;
-    }
-    Ok(())
-}
-
-fn set_fatal(fatal: &Mutex<Option<Error>>, shared: &Shared, err: Error) {
-    let mut f = fatal.lock().expect("fatal lock");
-    if f.is_none() {
-        *f = Some(err);
-    }
-    // Stop the other writers; the error, not `Cancelled`, is what the caller sees.
-    shared.cancelled.store(true, Ordering::SeqCst);
 }

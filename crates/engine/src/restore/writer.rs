@@ -41,6 +41,71 @@ pub(super) fn temp_name(i: usize, attempt: u32) -> OsString {
     ))
 }
 
+/// The process id in `name` if it is one of [`temp_name`]'s names, exactly:
+/// `.rsvault-restore-PID-I-ATTEMPT.tmp`, all three decimal.
+pub(super) fn temp_name_pid(name: &[u8]) -> Option<i32> {
+    let middle = name
+        .strip_prefix(b".rsvault-restore-")?
+        .strip_suffix(b".tmp")?;
+    let mut parts = middle.split(|b| *b == b'-');
+    let pid = parts.next()?;
+    let numbers = [pid, parts.next()?, parts.next()?];
+    if parts.next().is_some()
+        || numbers
+            .iter()
+            .any(|p| p.is_empty() || p.len() > 20 || !p.iter().all(u8::is_ascii_digit))
+    {
+        return None;
+    }
+    std::str::from_utf8(pid)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+}
+
+/// Removes from `dir` what restores killed before they could clean up left there: names of
+/// [`temp_name`]'s exact pattern whose process no longer exists. A live process's names are
+/// left alone (another restore may be writing into the same directory; a pid reused since only
+/// delays the removal to a later restore). `unlinkat` removes the name itself, never what a
+/// symlink points to, and never a directory. Returns how many were removed.
+pub(super) fn remove_stale_temps(dir: &OwnedFd) -> io::Result<usize> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut listing = nix::dir::Dir::openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(nix_io)?;
+    let stale: Vec<OsString> = listing
+        .iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type() != Some(nix::dir::Type::Directory))
+        .filter_map(|e| {
+            let name = e.file_name().to_bytes();
+            let pid = temp_name_pid(name)?;
+            let gone =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) == Err(Errno::ESRCH);
+            gone.then(|| OsStr::from_bytes(name).to_owned())
+        })
+        .collect();
+    let mut removed = 0;
+    for name in stale {
+        match nix::unistd::unlinkat(
+            dir,
+            name.as_os_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) => removed += 1,
+            // Gone already, or a directory after all: nothing of ours to remove.
+            Err(Errno::ENOENT | Errno::EISDIR | Errno::EPERM) => {}
+            Err(e) => return Err(nix_io(e)),
+        }
+    }
+    Ok(removed)
+}
+
 /// Creates a new temporary file in `dir` (never an existing name, never through a symlink).
 pub(super) fn create_temp(dir: &OwnedFd, i: usize) -> io::Result<(OsString, File)> {
     for attempt in 0..16 {

@@ -12,7 +12,7 @@ use crate::common::*;
 use crate::emulator::{Emulator, Kind, Proxy};
 
 /// One emulator per kind for the whole test process (tests use their own prefixes).
-fn shared(kind: Kind) -> Option<&'static Emulator> {
+pub(crate) fn shared(kind: Kind) -> Option<&'static Emulator> {
     static S3: OnceLock<Option<Emulator>> = OnceLock::new();
     static AZ: OnceLock<Option<Emulator>> = OnceLock::new();
     match kind {
@@ -23,7 +23,7 @@ fn shared(kind: Kind) -> Option<&'static Emulator> {
 
 /// A fixture whose repository is on `kind`'s emulator (`None`: local disk); `None` when the
 /// emulator is not installed (see `emulator::binary`).
-fn fixture(kind: Option<Kind>) -> Option<Fixture> {
+pub(crate) fn fixture(kind: Option<Kind>) -> Option<Fixture> {
     let Some(kind) = kind else {
         return Some(Fixture::new());
     };
@@ -43,6 +43,8 @@ fn on_store(emu: &Emulator, prefix: &str) -> Fixture {
     Fixture { dir, repo }
 }
 
+/// Runs each named `fn(Fixture)` of the calling module (which must have `fixture` in scope) as
+/// a test per backend.
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod local {
@@ -60,6 +62,8 @@ macro_rules! on_every_backend {
         }
     };
 }
+
+pub(crate) use on_every_backend;
 
 on_every_backend!(
     roundtrip_incremental_forget_and_prune,

@@ -1,6 +1,7 @@
 //! Engine integration tests: real files, real processes, temp dirs.
 
 mod backends;
+mod bulk;
 mod cancel;
 mod common;
 mod corruption;

@@ -570,10 +570,118 @@ fn kill_9_during_an_overwrite_restore_leaves_each_file_old_or_new() {
             delays.push(delay_ms * 2);
         }
     }
-    eprintln!(
-        "temporary files left by the kills: {:?}",
-        temp_files(&target)
-    );
     // The kills landed both before and after the rename (else the test proved nothing).
     assert!(old > 0 && new > 0, "old {old}, new {new}");
+
+    // The temporary files killed workers leave do not linger (issue #9): the next restore into
+    // the directory removes them. Make sure there is one, from a worker killed while it had one.
+    let mut tries = 0;
+    while temp_files(&target).is_empty() {
+        tries += 1;
+        assert!(tries <= 20, "no killed worker left a temporary file");
+        fs::write(target.join("big.bin"), &modified).unwrap();
+        let req = Request::Restore {
+            repo: fx.repo.clone(),
+            spec: spec(&snap, &target, Conflict::Overwrite),
+        };
+        let mut child = Command::new(bin())
+            .arg("worker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{}", serde_json::to_string(&req).unwrap()).unwrap();
+        while temp_files(&target).is_empty() && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        drop(stdin);
+    }
+    let left = temp_files(&target);
+    eprintln!("temporary files left by the kills: {left:?}");
+    let again = rsvault_engine::restore(
+        &fx.repo,
+        &spec(&snap, &target, Conflict::Overwrite),
+        &TestCtx::default(),
+    )
+    .unwrap();
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+    assert_eq!(fs::read(target.join("big.bin")).unwrap(), restored);
+    assert!(
+        temp_files(&target).is_empty(),
+        "left after a complete restore: {:?} (before it: {left:?})",
+        temp_files(&target)
+    );
+}
+
+/// What a restore removes before it writes into a directory: names of the exact temporary
+/// pattern whose process is gone, as names (a symlink is removed, never followed), and nothing
+/// else: not a live process's, not a directory, not a near miss, not in a directory the
+/// restore does not write into (issue #9).
+#[test]
+fn stale_temporary_files_of_dead_restores_are_removed_and_nothing_else() {
+    use std::process::Command;
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/x.txt"), b"x").unwrap();
+    fs::write(src.join("top.txt"), b"top").unwrap();
+    let snap = fx.backup_dir(&src, None).snapshot_id;
+
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let mut alive = Command::new("sleep").arg("600").spawn().unwrap();
+    let live = alive.id();
+    let t = fx.path("t");
+    let outside = fx.path("outside");
+    fs::create_dir_all(t.join("d")).unwrap();
+    fs::create_dir_all(t.join("other")).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("secret"), b"secret").unwrap();
+    let removed = [
+        format!("d/.rsvault-restore-{dead}-0-0.tmp"),
+        format!(".rsvault-restore-{dead}-12-3.tmp"),
+        format!(".rsvault-restore-{dead}-4-0.tmp"),
+    ];
+    fs::write(t.join(&removed[0]), b"partial").unwrap();
+    fs::write(t.join(&removed[1]), b"partial").unwrap();
+    symlink(outside.join("secret"), t.join(&removed[2])).unwrap();
+    let kept_files = [
+        format!(".rsvault-restore-{live}-0-0.tmp"),
+        format!(".rsvault-restore-{dead}-0-0.tmp.keep"),
+        format!(".rsvault-restore-{dead}-x-0.tmp"),
+        format!(".rsvault-restore-{dead}-0.tmp"),
+        format!("rsvault-restore-{dead}-0-0.tmp"),
+        format!("other/.rsvault-restore-{dead}-0-0.tmp"),
+    ];
+    for k in &kept_files {
+        fs::write(t.join(k), b"keep").unwrap();
+    }
+    let kept_dir = format!(".rsvault-restore-{dead}-9-9.tmp");
+    fs::create_dir_all(t.join(&kept_dir)).unwrap();
+    fs::write(t.join(&kept_dir).join("inside"), b"keep").unwrap();
+
+    let res = fx.restore(&snap, &[], &t);
+    let _ = alive.kill();
+    let _ = alive.wait();
+    assert!(res.warnings.is_empty(), "{:?}", res.warnings);
+    let restored = snapshot_of(&src)
+        .into_keys()
+        .map(|k| k.to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    for p in &restored {
+        assert!(t.join(p).symlink_metadata().is_ok(), "{p} not restored");
+    }
+    for r in &removed {
+        assert!(t.join(r).symlink_metadata().is_err(), "{r} was not removed");
+    }
+    for k in &kept_files {
+        assert_eq!(fs::read(t.join(k)).unwrap(), b"keep", "{k}");
+    }
+    assert_eq!(fs::read(t.join(&kept_dir).join("inside")).unwrap(), b"keep");
+    assert_eq!(fs::read(outside.join("secret")).unwrap(), b"secret");
 }

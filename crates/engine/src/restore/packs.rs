@@ -1,0 +1,376 @@
+//! What a restore reads from the packs, and how: the blobs it needs grouped by pack, each run of
+//! nearby needed blobs read with one ranged read (as restic does), and every blob decrypted,
+//! decompressed and checked against its id before a byte of it is written.
+//!
+//! Rules:
+//! - A run is one range of one pack: needed blobs whose gaps (blobs not needed) are at most
+//!   [`MAX_GAP`], at most [`MAX_READ`] bytes in all, unless a single blob is larger. A read in
+//!   flight therefore holds at most `max(MAX_READ, largest blob)` bytes.
+//! - A blob needed several times (in one file or in many) is read and decoded once and written
+//!   to every place it goes.
+//! - Runs come in the order their packs are first needed (files in path order, blobs in file
+//!   order), so files complete roughly in that order.
+//! - Decoding is restic's format: `nonce (16) | AES-256-CTR ciphertext | Poly1305-AES MAC (16)`,
+//!   zstd-compressed inside when the index gives an uncompressed length. rustic_core 0.13 keeps
+//!   its decrypting backend crate-private, so the MAC check and decryption use the same AEAD
+//!   crate rustic_core does, with the repository's master key ([`Decoder`]); the content is then
+//!   checked against the blob's id with rustic_core's own hash check. Any mismatch is an error
+//!   naming the pack and blob: wrong bytes are never returned.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::ops::Range;
+
+use aes256ctr_poly1305aes::aead::AeadInPlace;
+use aes256ctr_poly1305aes::{Aes256CtrPoly1305Aes, Key, Nonce, Tag};
+use rustic_core::repofile::{MasterKey, PackId};
+use rustic_core::BlobId;
+
+/// Most bytes one ranged read asks for (a single larger blob is read alone).
+pub(super) const MAX_READ: u32 = 4 << 20;
+/// Largest run of unneeded bytes a read spans rather than split in two (restic's and rustic's
+/// hole size): reading it costs less than another request.
+pub(super) const MAX_GAP: u32 = 256 << 10;
+
+/// A place a blob goes: a file being restored and the offset in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Target {
+    pub(super) file: usize,
+    pub(super) offset: u64,
+}
+
+/// Where a blob lies in its pack (from the index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Location {
+    pub(super) offset: u32,
+    /// Bytes in the pack: nonce, ciphertext and MAC.
+    pub(super) length: u32,
+    /// `Some`: the content is zstd-compressed and this long once decompressed.
+    pub(super) uncompressed: Option<NonZeroU32>,
+}
+
+/// A blob to restore and every place it goes.
+#[derive(Debug)]
+pub(super) struct Need {
+    pub(super) id: BlobId,
+    pub(super) at: Location,
+    pub(super) targets: Vec<Target>,
+}
+
+/// One ranged read: `length` bytes of `pack` from `offset`, holding `needs` (indices into the
+/// plan's needs, sorted by offset).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Run {
+    pub(super) pack: PackId,
+    pub(super) offset: u32,
+    pub(super) length: u32,
+    pub(super) needs: Range<usize>,
+}
+
+/// Collects the blobs a restore needs, then groups them into [`Run`]s.
+#[derive(Default)]
+pub(super) struct Planner {
+    /// Each pack's rank: the order in which packs are first needed.
+    ranks: HashMap<PackId, usize>,
+    packs: Vec<PackId>,
+    /// Blobs seen so far: their index in `needs`.
+    seen: HashMap<BlobId, usize>,
+    needs: Vec<(usize, Need)>,
+}
+
+impl Planner {
+    /// Records that blob `id`, at `at` in `pack`, goes to `target`.
+    pub(super) fn add(&mut self, id: BlobId, pack: PackId, at: Location, target: Target) {
+        if let Some(&i) = self.seen.get(&id) {
+            self.needs[i].1.targets.push(target);
+            return;
+        }
+        let next = self.packs.len();
+        let rank = *self.ranks.entry(pack).or_insert(next);
+        if rank == next {
+            self.packs.push(pack);
+        }
+        self.seen.insert(id, self.needs.len());
+        self.needs.push((
+            rank,
+            Need {
+                id,
+                at,
+                targets: vec![target],
+            },
+        ));
+    }
+
+    /// The needs, sorted by pack rank and offset, and the runs that read them.
+    pub(super) fn finish(self) -> (Vec<Need>, Vec<Run>) {
+        let Self {
+            packs, mut needs, ..
+        } = self;
+        needs.sort_by_key(|(rank, n)| (*rank, n.at.offset));
+        let mut runs: Vec<Run> = Vec::new();
+        for (i, (rank, n)) in needs.iter().enumerate() {
+            let pack = packs[*rank];
+            let end = n.at.offset + n.at.length;
+            if let Some(run) = runs.last_mut() {
+                let run_end = run.offset + run.length;
+                if run.pack == pack
+                    && n.at.offset <= run_end + MAX_GAP
+                    && end.max(run_end) - run.offset <= MAX_READ
+                {
+                    run.length = end.max(run_end) - run.offset;
+                    run.needs.end = i + 1;
+                    continue;
+                }
+            }
+            runs.push(Run {
+                pack,
+                offset: n.at.offset,
+                length: n.at.length,
+                needs: i..i + 1,
+            });
+        }
+        (needs.into_iter().map(|(_, n)| n).collect(), runs)
+    }
+}
+
+/// Decrypts, decompresses and checks blobs read raw from packs.
+pub(super) struct Decoder(Aes256CtrPoly1305Aes);
+
+impl Decoder {
+    /// A decoder with the repository's master key: 32 bytes of AES key, then the 16-byte `k`
+    /// and `r` of Poly1305-AES (restic's key layout).
+    pub(super) fn new(key: &MasterKey) -> Result<Self, String> {
+        let (aes, k, r) = (&key.encrypt, &key.mac.k, &key.mac.r);
+        if aes.len() != 32 || k.len() != 16 || r.len() != 16 {
+            return Err(format!(
+                "the repository's master key has an unexpected shape ({}/{}/{} bytes)",
+                aes.len(),
+                k.len(),
+                r.len()
+            ));
+        }
+        let mut bytes = Key::default();
+        bytes[..32].copy_from_slice(aes);
+        bytes[32..48].copy_from_slice(k);
+        bytes[48..].copy_from_slice(r);
+        Ok(Self(Aes256CtrPoly1305Aes::new(&bytes)))
+    }
+
+    /// The content of blob `id` from `raw`, its bytes in the pack. `Err`: why it cannot be
+    /// trusted.
+    pub(super) fn decode(
+        &self,
+        id: &BlobId,
+        raw: &[u8],
+        uncompressed: Option<NonZeroU32>,
+    ) -> Result<Vec<u8>, String> {
+        if raw.len() < 32 {
+            return Err(format!(
+                "blob {id} is {} bytes long in its pack, too short to be encrypted data",
+                raw.len()
+            ));
+        }
+        let (nonce, rest) = raw.split_at(16);
+        let (ciphertext, tag) = rest.split_at(rest.len() - 16);
+        let mut data = ciphertext.to_vec();
+        self.0
+            .decrypt_in_place_detached(
+                Nonce::from_slice(nonce),
+                &[],
+                &mut data,
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| {
+                format!("blob {id} fails its authentication check (its bytes in the pack were changed or damaged)")
+            })?;
+        if let Some(len) = uncompressed {
+            let len = len.get() as usize;
+            data = zstd::bulk::decompress(&data, len)
+                .map_err(|e| format!("blob {id} does not decompress: {e}"))?;
+            if data.len() != len {
+                return Err(format!(
+                    "blob {id} decompresses to {} bytes where the index says {len}",
+                    data.len()
+                ));
+            }
+        }
+        if !id.blob_matches_reader(data.len() as u64, &mut data.as_slice()) {
+            return Err(format!("blob {id}'s content does not match its id"));
+        }
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustic_core::Id;
+
+    fn id(n: u8) -> BlobId {
+        BlobId::from(Id::new([n; 32]))
+    }
+
+    fn pack(n: u8) -> PackId {
+        PackId::from(Id::new([n; 32]))
+    }
+
+    fn at(offset: u32, length: u32) -> Location {
+        Location {
+            offset,
+            length,
+            uncompressed: None,
+        }
+    }
+
+    fn t(file: usize, offset: u64) -> Target {
+        Target { file, offset }
+    }
+
+    fn key() -> MasterKey {
+        serde_json::from_value(serde_json::json!({
+            "mac": {"k": "AAECAwQFBgcICQoLDA0ODw==", "r": "EBESExQVFhcYGRobHB0eHw=="},
+            "encrypt": "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8="
+        }))
+        .unwrap()
+    }
+
+    /// `content` as a pack holds it: its id, and nonce | ciphertext | MAC of `stored`.
+    fn sealed(content: &[u8], stored: &[u8]) -> (BlobId, Vec<u8>) {
+        use aes256ctr_poly1305aes::aead::generic_array::GenericArray;
+        use sha2::Digest;
+        let id = BlobId::from(Id::new(sha2::Sha256::digest(content).into()));
+        // key() in restic's layout: encrypt, then k, then r.
+        let k: Key = (32u8..64).chain(0..32).collect();
+        let nonce = GenericArray::from([7u8; 16]);
+        let mut data = stored.to_vec();
+        let tag = Aes256CtrPoly1305Aes::new(&k)
+            .encrypt_in_place_detached(&nonce, &[], &mut data)
+            .unwrap();
+        let mut raw = nonce.to_vec();
+        raw.extend_from_slice(&data);
+        raw.extend_from_slice(&tag);
+        (id, raw)
+    }
+
+    #[test]
+    fn a_sealed_blob_decodes_to_its_content_plain_or_compressed() {
+        let d = Decoder::new(&key()).unwrap();
+        let content = b"restic blob content, restic blob content, restic blob content".repeat(50);
+        let (id, raw) = sealed(&content, &content);
+        assert_eq!(d.decode(&id, &raw, None).unwrap(), content);
+        let packed = zstd::bulk::compress(&content, 3).unwrap();
+        let (id, raw) = sealed(&content, &packed);
+        let len = NonZeroU32::new(content.len() as u32);
+        assert_eq!(d.decode(&id, &raw, len).unwrap(), content);
+    }
+
+    #[test]
+    fn a_changed_byte_a_wrong_id_or_a_wrong_length_is_refused() {
+        let d = Decoder::new(&key()).unwrap();
+        let content = b"some content".repeat(10);
+        let (id, raw) = sealed(&content, &content);
+        for i in [0, 16, raw.len() / 2, raw.len() - 1] {
+            let mut bad = raw.clone();
+            bad[i] ^= 1;
+            let e = d.decode(&id, &bad, None).unwrap_err();
+            assert!(e.contains("authentication"), "{e}");
+        }
+        let e = d.decode(&id, &raw[..20], None).unwrap_err();
+        assert!(e.contains("too short"), "{e}");
+        let (other, _) = sealed(b"other content", b"other content");
+        let e = d.decode(&other, &raw, None).unwrap_err();
+        assert!(e.contains("does not match its id"), "{e}");
+        let packed = zstd::bulk::compress(&content, 3).unwrap();
+        let (id, raw) = sealed(&content, &packed);
+        let e = d
+            .decode(&id, &raw, NonZeroU32::new(content.len() as u32 - 1))
+            .unwrap_err();
+        assert!(e.contains("decompress"), "{e}");
+    }
+
+    #[test]
+    fn neighbouring_blobs_of_a_pack_are_one_read_and_packs_keep_their_first_need_order() {
+        let mut p = Planner::default();
+        p.add(id(1), pack(9), at(1000, 100), t(0, 0));
+        p.add(id(2), pack(5), at(0, 50), t(1, 0));
+        // Before blob 1 in its pack, needed after it: the run still starts at the lowest offset.
+        p.add(id(3), pack(9), at(0, 1000), t(2, 0));
+        p.add(id(4), pack(9), at(1100, 10), t(2, 1000));
+        let (needs, runs) = p.finish();
+        assert_eq!(
+            runs,
+            vec![
+                Run {
+                    pack: pack(9),
+                    offset: 0,
+                    length: 1110,
+                    needs: 0..3
+                },
+                Run {
+                    pack: pack(5),
+                    offset: 0,
+                    length: 50,
+                    needs: 3..4
+                },
+            ]
+        );
+        let order: Vec<BlobId> = needs.iter().map(|n| n.id).collect();
+        assert_eq!(order, vec![id(3), id(1), id(4), id(2)]);
+    }
+
+    #[test]
+    fn a_blob_needed_twice_is_read_once_and_goes_to_both_places() {
+        let mut p = Planner::default();
+        p.add(id(1), pack(1), at(0, 100), t(0, 0));
+        p.add(id(1), pack(1), at(0, 100), t(0, 68));
+        p.add(id(1), pack(1), at(0, 100), t(3, 0));
+        let (needs, runs) = p.finish();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(needs.len(), 1);
+        assert_eq!(needs[0].targets, vec![t(0, 0), t(0, 68), t(3, 0)]);
+    }
+
+    #[test]
+    fn a_small_gap_is_read_through_and_a_large_one_splits_the_read() {
+        let mut p = Planner::default();
+        p.add(id(1), pack(1), at(0, 100), t(0, 0));
+        // An unneeded blob of MAX_GAP bytes in between: spanned.
+        p.add(id(2), pack(1), at(100 + MAX_GAP, 100), t(0, 68));
+        // One byte more: a new read.
+        let third = 200 + 2 * MAX_GAP + 1;
+        p.add(id(3), pack(1), at(third, 100), t(0, 136));
+        let (_, runs) = p.finish();
+        assert_eq!(runs.len(), 2);
+        assert_eq!((runs[0].offset, runs[0].length), (0, 200 + MAX_GAP));
+        assert_eq!(runs[0].needs, 0..2);
+        assert_eq!((runs[1].offset, runs[1].length), (third, 100));
+    }
+
+    #[test]
+    fn reads_stop_at_max_read_and_a_larger_blob_is_read_alone() {
+        let mut p = Planner::default();
+        let blob = MAX_READ / 4;
+        for i in 0..6u32 {
+            p.add(id(i as u8), pack(1), at(i * blob, blob), t(0, u64::from(i)));
+        }
+        p.add(id(50), pack(1), at(6 * blob, 3 * MAX_READ), t(1, 0));
+        p.add(id(51), pack(1), at(6 * blob + 3 * MAX_READ, 10), t(1, 1));
+        let (_, runs) = p.finish();
+        let shape: Vec<(u32, u32, Range<usize>)> = runs
+            .iter()
+            .map(|r| (r.offset, r.length, r.needs.clone()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (0, MAX_READ, 0..4),
+                (4 * blob, 2 * blob, 4..6),
+                (6 * blob, 3 * MAX_READ, 6..7),
+                (6 * blob + 3 * MAX_READ, 10, 7..8),
+            ]
+        );
+        assert!(runs
+            .iter()
+            .all(|r| r.length <= MAX_READ || r.needs.len() == 1));
+    }
+}
