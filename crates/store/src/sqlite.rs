@@ -28,6 +28,10 @@ pub struct Sqlite {
 /// Read-only connections per store.
 const READERS: usize = 4;
 
+/// Prepared statements each connection keeps: every fixed statement of this file, plus the
+/// job-list variants in use.
+const STATEMENTS: usize = 128;
+
 impl Sqlite {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
@@ -35,6 +39,7 @@ impl Sqlite {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(STATEMENTS);
         migrate(&conn)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -44,6 +49,7 @@ impl Sqlite {
                     | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )?;
             r.busy_timeout(std::time::Duration::from_secs(10))?;
+            r.set_prepared_statement_cache_capacity(STATEMENTS);
             readers.push(Mutex::new(r));
         }
         Ok(Self {
@@ -129,6 +135,24 @@ fn migrate(conn: &Connection) -> Result<()> {
 
 pub(crate) struct SqliteTx<'a>(&'a rusqlite::Transaction<'a>);
 
+impl SqliteTx<'_> {
+    /// Executes a statement from the connection's cache of prepared statements (SQLite parses
+    /// each text once per connection, not once per call).
+    fn exec(&self, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+        self.0.prepare_cached(sql)?.execute(p)
+    }
+
+    /// The first row of a cached statement.
+    fn row<T>(
+        &self,
+        sql: &str,
+        p: impl rusqlite::Params,
+        f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.0.prepare_cached(sql)?.query_row(p, f)
+    }
+}
+
 impl MetaTx for SqliteTx<'_> {
     fn doc(&self, kind: &str, vault: &str, key: &str) -> Result<Option<String>> {
         Ok(self
@@ -148,7 +172,7 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn delete(&self, kind: &str, vault: &str, key: &str) -> Result<bool> {
-        let n = self.0.execute(
+        let n = self.exec(
             "DELETE FROM docs WHERE kind = ?1 AND vault = ?2 AND key = ?3",
             params![kind, vault, key],
         )?;
@@ -172,7 +196,7 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn count(&self, kind: &str, vault: &str, parent: Option<&str>) -> Result<i64> {
-        Ok(self.0.query_row(
+        Ok(self.row(
             "SELECT count(*) FROM docs WHERE kind = ?1 AND vault = ?2 AND (?3 IS NULL OR parent = ?3)",
             params![kind, vault, parent],
             |r| r.get(0),
@@ -180,22 +204,22 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn delete_all(&self, kind: &str, vault: &str, parent: Option<&str>) -> Result<usize> {
-        Ok(self.0.execute(
+        Ok(self.exec(
             "DELETE FROM docs WHERE kind = ?1 AND vault = ?2 AND (?3 IS NULL OR parent = ?3)",
             params![kind, vault, parent],
         )?)
     }
 
     fn next_job_seq(&self) -> Result<i64> {
-        Ok(self
-            .0
-            .query_row("SELECT coalesce(max(seq), 0) + 1 FROM jobs", [], |r| {
+        Ok(
+            self.row("SELECT coalesce(max(seq), 0) + 1 FROM jobs", [], |r| {
                 r.get(0)
-            })?)
+            })?,
+        )
     }
 
     fn upsert_job(&self, j: &JobRow) -> Result<()> {
-        self.0.execute(
+        self.exec(
             "INSERT INTO jobs(id, vault, seq, status, operation, bmt, start_time, item, body, queue, exclusive, needs)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT(id) DO UPDATE SET status = excluded.status, operation = excluded.operation,
@@ -208,8 +232,7 @@ impl MetaTx for SqliteTx<'_> {
 
     fn jobs_by_id(&self, id: &str) -> Result<Option<String>> {
         Ok(self
-            .0
-            .query_row("SELECT body FROM jobs WHERE id = ?1", params![id], |r| {
+            .row("SELECT body FROM jobs WHERE id = ?1", params![id], |r| {
                 r.get(0)
             })
             .optional()?)
@@ -217,8 +240,7 @@ impl MetaTx for SqliteTx<'_> {
 
     fn get_job_body(&self, vault: &str, id: &str) -> Result<Option<String>> {
         Ok(self
-            .0
-            .query_row(
+            .row(
                 "SELECT body FROM jobs WHERE vault = ?1 AND id = ?2",
                 params![vault, id],
                 |r| r.get(0),
@@ -273,7 +295,7 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn acquire_lease(&self, name: &str, owner: &str, now: &str, until: &str) -> Result<bool> {
-        let n = self.0.execute(
+        let n = self.exec(
             "INSERT INTO leases(name, owner, until) VALUES (?1, ?2, ?4)
              ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, until = excluded.until
              WHERE leases.owner = excluded.owner OR leases.until < ?3",
@@ -283,7 +305,7 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn claim_slot(&self, vault: &str, item: &str, slot: &str, job_id: &str) -> Result<bool> {
-        let n = self.0.execute(
+        let n = self.exec(
             "INSERT OR IGNORE INTO schedule_runs(vault, item, slot, job_id) VALUES (?1, ?2, ?3, ?4)",
             params![vault, item, slot, job_id],
         )?;
@@ -291,7 +313,7 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn delete_finished_jobs_before(&self, cutoff: &str, batch: usize) -> Result<usize> {
-        Ok(self.0.execute(
+        Ok(self.exec(
             "DELETE FROM jobs WHERE rowid IN (
                 SELECT rowid FROM jobs WHERE start_time < ?1
                   AND status IN ('Completed', 'CompletedWithWarnings', 'Failed', 'Cancelled')
@@ -309,7 +331,7 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn active_jobs_in_vault(&self, vault: &str) -> Result<i64> {
-        Ok(self.0.query_row(
+        Ok(self.row(
             "SELECT count(*) FROM jobs WHERE vault = ?1 AND status IN ('InProgress', 'Cancelling')",
             params![vault],
             |r| r.get(0),
@@ -317,7 +339,7 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn claimable_job(&self, owner: &str, max_running: usize) -> Result<Option<(String, i64)>> {
-        let running: i64 = self.0.query_row(
+        let running: i64 = self.row(
             "SELECT count(*) FROM jobs WHERE queue = 'running' AND lease_owner = ?1",
             params![owner],
             |r| r.get(0),
@@ -325,9 +347,7 @@ impl MetaTx for SqliteTx<'_> {
         if running >= max_running as i64 {
             return Ok(None);
         }
-        Ok(self
-            .0
-            .query_row(
+        Ok(self.row(
                 "SELECT q.body, q.attempt FROM jobs q WHERE q.queue = 'queued'
                    AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.queue = 'running' AND r.vault = q.vault
                        AND (r.item = q.item OR r.exclusive = 1 OR q.exclusive = 1))
@@ -363,7 +383,7 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn set_lease(&self, id: &str, owner: &str, until: &str, attempt: i64) -> Result<()> {
-        self.0.execute(
+        self.exec(
             "UPDATE jobs SET lease_owner = ?2, lease_expires_at = ?3, attempt = ?4 WHERE id = ?1",
             params![id, owner, until, attempt],
         )?;
@@ -371,14 +391,14 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn renew_leases(&self, owner: &str, until: &str) -> Result<usize> {
-        Ok(self.0.execute(
+        Ok(self.exec(
             "UPDATE jobs SET lease_expires_at = ?2 WHERE queue = 'running' AND lease_owner = ?1",
             params![owner, until],
         )?)
     }
 
     fn holds_job(&self, id: &str, owner: &str, attempt: i64) -> Result<bool> {
-        let n: i64 = self.0.query_row(
+        let n: i64 = self.row(
             "SELECT count(*) FROM jobs WHERE id = ?1 AND queue = 'running' AND lease_owner = ?2
                AND attempt = ?3",
             params![id, owner, attempt],
@@ -405,7 +425,7 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn register_node(&self, id: &str, sources: &str, offers: &[String], now: &str) -> Result<()> {
-        self.0.execute(
+        self.exec(
             "INSERT INTO nodes(id, sources, last_seen) VALUES (?1, ?2, ?3)
              ON CONFLICT(id) DO UPDATE SET sources = excluded.sources, last_seen = excluded.last_seen",
             params![id, sources, now],
@@ -422,7 +442,7 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn node_seen(&self, id: &str, now: &str) -> Result<()> {
-        self.0.execute(
+        self.exec(
             "UPDATE nodes SET last_seen = ?2 WHERE id = ?1",
             params![id, now],
         )?;
@@ -438,13 +458,11 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn delete_jobs_of_vault(&self, vault: &str) -> Result<usize> {
-        Ok(self
-            .0
-            .execute("DELETE FROM jobs WHERE vault = ?1", params![vault])?)
+        Ok(self.exec("DELETE FROM jobs WHERE vault = ?1", params![vault])?)
     }
 
     fn insert_activity(&self, id: &str, sub: &str, ts: &str, body: &str) -> Result<()> {
-        self.0.execute(
+        self.exec(
             "INSERT INTO activity(id, sub, ts, body) VALUES (?1, ?2, ?3, ?4)",
             params![id, sub, ts, body],
         )?;
@@ -472,14 +490,14 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn delete_activity_before(&self, cutoff: &str, batch: usize) -> Result<usize> {
-        Ok(self.0.execute(
+        Ok(self.exec(
             "DELETE FROM activity WHERE id IN (SELECT id FROM activity WHERE ts < ?1 LIMIT ?2)",
             params![cutoff, batch as i64],
         )?)
     }
 
     fn count_queue(&self, queue: &str) -> Result<i64> {
-        Ok(self.0.query_row(
+        Ok(self.row(
             "SELECT count(*) FROM jobs WHERE queue = ?1",
             params![queue],
             |r| r.get(0),
@@ -495,17 +513,17 @@ impl MetaTx for SqliteTx<'_> {
         head: i64,
         tail: i64,
     ) -> Result<i64> {
-        let n: i64 = self.0.query_row(
+        let n: i64 = self.row(
             "SELECT coalesce(max(n), -1) + 1 FROM job_log WHERE job_id = ?1",
             params![job_id],
             |r| r.get(0),
         )?;
-        self.0.execute(
+        self.exec(
             "INSERT INTO job_log(job_id, n, t, level, msg) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![job_id, n, t, level, msg],
         )?;
         if n - tail >= head {
-            self.0.execute(
+            self.exec(
                 "DELETE FROM job_log WHERE job_id = ?1 AND n = ?2",
                 params![job_id, n - tail],
             )?;
@@ -526,7 +544,7 @@ impl MetaTx for SqliteTx<'_> {
             })
         })?;
         let lines = rows.collect::<rusqlite::Result<_>>()?;
-        let total: i64 = self.0.query_row(
+        let total: i64 = self.row(
             "SELECT coalesce(max(n), -1) + 1 FROM job_log WHERE job_id = ?1",
             params![job_id],
             |r| r.get(0),
@@ -535,7 +553,7 @@ impl MetaTx for SqliteTx<'_> {
     }
 
     fn delete_orphan_job_logs(&self) -> Result<usize> {
-        Ok(self.0.execute(
+        Ok(self.exec(
             "DELETE FROM job_log WHERE job_id NOT IN (SELECT id FROM jobs)",
             [],
         )?)
