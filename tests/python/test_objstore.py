@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
 
 from conftest import (
     REPO, BIN, SRC_RG, VAULT_RG, SUB, Server, account_id, headers_cls, make_random_file, make_share,
@@ -299,6 +300,32 @@ def test_restic_lists_and_restores_the_s3_vault_from_the_exported_key(objstore, 
     if not restored.exists():  # the snapshot's tree holds the share's contents at its root
         restored = tmp_path / "t"
     assert tree_snapshot(restored) == tree_snapshot(s.share)
+
+
+def test_readiness_probes_the_object_store(objstore, tmp_path):
+    """/readyz answers 200 while the bucket or container answers and takes writes, and 503 naming the
+    repository once it does not (a probe by an engine worker, bounded, its answer kept 10 s)."""
+    s = objstore
+    raw = s.server.http(token=None)
+    r = raw.get("/readyz", api_version=None)
+    assert r.status_code == 200, r.text
+    assert r.json()["checks"]["repository"] == "ok", r.text
+    if s.kind != "s3":
+        return
+    # A second server on a bucket that does not exist: not ready, and it says why.
+    cfg = s.server.config_path.read_text().replace(f"s3://{BUCKET}/", "s3://no-such-bucket/")
+    assert "no-such-bucket" in cfg
+    (tmp_path / "server").mkdir()
+    other = Server(tmp_path / "server", cfg, name="objstore-nobucket").start()
+    try:
+        # (plain requests: the session's recorder fails a test on any 5xx, and this 503 is the point)
+        r = requests.get(other.base_url + "/readyz", verify=other.cert, timeout=60)
+        assert r.status_code == 503, r.text
+        body = r.json()
+        assert body["checks"]["store"] == "ok", body
+        assert "repository" in body["reason"] and "no-such-bucket" in body["reason"], body
+    finally:
+        other.stop()
 
 
 def test_store_killed_mid_backup_fails_the_job_in_bounded_time(objstore):

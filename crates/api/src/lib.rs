@@ -212,7 +212,7 @@ async fn handle(app: &AppState, req: Request, trace: &mut Trace) -> ArmResult<Re
             axum::Json(cloud_metadata(&origin(&app.svc.config.server, &parts))).into_response(),
         );
     }
-    if let Some(r) = ops::public(&app.svc, &parts.method, &seg) {
+    if let Some(r) = ops::public(&app.svc, &parts.method, &seg).await {
         return Ok(r);
     }
     // The deployment's token issuer is public, as every OpenID Connect issuer is.

@@ -15,7 +15,7 @@ use rsvault_types::arm::{ArmError, ArmResult};
 use rsvault_types::model::Vault;
 
 /// The endpoints answered before authentication: health always, metrics when public.
-pub fn public(svc: &Service, method: &Method, seg: &[String]) -> Option<Response> {
+pub async fn public(svc: &Service, method: &Method, seg: &[String]) -> Option<Response> {
     if !matches!(*method, Method::GET | Method::HEAD) {
         return None;
     }
@@ -27,7 +27,7 @@ pub fn public(svc: &Service, method: &Method, seg: &[String]) -> Option<Response
     }
     match seg[0].as_str() {
         "healthz" => Some(ok(json!({"status": "ok"}))),
-        "readyz" => Some(readyz(svc)),
+        "readyz" => Some(readyz(svc).await),
         "metrics" if svc.config.metrics.public => Some(metrics(svc)),
         _ => None,
     }
@@ -69,8 +69,8 @@ fn ui(file: &str) -> Response {
         .into_response()
 }
 
-fn readyz(svc: &Service) -> Response {
-    let checks = svc.readiness();
+async fn readyz(svc: &Service) -> Response {
+    let checks = svc.readiness().await;
     let failed: Vec<String> = checks
         .iter()
         .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e}")))

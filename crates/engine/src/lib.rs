@@ -59,7 +59,8 @@ pub use drill::{drill, DrillReport, DrillSpec, RANGED_ABOVE_BYTES as DRILL_RANGE
 pub use objstore::ObjectStore;
 pub use repo::{
     add_key, destroy, exists, forget, init, key_id, list_keys, master_key, open_or_init,
-    open_or_init_master_key, prune, remove_key, restic_repository, size, snapshot, snapshots,
+    open_or_init_master_key, probe, prune, remove_key, restic_repository, size, snapshot,
+    snapshots,
 };
 pub use restore::{restore, restore_scoped};
 pub use verify::{verify, verify_reporting};

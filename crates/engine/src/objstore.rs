@@ -304,6 +304,28 @@ impl ObjectBackend {
             .map_err(|e| Error::Repository(format!("deleting {}: {e}", self.location)))
     }
 
+    /// Whether the store answers and takes writes below the prefix: one listing, then a small
+    /// object written and deleted.
+    pub(crate) fn probe(&self) -> Result<()> {
+        let fail = |what: &str, e: opendal::Error| {
+            Error::Repository(format!("{what} {}: {e}", self.location))
+        };
+        self.op
+            .list_options(
+                "/",
+                ListOptions {
+                    limit: Some(1),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| fail("listing", e))?;
+        let probe = format!(".readyz-{}", std::process::id());
+        self.op
+            .write(&probe, Vec::<u8>::new())
+            .map_err(|e| fail("writing to", e))?;
+        self.op.delete(&probe).map_err(|e| fail("deleting from", e))
+    }
+
     /// Bytes stored below the prefix.
     pub(crate) fn size(&self) -> Result<u64> {
         let entries = self

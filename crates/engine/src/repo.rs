@@ -239,6 +239,32 @@ pub fn exists(repo: &RepoConfig) -> Result<bool> {
     has_config(repo)
 }
 
+/// Whether the repository location answers and takes writes (`GET /readyz`): a directory that
+/// exists and takes a file, or an object store prefix that lists and takes an object.
+pub fn probe(repo: &RepoConfig) -> Result<()> {
+    match &repo.store {
+        Some(store) => ObjectBackend::new(store, &repo_path_str(repo)?)?.probe(),
+        None => {
+            let dir = &repo.path;
+            if !dir.is_dir() {
+                return Err(Error::Repository(format!(
+                    "the repository location {} is missing",
+                    dir.display()
+                )));
+            }
+            let probe = dir.join(format!(".readyz-{}", std::process::id()));
+            fs::write(&probe, b"")
+                .and_then(|()| fs::remove_file(&probe))
+                .map_err(|e| {
+                    Error::Repository(format!(
+                        "the repository location {} takes no writes: {e}",
+                        dir.display()
+                    ))
+                })
+        }
+    }
+}
+
 /// Deletes the repository and everything in it (a deleted vault's backup data). A missing
 /// repository is not an error.
 pub fn destroy(repo: &RepoConfig) -> Result<()> {

@@ -103,6 +103,10 @@ pub enum Request {
     Size {
         repo: RepoConfig,
     },
+    /// Whether the repository location answers and takes writes.
+    Probe {
+        repo: RepoConfig,
+    },
     /// A restore drill: a sample restored into scratch space and compared with the snapshot.
     Drill {
         repo: RepoConfig,
@@ -126,6 +130,7 @@ pub enum Response {
     Exists(bool),
     Destroy,
     Size(u64),
+    Probe,
     Drill(crate::DrillReport),
 }
 
@@ -227,6 +232,10 @@ pub fn run_request(request: &Request, ctx: &dyn JobContext) -> Result<Response> 
             Response::Destroy
         }
         Request::Size { repo } => Response::Size(crate::size(repo)?),
+        Request::Probe { repo } => {
+            crate::probe(repo)?;
+            Response::Probe
+        }
         Request::Drill { repo, spec } => Response::Drill(crate::drill(repo, spec, ctx)?),
     })
 }

@@ -42,6 +42,8 @@ pub struct Service {
     pub node_id: String,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// The last readiness probe of an object-store repository location.
+    pub ready_probe: crate::readiness::Probe,
 }
 
 /// The property-bag key that names the node that ran a job.
@@ -132,17 +134,28 @@ impl Service {
         &self,
         request: rsvault_engine::worker::Request,
     ) -> Result<rsvault_engine::worker::Response, rsvault_engine::Error> {
-        struct NoJob;
+        self.engine_request_within(request, None).await
+    }
+
+    /// [`Service::engine_request`] with a time limit: past it the worker is told to stop (and
+    /// killed after the grace period), and the answer is [`rsvault_engine::Error::Cancelled`].
+    pub async fn engine_request_within(
+        &self,
+        request: rsvault_engine::worker::Request,
+        limit: Option<std::time::Duration>,
+    ) -> Result<rsvault_engine::worker::Response, rsvault_engine::Error> {
+        struct NoJob(Option<std::time::Instant>);
         impl rsvault_engine::JobContext for NoJob {
             fn is_cancelled(&self) -> bool {
-                false
+                self.0.is_some_and(|d| std::time::Instant::now() >= d)
             }
             fn progress(&self, _: &rsvault_engine::Progress) {}
             fn warn(&self, _: rsvault_engine::Warning) {}
         }
         let (program, args) = self.runner.worker.clone();
+        let ctx = NoJob(limit.map(|l| std::time::Instant::now() + l));
         tokio::task::spawn_blocking(move || {
-            rsvault_engine::worker::run_in_worker(&program, &args, &request, &NoJob)
+            rsvault_engine::worker::run_in_worker(&program, &args, &request, &ctx)
         })
         .await
         .map_err(|e| rsvault_engine::Error::Worker(format!("engine task failed: {e}")))?

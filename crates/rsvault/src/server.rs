@@ -285,6 +285,7 @@ pub fn open_service(
             .unwrap_or_else(|| default_node_id(None)),
         config,
         metrics: Default::default(),
+        ready_probe: Default::default(),
     }))
 }
 
