@@ -391,6 +391,11 @@ impl Iterator for DirIter {
 }
 
 /// Counts files and bytes below `dir` without following symlinks.
+///
+/// It runs next to the walk that feeds the archiver, on the same 2 cores, so it stats only
+/// regular files, and relative to their directory (`DirEntry::metadata` is an `fstatat` on the
+/// open directory): the type comes from the directory entry, and a path lookup from the root
+/// for every entry cost more than the stat itself (perf, no-change backup of 30k files).
 fn scan(dir: &Path, shared: &Shared) {
     let Ok(rd) = fs::read_dir(dir) else {
         return;
@@ -399,14 +404,16 @@ fn scan(dir: &Path, shared: &Shared) {
         if shared.is_cancelled() {
             return;
         }
-        let Ok(m) = entry.path().symlink_metadata() else {
+        let Ok(ft) = entry.file_type() else {
             continue;
         };
-        if m.is_dir() {
+        if ft.is_dir() {
             scan(&entry.path(), shared);
-        } else {
-            shared.files_total.fetch_add(1, Ordering::Relaxed);
-            if m.is_file() {
+            continue;
+        }
+        shared.files_total.fetch_add(1, Ordering::Relaxed);
+        if ft.is_file() {
+            if let Ok(m) = entry.metadata() {
                 shared.bytes_total.fetch_add(m.len(), Ordering::Relaxed);
             }
         }
