@@ -49,6 +49,7 @@ mod confine;
 mod drill;
 pub mod failpoint;
 pub mod objstore;
+mod packsync;
 mod repo;
 mod restore;
 mod verify;

@@ -17,6 +17,7 @@ use rustic_core::{
 };
 
 use crate::objstore::ObjectBackend;
+use crate::packsync::PackSync;
 use crate::{Error, MasterKey, RepoConfig, Result, SnapshotInfo};
 
 /// rustic's messages carry guidance, context and backtraces: keep the part a caller can act on
@@ -61,6 +62,8 @@ pub(crate) struct GuardedBackend {
     inner: Arc<dyn WriteBackend>,
     /// The local repository directory, for the temp-file-and-rename writes.
     root: Option<PathBuf>,
+    /// Local packs, flushed in the background; settled before anything that names them.
+    packs: Option<PackSync>,
     veto: Arc<AtomicBool>,
 }
 
@@ -109,6 +112,21 @@ impl WriteBackend for GuardedBackend {
                 ErrorKind::Other,
                 "the backup was cancelled; its snapshot is not written",
             ));
+        }
+        if let Some(packs) = &self.packs {
+            let io_err = |err| {
+                RusticError::with_source(
+                    ErrorKind::InputOutput,
+                    "Failed to write a pack file.",
+                    err,
+                )
+            };
+            if tpe == FileType::Pack {
+                return packs.write_pack(id, content).map_err(io_err);
+            }
+            // An index, a snapshot, a key or the config may name (or lead to) the packs written
+            // so far: they must be on disk first.
+            packs.settle().map_err(io_err)?;
         }
         match (tpe, &self.root) {
             (FileType::Snapshot | FileType::Index | FileType::Key, Some(root)) => {
@@ -192,7 +210,13 @@ fn new_repo_for(
     init: bool,
 ) -> Result<Repository<()>> {
     let (inner, root) = backend(cfg, init)?;
-    let guarded = GuardedBackend { inner, root, veto };
+    let packs = root.clone().map(PackSync::new);
+    let guarded = GuardedBackend {
+        inner,
+        root,
+        packs,
+        veto,
+    };
     let backends = RepositoryBackends::new(Arc::new(guarded), None);
     let mut opts = RepositoryOptions::default();
     // No local cache: on local disk it gains nothing; on an object store it would write below
