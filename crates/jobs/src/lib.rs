@@ -26,6 +26,7 @@ pub mod notify;
 pub mod policy;
 pub mod queue;
 pub mod readiness;
+pub mod recent;
 pub mod repository;
 pub mod retention;
 pub mod runner;

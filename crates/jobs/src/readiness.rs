@@ -4,8 +4,7 @@
 //! its answer reused for a few seconds so that an orchestrator polling the endpoint does not cost
 //! a worker per poll.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rsvault_engine::worker::Request;
 use rsvault_engine::{ObjectStore, RepoConfig};
@@ -17,10 +16,6 @@ use crate::service::{Service, K_VAULT};
 const FRESH: Duration = Duration::from_secs(10);
 /// How long an object store may take to answer a probe.
 const LIMIT: Duration = Duration::from_secs(5);
-
-/// The last probe of an object-store repository location, and when it answered.
-#[derive(Default)]
-pub struct Probe(Mutex<Option<(Instant, Result<(), String>)>>);
 
 /// An engine error's own words, without the kind in front.
 fn plain(e: rsvault_engine::Error) -> String {
@@ -55,16 +50,8 @@ impl Service {
     }
 
     async fn probe_object_store(&self, store: ObjectStore, prefix: String) -> Result<(), String> {
-        if let Some((at, answer)) = self
-            .ready_probe
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
-            if at.elapsed() < FRESH {
-                return answer;
-            }
+        if let Some(answer) = self.ready_probe.fresh(FRESH) {
+            return answer;
         }
         let location = store.display(&prefix);
         let repo = RepoConfig {
@@ -84,8 +71,7 @@ impl Service {
             )),
             Err(e) => Err(format!("the repository location {location}: {}", plain(e))),
         };
-        *self.ready_probe.0.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((Instant::now(), answer.clone()));
+        self.ready_probe.set(answer.clone());
         answer
     }
 }

@@ -43,7 +43,7 @@ pub struct Service {
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
     /// The last readiness probe of an object-store repository location.
-    pub ready_probe: crate::readiness::Probe,
+    pub ready_probe: crate::recent::Recent<Result<(), String>>,
 }
 
 /// The property-bag key that names the node that ran a job.
