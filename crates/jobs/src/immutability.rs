@@ -29,6 +29,15 @@ pub fn is_on(vault: &Vault) -> bool {
 /// Refuses unknown states and leaving `Locked`; soft delete is checked by
 /// [`crate::soft_delete::check_settings`].
 pub fn check_settings(existing: Option<&Vault>, props: &mut Value, patch: bool) -> ArmResult<()> {
+    match props.get("securitySettings") {
+        None | Some(Value::Null | Value::Object(_)) => {}
+        Some(other) => {
+            return Err(ArmError::invalid(format!(
+                "securitySettings must be an object, not {other}."
+            ))
+            .with_target("properties.securitySettings"))
+        }
+    }
     let target = "properties.securitySettings.immutabilitySettings.state";
     let before = existing.map_or("Disabled", |v| state(&v.properties));
     match props.pointer_mut("/securitySettings/immutabilitySettings/state") {

@@ -204,32 +204,26 @@ fn change_item(
     change: impl FnOnce(&mut Item) -> ArmResult<()>,
 ) -> ArmResult<Item> {
     let key = vault.vault.key();
-    let mut refused = None;
-    let mut change = Some(change);
-    let item = svc.store.tx(|tx| {
+    let not_found = || {
+        ArmError::new(
+            ArmCode::ItemNotFound,
+            format!("Protected item '{item_key}' does not exist."),
+        )
+    };
+    svc.store.tx(|tx| {
         let Some(mut it) = tx.get::<Item>(K_ITEM, &key, item_key)? else {
-            return Ok(None);
+            return Ok(Err(not_found()));
         };
-        if let Err(e) = (change.take().expect("one transaction"))(&mut it) {
-            refused = Some(e);
-            return Ok(None);
+        if let Err(e) = change(&mut it) {
+            return Ok(Err(e));
         }
         let parent = it.policy.clone().unwrap_or_default().to_ascii_lowercase();
         tx.put(K_ITEM, &key, item_key, &parent, &it)?;
         job.seq = tx.next_job_seq()?;
         tx.upsert_job(&JobRow::of(&job))?;
         tx.put(K_OP, &key, &op.id, "", op)?;
-        Ok(Some(it))
-    })?;
-    if let Some(e) = refused {
-        return Err(e);
-    }
-    item.ok_or_else(|| {
-        ArmError::new(
-            ArmCode::ItemNotFound,
-            format!("Protected item '{item_key}' does not exist."),
-        )
-    })
+        Ok(Ok(it))
+    })?
 }
 
 /// Soft-deletes an item: stopped, no policy, its data kept until `now` + the vault's period.

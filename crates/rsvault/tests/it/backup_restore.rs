@@ -184,12 +184,7 @@ fn vm_disk_images_restore_byte_identical_and_cheap_zeros() {
         "objectType": "IaasVMRestoreRequest", "recoveryType": "RestoreDisks", "recoveryPointId": rp,
         "sourceResourceId": "x", "storageAccountId": ACCT1, "region": "westus"}})),
     );
-    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
-    let op = r.headers()["azure-asyncoperation"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let job = s.wait_job(&v, &s.job_of_operation(&op));
+    let job = s.accepted_job(&v, r);
     assert_eq!(job["properties"]["status"], "Completed", "{job}");
     let target = job["properties"]["extendedInfo"]["propertyBag"]["Target Path"]
         .as_str()

@@ -363,6 +363,33 @@ impl Server {
         }
     }
 
+    /// The job behind a 202 answer (its `Azure-AsyncOperation`, followed as clients do), once it
+    /// has finished.
+    pub fn accepted_job(&self, vault: &str, r: Response) -> Value {
+        let op = r
+            .headers()
+            .get("azure-asyncoperation")
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string);
+        assert_eq!(r.status(), 202, "{}", r.text().unwrap_or_default());
+        let op = op.expect("a 202 names its Azure-AsyncOperation");
+        self.wait_job(vault, &self.job_of_operation(&op))
+    }
+
+    /// The messages of a job's log.
+    pub fn log_messages(&self, vault: &str, job: &Value) -> Vec<String> {
+        let log = self.get(&format!(
+            "{vault}/backupJobs/{}/rsvault/log",
+            job["name"].as_str().unwrap()
+        ));
+        log["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["msg"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     /// Polls a job until it leaves InProgress/Cancelling.
     pub fn wait_job(&self, vault: &str, job: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);

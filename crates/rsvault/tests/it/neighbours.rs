@@ -330,12 +330,7 @@ fn restore_validation_runs_the_planner_without_writing() {
         "sourceResourceId": rg_path("Microsoft.Compute/virtualMachines/vm1"), "storageAccountId": staging,
         "region": "westus"}})),
     );
-    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
-    let op = r.headers()["azure-asyncoperation"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let job = s.wait_job(&v, &s.job_of_operation(&op));
+    let job = s.accepted_job(&v, r);
     assert_eq!(job["properties"]["status"], "Completed", "{job}");
     let target = env
         .path("staging")

@@ -112,12 +112,7 @@ fn serve_flags_add_sources_and_restore_roots_without_a_config_file() {
         "copyOptions": "Overwrite", "restoreRequestType": "FullShareRestore",
         "targetDetails": {"name": "back"}}})),
     );
-    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
-    let op = r.headers()["azure-asyncoperation"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let job = s.wait_job(&v, &s.job_of_operation(&op));
+    let job = s.accepted_job(&v, r);
     assert_eq!(job["properties"]["status"], "Completed", "{job}");
     assert_same_tree(&env.path("share"), &root.join("back"));
 }
@@ -967,12 +962,7 @@ fn a_restore_drill_proves_an_item_restorable_and_names_it_when_a_pack_is_corrupt
         &format!("{v}/rsvault/maintenance/restoreDrill"),
         Some(json!({"samplePercent": 100})),
     );
-    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
-    let op = r.headers()["azure-asyncoperation"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let job = s.wait_job(&v, &s.job_of_operation(&op));
+    let job = s.accepted_job(&v, r);
     let p = &job["properties"];
     assert_eq!(
         (&p["status"], &p["operation"], &p["jobType"]),
@@ -991,18 +981,11 @@ fn a_restore_drill_proves_an_item_restorable_and_names_it_when_a_pack_is_corrupt
         .as_str()
         .unwrap()
         .to_string();
-    let log = s.get(&format!(
-        "{v}/backupJobs/{}/rsvault/log",
-        job["name"].as_str().unwrap()
-    ));
+    let log = s.log_messages(&v, &job);
     // Every file of the share (a.txt, empty, sub/big.bin, sub/deeper/note.md; not the link).
     assert!(
-        log["lines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["msg"].as_str().unwrap().starts_with("share1: 4 files,")),
-        "{log}"
+        log.iter().any(|m| m.starts_with("share1: 4 files,")),
+        "{log:?}"
     );
     let drills = s.data.join("drills");
     assert!(
@@ -1086,12 +1069,7 @@ fn verification_reports_its_progress_like_a_backup() {
         &format!("{v}/rsvault/maintenance/verify"),
         Some(json!({"readDataPercent": 100})),
     );
-    assert_eq!(r.status(), 202);
-    let op = r.headers()["azure-asyncoperation"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let job = s.wait_job(&v, &s.job_of_operation(&op));
+    let job = s.accepted_job(&v, r);
     assert_eq!(job["properties"]["status"], "Completed", "{job}");
     let bag = &job["properties"]["extendedInfo"]["propertyBag"];
     assert_eq!(bag["Phase"], "Verifying", "{bag}");
@@ -1100,17 +1078,10 @@ fn verification_reports_its_progress_like_a_backup() {
     // Every pack was read: the repository's data, not nothing.
     assert!(total > 100_000 && done == total, "{bag}");
     assert!(bag["Progress Percentage"].as_str().is_some(), "{bag}");
-    let log = s.get(&format!(
-        "{v}/backupJobs/{}/rsvault/log",
-        job["name"].as_str().unwrap()
-    ));
+    let log = s.log_messages(&v, &job);
     assert!(
-        log["lines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["msg"].as_str().unwrap().starts_with("Phase Verifying")),
-        "{log}"
+        log.iter().any(|m| m.starts_with("Phase Verifying")),
+        "{log:?}"
     );
 }
 
@@ -1122,63 +1093,34 @@ fn a_restore_drill_proves_a_vm_disk_image_restorable() {
     let item = s.vm_item(&v);
     s.protect(&v, &item);
     s.backup_completed(&v, &item);
-    let r = s.req(
-        "POST",
-        &format!("{v}/rsvault/maintenance/restoreDrill"),
-        Some(json!({"samplePercent": 100})),
-    );
-    assert_eq!(r.status(), 202);
-    let op = r.headers()["azure-asyncoperation"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let job = s.wait_job(&v, &s.job_of_operation(&op));
-    assert_eq!(job["properties"]["status"], "Completed", "{job}");
-    let log = s.get(&format!(
-        "{v}/backupJobs/{}/rsvault/log",
-        job["name"].as_str().unwrap()
-    ));
+    let drill = |percent: u8| {
+        let r = s.req(
+            "POST",
+            &format!("{v}/rsvault/maintenance/restoreDrill"),
+            Some(json!({"samplePercent": percent})),
+        );
+        let job = s.accepted_job(&v, r);
+        assert_eq!(job["properties"]["status"], "Completed", "{job}");
+        s.log_messages(&v, &job)
+    };
     // The one 16 MiB image, every range of it (a 100% sample), compared chunk by chunk.
     let line = format!(
         "vm1: 1 files, {} bytes restored and identical to the snapshot (1 large files checked by a sample of their ranges).",
         16 << 20
     );
-    assert!(
-        log["lines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["msg"] == json!(line)),
-        "{log}"
-    );
+    let log = drill(100);
+    assert!(log.contains(&line), "{log:?}");
     assert!(s.get(&item)["properties"]["lastProvenRestorableTime"].is_string());
 
     // A quarter of its ranges: some of the image, not all of it.
-    let r = s.req(
-        "POST",
-        &format!("{v}/rsvault/maintenance/restoreDrill"),
-        Some(json!({"samplePercent": 25})),
-    );
-    assert_eq!(r.status(), 202);
-    let op = r.headers()["azure-asyncoperation"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let job = s.wait_job(&v, &s.job_of_operation(&op));
-    assert_eq!(job["properties"]["status"], "Completed", "{job}");
-    let log = s.get(&format!(
-        "{v}/backupJobs/{}/rsvault/log",
-        job["name"].as_str().unwrap()
-    ));
-    let bytes: Vec<u64> = log["lines"]
-        .as_array()
-        .unwrap()
+    let log = drill(25);
+    let bytes: Vec<u64> = log
         .iter()
-        .filter_map(|l| l["msg"].as_str()?.strip_prefix("vm1: 1 files, "))
+        .filter_map(|m| m.strip_prefix("vm1: 1 files, "))
         .filter_map(|m| m.split(' ').next()?.parse().ok())
         .collect();
     assert!(
         bytes.len() == 1 && bytes[0] > 0 && bytes[0] < 16 << 20,
-        "{log}"
+        "{log:?}"
     );
 }

@@ -140,9 +140,7 @@ fn gc_next_to_a_running_backup_keeps_what_the_backup_references() {
     // A first point that expires in two seconds.
     let expiry = (Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
     let r = s.req("POST", &format!("{item}/backup"), Some(json!({"properties": {"objectType": "AzureFileShareBackupRequest", "recoveryPointExpiryTimeInUTC": expiry}})));
-    assert_eq!(r.status(), 202);
-    let first = s.job_of_operation(r.headers()["azure-asyncoperation"].to_str().unwrap());
-    assert_eq!(s.wait_job(&v, &first)["properties"]["status"], "Completed");
+    assert_eq!(s.accepted_job(&v, r)["properties"]["status"], "Completed");
 
     // A second, slow backup; garbage collection is requested while it runs.
     let big: Vec<u8> = (0..24u32 << 20)

@@ -88,9 +88,7 @@ fn kill_9_mid_backup_fails_the_job_truthfully_and_keeps_earlier_points() {
     let r = s2.req("POST", &format!("{item}/recoveryPoints/{rp}/restore"), Some(serde_json::json!({"properties": {
         "objectType": "AzureFileShareRestoreRequest", "recoveryType": "AlternateLocation",
         "copyOptions": "Overwrite", "restoreRequestType": "FullShareRestore", "targetDetails": {"name": "after-crash"}}})));
-    assert_eq!(r.status(), 202);
-    let job = s2.job_of_operation(r.headers()["azure-asyncoperation"].to_str().unwrap());
-    assert_eq!(s2.wait_job(&v, &job)["properties"]["status"], "Completed");
+    assert_eq!(s2.accepted_job(&v, r)["properties"]["status"], "Completed");
     assert_same_tree(&env.path("share"), &env.path("restore/after-crash"));
     let third = s2.backup(&item);
     assert_eq!(s2.wait_job(&v, &third)["properties"]["status"], "Completed");

@@ -27,20 +27,13 @@ fn refused(r: Response, status: u16, code: &str) -> Value {
 
 /// DELETE of the item, through the operation to its job; returns the finished job.
 fn delete_item(s: &Server, v: &str, item: &str) -> Value {
-    let r = s.req("DELETE", item, None);
-    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
-    let op = r.headers()["azure-asyncoperation"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let job = s.wait_job(v, &s.job_of_operation(&op));
+    let job = s.accepted_job(v, s.req("DELETE", item, None));
     assert_eq!(job["properties"]["operation"], "DeleteBackupData", "{job}");
     assert_eq!(job["properties"]["status"], "Completed", "{job}");
     job
 }
 
-fn undelete(s: &Server, v: &str, item: &str) -> Response {
-    let _ = v;
+fn undelete(s: &Server, item: &str) -> Response {
     s.req(
         "PUT",
         item,
@@ -167,20 +160,12 @@ fn soft_delete_then_undelete_then_restore_is_identical() {
         &format!("{v}/rsvault/maintenance/garbageCollection"),
         None,
     );
-    assert_eq!(r.status(), 202);
-    let gc = s.job_of_operation(r.headers()["azure-asyncoperation"].to_str().unwrap());
-    assert_eq!(s.wait_job(&v, &gc)["properties"]["status"], "Completed");
+    assert_eq!(s.accepted_job(&v, r)["properties"]["status"], "Completed");
     assert_eq!(s.recovery_points(&item).len(), 1);
     assert_eq!(snapshot_files(&s), 1);
 
     // Undelete (Azure's way), then restore: identical.
-    let r = undelete(&s, &v, &item);
-    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
-    let op = r.headers()["azure-asyncoperation"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let job = s.wait_job(&v, &s.job_of_operation(&op));
+    let job = s.accepted_job(&v, undelete(&s, &item));
     assert_eq!(job["properties"]["operation"], "Undelete", "{job}");
     assert_eq!(job["properties"]["status"], "Completed", "{job}");
     let it = s.get(&item);
@@ -190,14 +175,8 @@ fn soft_delete_then_undelete_then_restore_is_identical() {
     );
     assert_eq!(it["properties"]["protectionState"], "ProtectionStopped");
     assert!(it["properties"].get("deferredDeleteTimeInUTC").is_none());
-    refused(undelete(&s, &v, &item), 400, "UserErrorItemNotSoftDeleted");
-    let r = restore_full(&s, &item, &rp, "back");
-    assert_eq!(r.status(), 202, "{}", r.text().unwrap());
-    let op = r.headers()["azure-asyncoperation"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let done = s.wait_job(&v, &s.job_of_operation(&op));
+    refused(undelete(&s, &item), 400, "UserErrorItemNotSoftDeleted");
+    let done = s.accepted_job(&v, restore_full(&s, &item, &rp, "back"));
     assert_eq!(done["properties"]["status"], "Completed", "{done}");
     assert_same_tree(&env.path("share"), &env.path("restore/back"));
 
@@ -252,7 +231,7 @@ fn the_purge_removes_the_data_after_the_period() {
     assert_eq!(s.req("GET", &item, None).status(), 404);
     assert_eq!(snapshot_files(&s), 0, "the purge forgot the snapshot");
     // After the period, undelete is too late and the vault may go.
-    assert_eq!(undelete(&s, &v, &item).status(), 404);
+    assert_eq!(undelete(&s, &item).status(), 404);
     assert_eq!(s.req("DELETE", &v, None).status(), 204);
 }
 
@@ -296,6 +275,19 @@ fn vault_soft_delete_settings_follow_azure_rules() {
             "{sd}: {body}"
         );
     }
+    let body = refused(
+        s.req(
+            "PATCH",
+            &v,
+            Some(json!({"properties": {"securitySettings": 5}})),
+        ),
+        400,
+        "BMSUserErrorInvalidInput",
+    );
+    assert_eq!(
+        body["error"]["target"], "properties.securitySettings",
+        "{body}"
+    );
     let sd = |s: &Server| s.get(&v)["properties"]["securitySettings"]["softDeleteSettings"].clone();
     assert_eq!(sd(&s)["softDeleteState"], "Enabled");
 
