@@ -71,7 +71,11 @@ pub fn settings_wire(vault: &Vault, cfg: &RetentionConfig) -> Value {
 /// A vault as clients read it, its soft delete settings filled in.
 pub fn vault_wire(vault: &Vault, cfg: &RetentionConfig) -> Value {
     let mut w = vault.wire();
-    w["properties"]["securitySettings"]["softDeleteSettings"] = settings_wire(vault, cfg);
+    let security = &mut w["properties"]["securitySettings"];
+    // (a vault stored before securitySettings had to be an object keeps what it was given)
+    if security.is_null() || security.is_object() {
+        security["softDeleteSettings"] = settings_wire(vault, cfg);
+    }
     w
 }
 
