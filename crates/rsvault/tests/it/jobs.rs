@@ -231,7 +231,18 @@ fn jobs_past_the_node_cap_wait_queued_and_say_why() {
 
     let first = s.backup(&share);
     let second = s.backup(&vm);
-    let j = s.get(&format!("{v}/backupJobs/{second}"));
+    // The dispatcher writes why a job waits on its next pass (at most a second away).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let j = loop {
+        let j = s.get(&format!("{v}/backupJobs/{second}"));
+        let said = j["properties"]["extendedInfo"]["propertyBag"]
+            .get("Queued")
+            .is_some();
+        if said || std::time::Instant::now() > deadline {
+            break j;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(j["properties"]["status"], "InProgress");
     let queued = j["properties"]["extendedInfo"]["propertyBag"]["Queued"]
         .as_str()
