@@ -215,7 +215,7 @@ impl Service {
     }
 
     pub fn get_vault_by_key(&self, key: &str) -> Result<Option<Vault>, store::Error> {
-        self.store.read(|tx| tx.get(K_VAULT, key, ""))
+        self.store.read_one(|tx| tx.get(K_VAULT, key, ""))
     }
 
     /// A new vault's repository key, already wrapped for the vault `v`.
@@ -492,7 +492,7 @@ impl Service {
     // ---- jobs ----
 
     pub fn get_job_any(&self, id: &str) -> Result<Option<Job>, store::Error> {
-        let bodies = self.store.read(|tx| tx.jobs_by_id(id))?;
+        let bodies = self.store.read_one(|tx| tx.jobs_by_id(id))?;
         bodies
             .map(|b| serde_json::from_str(&b))
             .transpose()
@@ -502,7 +502,7 @@ impl Service {
     pub fn get_job(&self, vault: &Vault, id: &str) -> ArmResult<Job> {
         let body = self
             .store
-            .read(|tx| tx.get_job_body(&vault.vault.key(), &id.to_ascii_lowercase()))?;
+            .read_one(|tx| tx.get_job_body(&vault.vault.key(), &id.to_ascii_lowercase()))?;
         match body {
             Some(b) => serde_json::from_str(&b).map_err(ArmError::internal),
             None => Err(ArmError::new(

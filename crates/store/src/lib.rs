@@ -34,6 +34,8 @@ pub enum Error {
     Fenced(String),
     #[error("store URL {0:?} is not understood: {1}")]
     Url(String, String),
+    #[error("store misuse: {0}")]
+    Internal(String),
 }
 
 impl From<Error> for rsvault_types::arm::ArmError {
@@ -410,6 +412,17 @@ impl Store {
         match self {
             Self::Sqlite(s) => s.read(|t| f(&Tx(t))),
             Self::Postgres(p) => p.read(|t| f(&Tx(t))),
+        }
+    }
+
+    /// [`Store::read`] for an `f` that runs exactly one statement (one `MetaTx` call that is a
+    /// single query, such as `get` or `get_job_body`). On PostgreSQL it runs without a
+    /// transaction, in one round trip instead of three (a statement is its own snapshot); a
+    /// second statement or a write in `f` is an error there. On SQLite it is [`Store::read`].
+    pub fn read_one<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        match self {
+            Self::Sqlite(s) => s.read(|t| f(&Tx(t))),
+            Self::Postgres(p) => p.read_one(|t| f(&Tx(t))),
         }
     }
 

@@ -135,7 +135,7 @@ impl Postgres {
                 *guard = None;
                 return Err(e.into());
             }
-            let out = f(&PgTx(std::cell::RefCell::new(&mut *conn)));
+            let out = f(&PgTx::new(&mut *conn, None));
             let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
             match conn.client.batch_execute(end) {
                 Ok(()) => conn.in_tx = false,
@@ -150,6 +150,21 @@ impl Postgres {
 
     pub(crate) fn read<T>(&self, f: impl FnOnce(&PgTx<'_>) -> Result<T>) -> Result<T> {
         self.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", f)
+    }
+
+    /// A read of one statement, run without `BEGIN`/`COMMIT`: one statement is its own snapshot,
+    /// so it answers as [`Postgres::read`] would in one round trip instead of three. A second
+    /// statement in `f`, or a write, is an error.
+    pub(crate) fn read_one<T>(&self, f: impl FnOnce(&PgTx<'_>) -> Result<T>) -> Result<T> {
+        off_runtime(|| {
+            let mut guard = self.conn()?;
+            let conn = guard.as_mut().expect("connected above");
+            let out = f(&PgTx::new(&mut *conn, Some(1)));
+            if conn.client.is_closed() {
+                *guard = None;
+            }
+            out
+        })
     }
 
     pub(crate) fn tx<T>(&self, f: impl FnOnce(&PgTx<'_>) -> Result<T>) -> Result<T> {
@@ -196,13 +211,39 @@ fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-pub(crate) struct PgTx<'a>(std::cell::RefCell<&'a mut Conn>);
+pub(crate) struct PgTx<'a> {
+    conn: std::cell::RefCell<&'a mut Conn>,
+    /// Statements `f` may still run outside a transaction ([`Postgres::read_one`]); `None` inside
+    /// one.
+    budget: std::cell::Cell<Option<u32>>,
+}
 
 type Params<'p> = [&'p (dyn ToSql + Sync)];
 
-impl PgTx<'_> {
+impl<'a> PgTx<'a> {
+    fn new(conn: &'a mut Conn, budget: Option<u32>) -> Self {
+        Self {
+            conn: std::cell::RefCell::new(conn),
+            budget: std::cell::Cell::new(budget),
+        }
+    }
+
+    /// Counts a statement against a transaction-less read's budget.
+    fn spend(&self, write: bool) -> Result<()> {
+        match self.budget.get() {
+            None => Ok(()),
+            Some(n) if n > 0 && !write => {
+                self.budget.set(Some(n - 1));
+                Ok(())
+            }
+            Some(_) => Err(Error::Internal(
+                "a one-statement read ran a second statement or a write".into(),
+            )),
+        }
+    }
+
     fn statement(&self, sql: &str) -> Result<Statement> {
-        let mut conn = self.0.borrow_mut();
+        let mut conn = self.conn.borrow_mut();
         if let Some(s) = conn.statements.get(sql) {
             return Ok(s.clone());
         }
@@ -212,18 +253,21 @@ impl PgTx<'_> {
     }
 
     fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<postgres::Row>> {
+        self.spend(false)?;
         let s = self.statement(sql)?;
-        Ok(self.0.borrow_mut().client.query(&s, params)?)
+        Ok(self.conn.borrow_mut().client.query(&s, params)?)
     }
 
     fn query_opt(&self, sql: &str, params: &Params<'_>) -> Result<Option<postgres::Row>> {
+        self.spend(false)?;
         let s = self.statement(sql)?;
-        Ok(self.0.borrow_mut().client.query_opt(&s, params)?)
+        Ok(self.conn.borrow_mut().client.query_opt(&s, params)?)
     }
 
     fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64> {
+        self.spend(true)?;
         let s = self.statement(sql)?;
-        Ok(self.0.borrow_mut().client.execute(&s, params)?)
+        Ok(self.conn.borrow_mut().client.execute(&s, params)?)
     }
 
     fn strings(&self, sql: &str, params: &Params<'_>) -> Result<Vec<String>> {

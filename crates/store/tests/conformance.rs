@@ -18,6 +18,7 @@ const CASES: &[(&str, Case)] = &[
         a_failed_transaction_writes_nothing,
     ),
     ("reads_cannot_write", reads_cannot_write),
+    ("one_statement_reads", one_statement_reads),
     ("job_rows_and_listing", job_rows_and_listing),
     ("job_housekeeping", job_housekeeping),
     ("leases_and_slots", leases_and_slots),
@@ -217,6 +218,37 @@ fn reads_cannot_write(open: &dyn Fn() -> (Store, Store)) {
     for _ in 0..20 {
         s.read(|t| t.count("vault", "v", None)).unwrap();
     }
+}
+
+/// `read_one` answers as `read` does; it cannot write, and on PostgreSQL (where it runs without a
+/// transaction) a second statement is refused rather than run outside the snapshot.
+fn one_statement_reads(open: &dyn Fn() -> (Store, Store)) {
+    let (s, other) = open();
+    assert_eq!(
+        s.read_one(|t| t.get::<i32>("vault", "v", "")).unwrap(),
+        None
+    );
+    other.tx(|t| t.put("vault", "v", "", "", &7)).unwrap();
+    assert_eq!(
+        s.read_one(|t| t.get::<i32>("vault", "v", "")).unwrap(),
+        Some(7)
+    );
+    assert!(s.read_one(|t| t.put("vault", "v", "", "", &8)).is_err());
+    if matches!(s, Store::Postgres(_)) {
+        let second = s.read_one(|t| {
+            t.get::<i32>("vault", "v", "")?;
+            t.get::<i32>("vault", "w", "")
+        });
+        assert!(second.is_err(), "{second:?}");
+    }
+    // The connections that refused still serve, and nothing was written.
+    for _ in 0..20 {
+        assert_eq!(
+            s.read_one(|t| t.get::<i32>("vault", "v", "")).unwrap(),
+            Some(7)
+        );
+    }
+    assert_eq!(s.read(|t| t.get::<i32>("vault", "v", "")).unwrap(), Some(7));
 }
 
 #[allow(clippy::too_many_arguments)]
