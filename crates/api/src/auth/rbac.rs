@@ -193,7 +193,7 @@ pub fn scope_contains(scope: &str, resource: &str) -> bool {
 pub fn assignments_of(svc: &Service, principal_id: &str) -> ArmResult<Vec<Assignment>> {
     Ok(svc
         .store
-        .read(|tx| tx.list(K_ASSIGNMENT, "", Some(&principal_id.to_ascii_lowercase())))?)
+        .read_one(|tx| tx.list(K_ASSIGNMENT, "", Some(&principal_id.to_ascii_lowercase())))?)
 }
 
 pub fn all_assignments(svc: &Service) -> ArmResult<Vec<Assignment>> {
