@@ -14,7 +14,9 @@ static HOOKS: Mutex<Vec<(String, Hook)>> = Mutex::new(Vec::new());
 
 /// Adds a hook to the point `name`. Hooks are process-wide: a test filters on its own paths.
 /// Points: `backup.open` (absolute path, before a backup opens a file the walk found),
-/// `restore.open` (target path joined with the entry, before a restore opens a file to write).
+/// `restore.open` (target path joined with the entry, before a restore opens a file to write),
+/// `restore.settle` (the target path, before a batch of written files is synced and renamed into
+/// place).
 pub fn add(name: &str, hook: Hook) {
     HOOKS
         .lock()

@@ -369,6 +369,7 @@ pub fn restore_scoped(
         shown,
         scope,
         is_root: nix::unistd::geteuid().is_root(),
+        pending: Mutex::default(),
     };
     let mut parents = ParentCache::default();
     let mut files: Vec<FileJob> = Vec::new();
@@ -476,9 +477,8 @@ pub fn restore_scoped(
                         .fetch_add(e.node.meta.size, Ordering::Relaxed);
                     if n_targets == 0 {
                         // Empty files are complete once created (damaged ones removed).
-                        let job = &files[file_idx];
-                        let f = w.reopen(&entries[i], job)?;
-                        w.finish_file(&entries[i], job, &f, in_the_way[i], &shared)?;
+                        let f = w.reopen(&entries[i], &files[file_idx])?;
+                        w.finish_file(file_idx, &entries, &files, &f, in_the_way[i], &shared)?;
                         shared.files_done.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -565,7 +565,7 @@ pub fn restore_scoped(
             }
             return Err(Error::Cancelled);
         }
-        Ok(())
+        w.settle_pending(&entries, &files)
     });
     if let Err(err) = outcome {
         w.clean_up(&entries, &files);

@@ -218,10 +218,15 @@ impl Contents<'_> {
 
     fn complete(&self, file: usize, open: &mut OpenFile) -> Result<()> {
         let job = &self.files[file];
-        let entry = &self.entries[job.entry];
         let f = self.open(file, open)?;
-        self.w
-            .finish_file(entry, job, f, self.in_the_way[job.entry], self.shared)?;
+        self.w.finish_file(
+            file,
+            self.entries,
+            self.files,
+            f,
+            self.in_the_way[job.entry],
+            self.shared,
+        )?;
         *open = None;
         self.shared.files_done.fetch_add(1, Ordering::Relaxed);
         Ok(())

@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rsvault_engine::worker::{run_in_worker, Request};
 use rsvault_engine::{Conflict, Error, RestoreOutcome, RestoreScope, RestoreSpec};
@@ -684,4 +684,83 @@ fn stale_temporary_files_of_dead_restores_are_removed_and_nothing_else() {
     }
     assert_eq!(fs::read(t.join(&kept_dir).join("inside")).unwrap(), b"keep");
     assert_eq!(fs::read(outside.join("secret")).unwrap(), b"secret");
+}
+
+/// Written files are renamed over their originals in batches, each only after one `syncfs` made
+/// the batch durable: whenever a batch is about to settle, every name still holds either its
+/// original or its complete replacement (never nothing, never a partial file), and the earlier
+/// batches are all in place.
+#[test]
+fn overwrite_renames_files_in_batches_only_after_they_are_written() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let n = 2_500; // more than one batch of 2 048
+    let name = |i: usize| format!("f{i:04}");
+    for i in 0..n {
+        fs::write(src.join(name(i)), format!("new {i}")).unwrap();
+    }
+    let snap = fx.backup_dir(&src, None).snapshot_id;
+    let roots = fx.path("roots");
+    let target = roots.join("t");
+    fs::create_dir_all(&target).unwrap();
+    for i in 0..n {
+        fs::write(target.join(name(i)), b"old").unwrap();
+    }
+    // (originals, replacements) found at each settle
+    let seen: Arc<Mutex<Vec<(usize, usize)>>> = Arc::default();
+    {
+        let (target, seen) = (target.clone(), seen.clone());
+        rsvault_engine::failpoint::add(
+            "restore.settle",
+            Arc::new(move |p: &str| {
+                if p != target.to_string_lossy() {
+                    return;
+                }
+                let (mut old, mut new) = (0, 0);
+                for i in 0..n {
+                    match fs::read(target.join(name(i))) {
+                        Ok(b) if b == b"old" => old += 1,
+                        Ok(b) if b == format!("new {i}").as_bytes() => new += 1,
+                        other => panic!("{}: {other:?} at a settle", name(i)),
+                    }
+                }
+                seen.lock().unwrap().push((old, new));
+            }),
+        );
+    }
+    let out = scoped(
+        &fx,
+        &spec(&snap, &target, Conflict::Overwrite),
+        &RestoreScope {
+            root: Some(roots),
+            original_location: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(out.files as usize, n, "{out:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        seen[0],
+        (n, 0),
+        "nothing is renamed before the first batch is synced"
+    );
+    assert_eq!(
+        seen[1],
+        (n - 2048, 2048),
+        "the first batch, and only it, is in place"
+    );
+    for i in 0..n {
+        assert_eq!(
+            fs::read(target.join(name(i))).unwrap(),
+            format!("new {i}").as_bytes()
+        );
+    }
+    let left: Vec<_> = fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|f| f.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
 }
