@@ -13,9 +13,11 @@
 //!   ([`RestoreScope`]) and reached without following symlinks ([`crate::confine`]); a symlink
 //!   found where a directory should be fails the job, and a target moved or replaced while the
 //!   job ran fails it too, naming where the files went.
-//! - A file is written under a temporary name in its own directory, synced, given its owner,
-//!   mode and times through its descriptor, and only then renamed over whatever had its name:
-//!   an original is never truncated or deleted before its replacement is complete on disk. A
+//! - A file is written under a temporary name in its own directory and given its owner, mode
+//!   and times through its descriptor; written files wait in batches, and a batch is renamed
+//!   over whatever had their names only after one `syncfs` put it on disk
+//!   ([`writer::Writer::finish_file`]): an original is never truncated or deleted before its
+//!   replacement is complete on disk. A
 //!   cancel, an error, a full disk or damaged repository data removes the temporary files; a
 //!   crash leaves at most `.rsvault-restore-PID-I-N.tmp` files next to intact originals, and the
 //!   next restore into that directory removes those whose process is gone

@@ -1,9 +1,9 @@
 //! Writing the files' contents: a fixed number of threads, each taking the next [`Run`], reading
 //! it with one ranged read, decoding its blobs one at a time and writing each to every place it
-//! goes. A file whose last blob is written is queued to be completed (synced, given its metadata
-//! and renamed into place), and every thread takes completions before new runs: one run can hold
-//! the blobs of thousands of small files, and their syncs, which dominate a restore of small
-//! files, would otherwise all fall to the one thread that read it.
+//! goes. A file whose last blob is written is queued to be completed (given its metadata and
+//! added to the batch that is synced and renamed into place together), and every thread takes
+//! completions before new runs: one run can hold the blobs of thousands of small files, and their
+//! completions would otherwise all fall to the one thread that read it.
 //!
 //! Memory: a thread holds one run's bytes ([`packs::MAX_READ`], or one larger blob) and one
 //! decoded blob. A blob that cannot be read or decoded damages the files it belongs to (they are
