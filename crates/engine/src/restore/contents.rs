@@ -59,11 +59,19 @@ impl Contents<'_> {
     /// being worked on, the job is cancelled, or an error stops every writer.
     pub(super) fn work(&self) {
         let mut open: OpenFile = None;
+        let mut scratch = match packs::Scratch::new() {
+            Ok(s) => s,
+            Err(e) => {
+                set_fatal(&self.fatal, self.shared, Error::Repository(e));
+                self.queued.notify_all();
+                return;
+            }
+        };
         while let Some(task) = self.next_task() {
             let res = match task {
                 Task::Complete(file) => self.complete(file, &mut open),
                 Task::Run(run) => {
-                    let res = self.run(run, &mut open);
+                    let res = self.run(run, &mut open, &mut scratch);
                     self.queue.lock().expect("queue").running -= 1;
                     self.queued.notify_all();
                     res
@@ -103,7 +111,7 @@ impl Contents<'_> {
         }
     }
 
-    fn run(&self, run: &Run, open: &mut OpenFile) -> Result<()> {
+    fn run(&self, run: &Run, open: &mut OpenFile, scratch: &mut packs::Scratch) -> Result<()> {
         let needs = &self.needs[run.needs.clone()];
         let wanted = |n: &Need| {
             n.targets
@@ -124,7 +132,7 @@ impl Contents<'_> {
                     let start = (need.at.offset - run.offset) as usize;
                     let bytes = &raw[start..start + need.at.length as usize];
                     self.decoder
-                        .decode(&need.id, bytes, need.at.uncompressed)
+                        .decode(scratch, &need.id, bytes, need.at.uncompressed)
                         .map_err(|e| format!("pack {}: {e}", run.pack))
                 })
             } else {
