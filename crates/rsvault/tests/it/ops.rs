@@ -574,8 +574,20 @@ fn an_item_without_a_recent_backup_turns_stale_until_the_next_one() {
     assert_eq!((r.backups_started, r.items_stale), (1, 0));
     assert!(s.get(&item)["properties"].get("healthDetails").is_none());
 
-    let r = rsvault_jobs::scheduler::tick(&svc, last + chrono::Duration::hours(38)).unwrap();
-    assert_eq!((r.backups_started, r.items_stale), (0, 1));
+    // A 02:00 slot falls between the two ticks when the backup above ran between 12:00 and 14:00
+    // UTC: its run starts (and fails) too.
+    let (t1, t2) = (
+        last + chrono::Duration::hours(36),
+        last + chrono::Duration::hours(38),
+    );
+    let slots = [t1.date_naive(), t2.date_naive()]
+        .iter()
+        .map(|d| d.and_hms_opt(2, 0, 0).unwrap().and_utc())
+        .filter(|slot| t1 < *slot && *slot <= t2)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let r = rsvault_jobs::scheduler::tick(&svc, t2).unwrap();
+    assert_eq!((r.backups_started, r.items_stale), (slots, 1));
     let p = s.get(&item)["properties"].clone();
     assert_eq!(p["healthStatus"], "ActionRequired", "{p}");
     let since = rsvault_types::arm::time(last + chrono::Duration::hours(37));
