@@ -27,7 +27,6 @@
 //! - Alternate locations get no setuid/setgid bits, device nodes or FIFOs; each left out is a
 //!   warning.
 
-use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -212,8 +211,10 @@ pub fn restore_scoped(
     let snap = find_snapshot(&r, &spec.snapshot_id)?;
     let r = r.to_indexed().map_err(map_err)?;
 
-    // 1. Collect the entries to restore, keyed by their path below the target.
-    let mut entries: BTreeMap<PathBuf, Node> = BTreeMap::new();
+    // 1. Collect the entries to restore, sorted by their path below the target, each path once.
+    // Collected straight into the one vector they are used from (not a map first: with a million
+    // entries, a map and a vector of them together were most of a restore's memory).
+    let mut entries: Vec<Entry> = Vec::new();
     let roots: Vec<PathBuf> = if spec.paths.is_empty() {
         vec![PathBuf::new()]
     } else {
@@ -244,7 +245,10 @@ pub fn restore_scoped(
         }
         if node.is_dir() {
             if !root.as_os_str().is_empty() {
-                entries.insert(root.clone(), node.clone());
+                entries.push(Entry {
+                    rel: root.clone(),
+                    node: node.clone(),
+                });
             }
             for (k, item) in r
                 .ls(&node, &LsOptions::default())
@@ -257,17 +261,21 @@ pub fn restore_scoped(
                 let (sub, n) = item.map_err(map_err)?;
                 let rel = confined(&root.join(sub))?;
                 if !rel.as_os_str().is_empty() {
-                    entries.insert(rel, n);
+                    entries.push(Entry { rel, node: n });
                 }
             }
         } else {
-            entries.insert(root.clone(), node);
+            entries.push(Entry {
+                rel: root.clone(),
+                node,
+            });
         }
     }
-    let entries: Vec<Entry> = entries
-        .into_iter()
-        .map(|(rel, node)| Entry { rel, node })
-        .collect();
+    // A tree listing comes sorted already; several (possibly overlapping) paths may not. Stable,
+    // so of two listings of one path the first is kept.
+    entries.sort_by(|a, b| a.rel.cmp(&b.rel));
+    entries.dedup_by(|later, first| later.rel == first.rel);
+    entries.shrink_to_fit();
 
     // 2. Conflicts, before anything is written. Nothing is created yet: a target that does
     // not exist has no conflicts.

@@ -40,6 +40,30 @@ fn item_level_restore_writes_only_the_requested_paths() {
     assert!(!target.join("top.txt").exists());
 }
 
+/// Paths that overlap, given in any order, restore each entry once.
+#[test]
+fn overlapping_paths_restore_each_entry_once() {
+    let fx = Fixture::new();
+    let src = source(&fx);
+    let snap = fx.backup_dir(&src, None).snapshot_id;
+    let target = fx.path("t");
+    let out = fx.restore(
+        &snap[..8],
+        &["dir/sub/c.txt", "dir", "top.txt", "dir/sub", "dir/a.txt"],
+        &target,
+    );
+    assert_eq!(out.files, 4, "{out:?}");
+    for (p, want) in [
+        ("dir/a.txt", &b"a"[..]),
+        ("dir/b.txt", b"b"),
+        ("dir/sub/c.txt", b"c"),
+        ("top.txt", b"top"),
+    ] {
+        assert_eq!(fs::read(target.join(p)).unwrap(), want, "{p}");
+    }
+    assert!(!target.join("other").exists());
+}
+
 #[test]
 fn unknown_path_and_escaping_path_are_errors() {
     let fx = Fixture::new();
