@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import re
 import typing
 
@@ -37,6 +38,7 @@ STORAGE_API_VERSIONS = ["2016-01-01", "2025-08-01"]
 
 # ---- msrest-style models (azure-mgmt-compute): _attribute_map + _validation ---------------------------------
 
+@functools.cache
 def _msrest_tree(cls) -> dict:
     """The model's JSON keys as a tree: {"properties": {"storageProfile": (attr, type)}, "id": (attr, type)}."""
     tree: dict = {}
@@ -135,6 +137,7 @@ def _is_iso(s: str) -> bool:
 
 # ---- TypeSpec-style models (azure-mgmt-storage): rest fields + type hints ----------------------------------
 
+@functools.cache
 def _rest_fields(cls) -> dict:
     """{json key: (attribute, type hint)} of a model_base.Model class (fields are computed on first use)."""
     try:
@@ -246,15 +249,21 @@ def _rg_path(rg: str, rest: str) -> str:
     return f"/subscriptions/{SUB}/resourceGroups/{rg}/providers/{rest}"
 
 
-@pytest.mark.parametrize("api_version", VM_API_VERSIONS)
-def test_vm_matches_the_compute_model(cli, api_version):
-    r = cli.server.http().get(_rg_path(H.SRC_RG, f"Microsoft.Compute/virtualMachines/{VM}"),
-                              api_version=api_version)
+def served(cli, rg: str, rest: str, api_version: str, check, model) -> dict:
+    """GETs a resource rsvault serves and checks it against `model`; returns its body."""
+    r = cli.server.http().get(_rg_path(rg, rest), api_version=api_version)
     assert r.status_code == 200, r.text
     body = r.json()
     errors: list[str] = []
-    check_msrest(compute_models.VirtualMachine, body, "$", errors)
+    check(model, body, "$", errors)
     assert errors == [], "\n".join(errors)
+    return body
+
+
+@pytest.mark.parametrize("api_version", VM_API_VERSIONS)
+def test_vm_matches_the_compute_model(cli, api_version):
+    body = served(cli, H.SRC_RG, f"Microsoft.Compute/virtualMachines/{VM}", api_version, check_msrest,
+                  compute_models.VirtualMachine)
     # and the parts az reads are there, with the configured disks
     disks = body["properties"]["storageProfile"]
     assert disks["osDisk"]["name"] and len(disks.get("dataDisks", [])) == len(cli.vm_disks) - 1, body
@@ -264,15 +273,9 @@ def test_vm_matches_the_compute_model(cli, api_version):
 @pytest.mark.parametrize("api_version", STORAGE_API_VERSIONS)
 @pytest.mark.parametrize("rg,account", [(H.SRC_RG, "acct1"), (STAGING_RG, STAGING)])
 def test_storage_accounts_match_the_storage_model(cli, api_version, rg, account):
-    r = cli.server.http().get(_rg_path(rg, f"Microsoft.Storage/storageAccounts/{account}"),
-                              api_version=api_version)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    errors: list[str] = []
-    check_typespec(storage_models.StorageAccount, body, "$", errors)
-    assert errors == [], "\n".join(errors)
-    assert body["name"] == account and body["id"].lower() == _rg_path(
-        rg, f"Microsoft.Storage/storageAccounts/{account}").lower(), body
+    rest = f"Microsoft.Storage/storageAccounts/{account}"
+    body = served(cli, rg, rest, api_version, check_typespec, storage_models.StorageAccount)
+    assert body["name"] == account and body["id"].lower() == _rg_path(rg, rest).lower(), body
 
 
 @pytest.mark.parametrize("rest", ["Microsoft.Compute/virtualMachines/novm", "Microsoft.Compute/disks/d0",

@@ -62,14 +62,17 @@ pub(crate) fn item(
                 &svc.recovery_points(vault, &it.key())?,
                 now,
             )?;
-            let op;
+            // Soft-deleting completes at once; deleting the data is the job's work.
+            let work = if soft {
+                Work::Instant
+            } else {
+                Work::DeleteData
+            };
+            let job = new_job(vault, &it, "DeleteBackupData", work, true);
+            let op = Operation::new(OpKind::DeleteItem, Some(job.id.clone()), Some(it.key()));
             if soft {
-                let job = new_job(vault, &it, "DeleteBackupData", Work::Instant, true);
-                op = Operation::new(OpKind::DeleteItem, Some(job.id.clone()), Some(it.key()));
                 soft_delete::soft_delete(svc, vault, &it.key(), job, &op, now)?;
             } else {
-                let job = new_job(vault, &it, "DeleteBackupData", Work::DeleteData, true);
-                op = Operation::new(OpKind::DeleteItem, Some(job.id.clone()), Some(it.key()));
                 svc.create_job(job, Some(&op))?;
             }
             let vid = vault.vault.id();

@@ -70,15 +70,7 @@ pub fn job_query(f: Option<&str>) -> ArmResult<rsvault_store::JobQuery> {
 
 /// `GET {vault}/backupJobs/{id}`
 pub(crate) fn get_job(svc: &Service, vault: &Vault, id: &str) -> ArmResult<Response> {
-    let body = svc
-        .store
-        .read(|tx| tx.get_job_body(&vault.vault.key(), &id.to_ascii_lowercase()))?
-        .ok_or_else(|| {
-            ArmError::new(
-                ArmCode::JobNotFound,
-                format!("Job '{id}' was not found in vault '{}'.", vault.vault.name),
-            )
-        })?;
+    let body = svc.get_job_body(vault, id)?;
     Ok(ok_json_bytes(wire_of(&body)?.to_vec()))
 }
 

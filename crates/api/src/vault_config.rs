@@ -125,9 +125,10 @@ fn vault_config_wire(svc: &Service, vault: &Vault) -> Value {
 /// the vault's soft delete state and period, changed with the same rules as the vault's
 /// `securitySettings.softDeleteSettings` (which it reads and writes).
 pub fn vault_config(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response> {
+    only(&r.method, &[Method::GET, Method::PUT, Method::PATCH])?;
     match r.method {
         Method::GET => Ok(ok(vault_config_wire(svc, vault))),
-        Method::PUT | Method::PATCH => {
+        _ => {
             let body = r.json()?;
             let props = match body.get("properties") {
                 None | Some(Value::Null) => json!({}),
@@ -186,7 +187,6 @@ pub fn vault_config(svc: &Service, r: &Req, vault: &Vault) -> ArmResult<Response
             svc.put_vault(&updated)?;
             Ok(ok(vault_config_wire(svc, &updated)))
         }
-        _ => Err(only(&r.method, &[Method::GET, Method::PUT, Method::PATCH]).unwrap_err()),
     }
 }
 

@@ -500,16 +500,19 @@ impl Service {
     }
 
     pub fn get_job(&self, vault: &Vault, id: &str) -> ArmResult<Job> {
-        let body = self
-            .store
-            .read_one(|tx| tx.get_job_body(&vault.vault.key(), &id.to_ascii_lowercase()))?;
-        match body {
-            Some(b) => serde_json::from_str(&b).map_err(ArmError::internal),
-            None => Err(ArmError::new(
-                ArmCode::JobNotFound,
-                format!("Job '{id}' was not found in vault '{}'.", vault.vault.name),
-            )),
-        }
+        serde_json::from_str(&self.get_job_body(vault, id)?).map_err(ArmError::internal)
+    }
+
+    /// A job of `vault` as stored (one statement: one round trip on PostgreSQL).
+    pub fn get_job_body(&self, vault: &Vault, id: &str) -> ArmResult<String> {
+        self.store
+            .read_one(|tx| tx.get_job_body(&vault.vault.key(), &id.to_ascii_lowercase()))?
+            .ok_or_else(|| {
+                ArmError::new(
+                    ArmCode::JobNotFound,
+                    format!("Job '{id}' was not found in vault '{}'.", vault.vault.name),
+                )
+            })
     }
 
     /// Applies `f` to a job in one transaction and returns the new state.

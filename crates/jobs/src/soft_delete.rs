@@ -267,33 +267,31 @@ pub fn undelete(
     op: &Operation,
     now: DateTime<Utc>,
 ) -> ArmResult<Item> {
-    change_item(svc, vault, item_key, job, op, |it| {
-        match it.soft_deleted {
-        None => Err(ArmError::new(
-            ArmCode::ItemNotSoftDeleted,
-            format!(
-                "Item '{}' is not soft-deleted; isRehydrate undeletes soft-deleted items only.",
-                it.name
-            ),
-        )
-        .with_target("properties.isRehydrate")),
-        Some(sd) if sd.purge_at <= now => Err(ArmError::new(
-            ArmCode::ItemNotSoftDeleted,
-            format!(
-                "Item '{}' can no longer be undeleted: its soft-delete period ended at {} and its data is being purged.",
-                it.name,
-                arm::time(sd.purge_at)
-            ),
-        )
-        .with_target("properties.isRehydrate")),
-        Some(_) => {
+    change_item(svc, vault, item_key, job, op, |it| match it.soft_deleted {
+        Some(sd) if sd.purge_at > now => {
             it.soft_deleted = None;
             it.protection_state = "ProtectionStopped".into();
             it.policy = None;
             Ok(())
         }
-    }
+        other => Err(not_undeletable(it, other)),
     })
+}
+
+/// Why `it` cannot be undeleted: it is not soft-deleted, or its period (`sd`) has ended.
+fn not_undeletable(it: &Item, sd: Option<SoftDeleted>) -> ArmError {
+    let why = match sd {
+        None => format!(
+            "Item '{}' is not soft-deleted; isRehydrate undeletes soft-deleted items only.",
+            it.name
+        ),
+        Some(sd) => format!(
+            "Item '{}' can no longer be undeleted: its soft-delete period ended at {} and its data is being purged.",
+            it.name,
+            arm::time(sd.purge_at)
+        ),
+    };
+    ArmError::new(ArmCode::ItemNotSoftDeleted, why).with_target("properties.isRehydrate")
 }
 
 /// Queues a purge (`DeleteBackupData`) for every soft-deleted item of `vault` whose period has

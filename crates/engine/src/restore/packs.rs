@@ -290,19 +290,18 @@ mod tests {
         let d = Decoder::new(&key()).unwrap();
         let content = b"restic blob content, restic blob content, restic blob content".repeat(50);
         let (id, raw) = sealed(&content, &content);
-        assert_eq!(
-            d.decode(&mut Scratch::new().unwrap(), &id, &raw, None)
-                .unwrap(),
-            content
-        );
         let packed = zstd::bulk::compress(&content, 3).unwrap();
-        let (id, raw) = sealed(&content, &packed);
+        let (zid, zraw) = sealed(&content, &packed);
         let len = NonZeroU32::new(content.len() as u32);
-        assert_eq!(
-            d.decode(&mut Scratch::new().unwrap(), &id, &raw, len)
-                .unwrap(),
-            content
-        );
+        let short = b"a shorter blob".to_vec();
+        let (sid, sraw) = sealed(&short, &zstd::bulk::compress(&short, 3).unwrap());
+        let slen = NonZeroU32::new(short.len() as u32);
+        // One scratch, as a writer thread keeps it: nothing of one blob shows in the next.
+        let mut scratch = Scratch::new().unwrap();
+        assert_eq!(d.decode(&mut scratch, &id, &raw, None).unwrap(), content);
+        assert_eq!(d.decode(&mut scratch, &zid, &zraw, len).unwrap(), content);
+        assert_eq!(d.decode(&mut scratch, &sid, &sraw, slen).unwrap(), short);
+        assert_eq!(d.decode(&mut scratch, &id, &raw, None).unwrap(), content);
     }
 
     #[test]
