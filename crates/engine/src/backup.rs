@@ -15,16 +15,18 @@ use std::time::{Duration, Instant};
 
 use rustic_core::jiff::Timestamp;
 use rustic_core::{
-    Excludes, LocalSource, LocalSourceFilterOptions, LocalSourceSaveOptions, ProgressBars,
-    ProgressType, ReadSource, ReadSourceEntry, ReadSourceOpen, RusticProgress, RusticResult,
-    SnapshotOptions, StringList,
+    Excludes, LocalSource, LocalSourceFilterOptions, LocalSourceSaveOptions, ReadSource,
+    ReadSourceEntry, ReadSourceOpen, RusticResult, SnapshotOptions, StringList,
 };
 
+mod archiver;
+mod chunker;
 mod disk;
+mod packer;
 
 use disk::{prepare_disks, DiskSource};
 
-use crate::repo::{concise, find_snapshot, map_err, open_with};
+use crate::repo::{concise, find_snapshot, guarded, map_err, open_with};
 use crate::{
     BackupOptions, BackupOutcome, Error, JobContext, Phase, Progress, RepoConfig, Result, Source,
     Warning,
@@ -123,34 +125,6 @@ impl Throttle {
             std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
         }
         true
-    }
-}
-
-/// Progress sink handed to rustic_core: only the byte counter of the archiver matters.
-#[derive(Debug)]
-struct Bars(Arc<Shared>);
-
-#[derive(Debug)]
-struct BytesCounter(Arc<Shared>);
-
-impl RusticProgress for BytesCounter {
-    fn is_hidden(&self) -> bool {
-        false
-    }
-    fn set_length(&self, _len: u64) {}
-    fn set_title(&self, _title: &str) {}
-    fn inc(&self, inc: u64) {
-        self.0.bytes_done.fetch_add(inc, Ordering::Relaxed);
-    }
-    fn finish(&self) {}
-}
-
-impl ProgressBars for Bars {
-    fn progress(&self, progress_type: ProgressType, _prefix: &str) -> rustic_core::Progress {
-        match progress_type {
-            ProgressType::Bytes => rustic_core::Progress::new(BytesCounter(self.0.clone())),
-            _ => rustic_core::Progress::hidden(),
-        }
     }
 }
 
@@ -513,22 +487,18 @@ pub fn backup(
         return Err(Error::Cancelled);
     }
 
-    let r = open_with(
-        repo,
-        shared.cancelled.clone(),
-        Some(Arc::new(Bars(shared.clone()))),
-    )?;
-    let r = r.to_indexed_ids().map_err(map_err)?;
+    let r = open_with(repo, shared.cancelled.clone(), None)?;
+    let be = guarded(repo, shared.cancelled.clone(), false)?;
 
-    let mut rustic_opts = rustic_core::BackupOptions::default();
-    if let Some(parent) = &opts.parent {
-        match find_snapshot(&r, parent) {
-            Ok(snap) => rustic_opts.parent_opts.parents = vec![snap.id.to_hex().to_string()],
+    let parent = match &opts.parent {
+        Some(parent) => match find_snapshot(&r, parent) {
+            Ok(snap) => Some(snap),
             // The parent only saves reading; without it the backup is a full one.
-            Err(Error::SnapshotNotFound(_)) => rustic_opts.parent_opts.force = true,
+            Err(Error::SnapshotNotFound(_)) => None,
             Err(e) => return Err(e),
-        }
-    }
+        },
+        None => None,
+    };
 
     let mut sopts = SnapshotOptions::default();
     sopts.host = opts.host.clone();
@@ -563,7 +533,15 @@ pub fn backup(
                 shared: shared.clone(),
             };
             monitored(&shared, ctx, None, || {
-                r.archive(&rustic_opts, &src, snap, std::slice::from_ref(&root))
+                archiver::archive(
+                    &r,
+                    be,
+                    &src,
+                    std::slice::from_ref(&root),
+                    parent.as_ref(),
+                    snap,
+                    &shared,
+                )
             })
         }
         Source::Disks { paths } => {
@@ -582,7 +560,7 @@ pub fn backup(
                 shared: shared.clone(),
             };
             monitored(&shared, ctx, None, || {
-                r.archive(&rustic_opts, &src, snap, &backup_paths)
+                archiver::archive(&r, be, &src, &backup_paths, parent.as_ref(), snap, &shared)
             })
         }
     };
@@ -590,7 +568,7 @@ pub fn backup(
     if shared.is_cancelled() && result.is_err() {
         return Err(Error::Cancelled);
     }
-    let snap = result.map_err(map_err)?;
+    let snap = result?;
     let summary = snap.summary.clone().unwrap_or_default();
     let warnings = shared.warnings.lock().expect("warnings lock").clone();
     Ok(BackupOutcome {

@@ -45,6 +45,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 mod backup;
+mod codec;
 mod confine;
 mod drill;
 pub mod failpoint;

@@ -195,6 +195,23 @@ pub(crate) fn pack_backend(cfg: &RepoConfig) -> Result<Arc<dyn WriteBackend>> {
     Ok(backend(cfg, false)?.0)
 }
 
+/// The repository's backend as every writer uses it: packs flushed in the background and
+/// settled before anything names them, snapshots refused once `veto` is set.
+pub(crate) fn guarded(
+    cfg: &RepoConfig,
+    veto: Arc<AtomicBool>,
+    init: bool,
+) -> Result<Arc<dyn WriteBackend>> {
+    let (inner, root) = backend(cfg, init)?;
+    let packs = root.clone().map(PackSync::new);
+    Ok(Arc::new(GuardedBackend {
+        inner,
+        root,
+        packs,
+        veto,
+    }))
+}
+
 fn new_repo(
     cfg: &RepoConfig,
     veto: Arc<AtomicBool>,
@@ -209,15 +226,7 @@ fn new_repo_for(
     bars: Option<Arc<dyn ProgressBars>>,
     init: bool,
 ) -> Result<Repository<()>> {
-    let (inner, root) = backend(cfg, init)?;
-    let packs = root.clone().map(PackSync::new);
-    let guarded = GuardedBackend {
-        inner,
-        root,
-        packs,
-        veto,
-    };
-    let backends = RepositoryBackends::new(Arc::new(guarded), None);
+    let backends = RepositoryBackends::new(guarded(cfg, veto, init)?, None);
     let mut opts = RepositoryOptions::default();
     // No local cache: on local disk it gains nothing; on an object store it would write below
     // the worker's $HOME, and every worker is a fresh process, so it would start cold anyway.

@@ -506,7 +506,7 @@ pub fn restore_scoped(
     // 4. Contents, in parallel, a run of blobs of one pack at a time.
     let (needs, runs) = planner.finish();
     let setup = (|| {
-        let decoder = packs::Decoder::new(&r.key()).map_err(Error::Repository)?;
+        let decoder = packs::Cipher::new(&r.key()).map_err(Error::Repository)?;
         let be = crate::repo::pack_backend(repo)?;
         Ok((decoder, be))
     })();

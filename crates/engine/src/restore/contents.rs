@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use rustic_core::{FileType, WriteBackend};
 
-use super::packs::{self, Decoder, Need, Run, Target};
+use super::packs::{self, Cipher, Need, Run, Target};
 use super::*;
 
 /// What the writer threads share.
 pub(super) struct Contents<'a> {
     pub(super) be: &'a dyn WriteBackend,
-    pub(super) decoder: &'a Decoder,
+    pub(super) decoder: &'a Cipher,
     pub(super) w: &'a Writer<'a>,
     pub(super) entries: &'a [Entry],
     pub(super) in_the_way: &'a [Option<(bool, bool)>],

@@ -13,7 +13,7 @@
 //! - Decoding is restic's format: `nonce (16) | AES-256-CTR ciphertext | Poly1305-AES MAC (16)`,
 //!   zstd-compressed inside when the index gives an uncompressed length. rustic_core 0.13 keeps
 //!   its decrypting backend crate-private, so the MAC check and decryption use the same AEAD
-//!   crate rustic_core does, with the repository's master key ([`Decoder`]); the content is then
+//!   crate rustic_core does, with the repository's master key ([`Cipher`]); the content is then
 //!   checked against the blob's id with rustic_core's own hash check. Any mismatch is an error
 //!   naming the pack and blob: wrong bytes are never returned.
 
@@ -21,10 +21,10 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::ops::Range;
 
-use aes256ctr_poly1305aes::aead::AeadInPlace;
-use aes256ctr_poly1305aes::{Aes256CtrPoly1305Aes, Key, Nonce, Tag};
-use rustic_core::repofile::{MasterKey, PackId};
+use rustic_core::repofile::PackId;
 use rustic_core::BlobId;
+
+pub(super) use crate::codec::{Cipher, Scratch};
 
 /// Most bytes one ranged read asks for (a single larger blob is read alone).
 pub(super) const MAX_READ: u32 = 4 << 20;
@@ -133,110 +133,12 @@ impl Planner {
     }
 }
 
-/// Decrypts, decompresses and checks blobs read raw from packs.
-pub(super) struct Decoder(Aes256CtrPoly1305Aes);
-
-impl Decoder {
-    /// A decoder with the repository's master key: 32 bytes of AES key, then the 16-byte `k`
-    /// and `r` of Poly1305-AES (restic's key layout).
-    pub(super) fn new(key: &MasterKey) -> Result<Self, String> {
-        let (aes, k, r) = (&key.encrypt, &key.mac.k, &key.mac.r);
-        if aes.len() != 32 || k.len() != 16 || r.len() != 16 {
-            return Err(format!(
-                "the repository's master key has an unexpected shape ({}/{}/{} bytes)",
-                aes.len(),
-                k.len(),
-                r.len()
-            ));
-        }
-        let mut bytes = Key::default();
-        bytes[..32].copy_from_slice(aes);
-        bytes[32..48].copy_from_slice(k);
-        bytes[48..].copy_from_slice(r);
-        Ok(Self(Aes256CtrPoly1305Aes::new(&bytes)))
-    }
-
-    /// The content of blob `id` from `raw`, its bytes in the pack, decoded in `scratch`. `Err`:
-    /// why it cannot be trusted.
-    pub(super) fn decode<'s>(
-        &self,
-        scratch: &'s mut Scratch,
-        id: &BlobId,
-        raw: &[u8],
-        uncompressed: Option<NonZeroU32>,
-    ) -> Result<&'s [u8], String> {
-        if raw.len() < 32 {
-            return Err(format!(
-                "blob {id} is {} bytes long in its pack, too short to be encrypted data",
-                raw.len()
-            ));
-        }
-        let (nonce, rest) = raw.split_at(16);
-        let (ciphertext, tag) = rest.split_at(rest.len() - 16);
-        let Scratch {
-            zstd,
-            cipher,
-            plain,
-        } = scratch;
-        cipher.clear();
-        cipher.extend_from_slice(ciphertext);
-        self.0
-            .decrypt_in_place_detached(
-                Nonce::from_slice(nonce),
-                &[],
-                cipher,
-                Tag::from_slice(tag),
-            )
-            .map_err(|_| {
-                format!("blob {id} fails its authentication check (its bytes in the pack were changed or damaged)")
-            })?;
-        let data: &[u8] = match uncompressed {
-            Some(len) => {
-                let len = len.get() as usize;
-                plain.clear();
-                plain.reserve(len);
-                zstd.decompress_to_buffer(cipher, plain)
-                    .map_err(|e| format!("blob {id} does not decompress: {e}"))?;
-                if plain.len() != len {
-                    return Err(format!(
-                        "blob {id} decompresses to {} bytes where the index says {len}",
-                        plain.len()
-                    ));
-                }
-                plain
-            }
-            None => cipher,
-        };
-        if !id.blob_matches_reader(data.len() as u64, &mut &data[..]) {
-            return Err(format!("blob {id}'s content does not match its id"));
-        }
-        Ok(data)
-    }
-}
-
-/// One writer thread's decoding state, reused from blob to blob: a zstd context (creating one
-/// per blob was 5% of a restore's CPU) and the buffers the blob is decrypted and decompressed
-/// into.
-pub(super) struct Scratch {
-    zstd: zstd::bulk::Decompressor<'static>,
-    cipher: Vec<u8>,
-    plain: Vec<u8>,
-}
-
-impl Scratch {
-    pub(super) fn new() -> Result<Self, String> {
-        Ok(Self {
-            zstd: zstd::bulk::Decompressor::new()
-                .map_err(|e| format!("cannot create a zstd context: {e}"))?,
-            cipher: Vec::new(),
-            plain: Vec::new(),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aes256ctr_poly1305aes::aead::AeadInPlace;
+    use aes256ctr_poly1305aes::{Aes256CtrPoly1305Aes, Key};
+    use rustic_core::repofile::MasterKey;
     use rustic_core::Id;
 
     fn id(n: u8) -> BlobId {
@@ -287,7 +189,7 @@ mod tests {
 
     #[test]
     fn a_sealed_blob_decodes_to_its_content_plain_or_compressed() {
-        let d = Decoder::new(&key()).unwrap();
+        let d = Cipher::new(&key()).unwrap();
         let content = b"restic blob content, restic blob content, restic blob content".repeat(50);
         let (id, raw) = sealed(&content, &content);
         let packed = zstd::bulk::compress(&content, 3).unwrap();
@@ -306,7 +208,7 @@ mod tests {
 
     #[test]
     fn a_changed_byte_a_wrong_id_or_a_wrong_length_is_refused() {
-        let d = Decoder::new(&key()).unwrap();
+        let d = Cipher::new(&key()).unwrap();
         let content = b"some content".repeat(10);
         let (id, raw) = sealed(&content, &content);
         for i in [0, 16, raw.len() / 2, raw.len() - 1] {

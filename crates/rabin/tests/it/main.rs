@@ -1,9 +1,11 @@
 //! The patched chunker against the published `rustic_cdc` 0.3.1: same hash after every call, same
-//! chunk boundaries, and boundaries pinned for restic's default polynomial.
+//! chunk boundaries, and boundaries pinned for restic's default polynomial; and `window_cuts`
+//! against the hasher it must agree with.
 
 mod data;
 mod pinned;
 mod upstream;
+mod window_cuts;
 
 /// The lock file must resolve rustic_core's `rustic_cdc` to this crate: with the published crate
 /// also in the graph (as the tests' reference), a lock file merged from elsewhere could quietly keep

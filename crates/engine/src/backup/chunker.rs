@@ -1,0 +1,411 @@
+//! Restic's content-defined chunks, found on every core.
+//!
+//! The boundaries are exactly rustic_core's (and restic's) for the repository's polynomial, so
+//! deduplication against what is already stored is unchanged: a chunk of a file starting at `s`
+//! ends at the first length `n` in `min..max` where the Rabin fingerprint the chunker holds has
+//! its low bits clear (`chunk_size - 1`), else at `max`, else at the end of the file. After a cut
+//! rustic_core refills its 64-byte window from the 63 bytes before `s + min` and slides on from
+//! there, so for the first 64 lengths the fingerprint is not that of the 64 bytes before the cut
+//! (it skips one byte); from `min + 64` on it is. Hence:
+//!
+//! - the fingerprint of every 64-byte window of the file is searched once, in pieces on every
+//!   core ([`Rabin64::window_cuts`]: it depends only on the window, not on where chunks start),
+//! - a serial pass picks each cut: the first 64 lengths with rustic_core's own hasher (the same
+//!   `reset_and_prefill_window` and `slide` calls, so the same values), then the first
+//!   candidate window, then `max`,
+//! - the chunks are hashed and sealed on every core.
+//!
+//! A file is read in blocks of [`BLOCK`] bytes, so memory stays bounded whatever its size.
+
+use std::io::Read;
+
+use rayon::prelude::*;
+use rustic_cdc::{Rabin64, RollingHash64};
+use rustic_core::repofile::{BlobType, ConfigFile};
+use rustic_core::{DataId, Id};
+use sha2::{Digest, Sha256};
+
+use super::archiver::with_sealer;
+use super::packer::Packs;
+use super::Shared;
+use crate::repo::map_err;
+use crate::{Error, Result};
+
+/// Bytes of a file held at once (at least `max` more than a chunk start, so a cut can always be
+/// decided).
+const BLOCK: usize = 16 << 20;
+/// The Rabin window: 2^6 bytes, as restic.
+const WINDOW_BITS: u32 = 6;
+const WINDOW: usize = 1 << WINDOW_BITS;
+/// New bytes searched for candidates in one piece (pieces run in parallel).
+const SCAN_PIECE: usize = 1 << 20;
+/// Zero runs are found in aligned blocks of this size.
+const ZERO_PAGE: usize = 4096;
+
+/// Candidate window ends: a single one, or every end of a run of zeros.
+type Cands = std::ops::RangeInclusive<usize>;
+
+fn is_zero(block: &[u8]) -> bool {
+    // Compares in 64-bit words; the compiler vectorizes it.
+    block
+        .chunks_exact(8)
+        .all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
+}
+
+pub(super) struct Chunker {
+    rabin: Rabin64,
+    min: usize,
+    max: usize,
+    mask: u64,
+}
+
+impl Chunker {
+    pub(super) fn new(config: &ConfigFile) -> Result<Self> {
+        if !matches!(config.chunker(), rustic_core::repofile::Chunker::Rabin) {
+            return Err(Error::Repository(
+                "the repository uses fixed-size chunks, which rsvault does not write".into(),
+            ));
+        }
+        let poly = config.poly().map_err(map_err)?;
+        let (size, min, max) = (
+            config.chunk_size(),
+            config.chunk_min_size(),
+            config.chunk_max_size(),
+        );
+        if !size.is_power_of_two() || min < WINDOW || min > size || max < size || max > BLOCK / 2 {
+            return Err(Error::Repository(format!(
+                "unsupported chunk sizes in the repository's config: {min} / {size} / {max}"
+            )));
+        }
+        Ok(Self::with(
+            Rabin64::new_with_polynom(WINDOW_BITS, &poly),
+            min,
+            size,
+            max,
+        ))
+    }
+
+    fn with(rabin: Rabin64, min: usize, size: usize, max: usize) -> Self {
+        Self {
+            rabin,
+            min,
+            max,
+            mask: size as u64 - 1,
+        }
+    }
+
+    /// Reads all of `r`, stores every chunk not stored yet, and returns the chunks' ids in
+    /// order and the bytes read.
+    pub(super) fn store(
+        &self,
+        r: impl Read,
+        size_hint: u64,
+        packs: &Packs,
+        shared: &Shared,
+    ) -> Result<(Vec<DataId>, u64)> {
+        let mut ids = Vec::new();
+        let mut total = 0u64;
+        self.cut_all(r, size_hint, |chunks| {
+            let stored: Vec<Result<DataId>> = chunks
+                .par_iter()
+                .map(|chunk| {
+                    let id = Id::new(Sha256::digest(chunk).into());
+                    if packs.claim(&id) {
+                        with_sealer(packs.level(), |s| packs.add(s, BlobType::Data, id, chunk))?;
+                    }
+                    shared
+                        .bytes_done
+                        .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    Ok(DataId::from(id))
+                })
+                .collect();
+            for (id, chunk) in stored.into_iter().zip(chunks) {
+                ids.push(id?);
+                total += chunk.len() as u64;
+            }
+            Ok(())
+        })?;
+        Ok((ids, total))
+    }
+
+    /// Reads all of `r` and hands its chunks to `each`, a block's worth at a time, in order.
+    fn cut_all(
+        &self,
+        mut r: impl Read,
+        size_hint: u64,
+        mut each: impl FnMut(&[&[u8]]) -> Result<()>,
+    ) -> Result<()> {
+        let first = usize::try_from(size_hint).unwrap_or(BLOCK).min(BLOCK);
+        let mut buf: Vec<u8> = Vec::with_capacity(first + 1);
+        let mut cands: Vec<Cands> = Vec::new();
+        let mut scanned = 0usize;
+        let mut eof = false;
+        loop {
+            if !eof {
+                let want = BLOCK.saturating_sub(buf.len()).max(1);
+                let got = (&mut r)
+                    .take(want as u64)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| Error::SourceUnavailable(format!("read failed: {e}")))?;
+                eof = got < want;
+            }
+            self.scan(&buf, scanned, &mut cands);
+            scanned = buf.len() + 1;
+
+            let mut chunks = Vec::new();
+            let mut s = 0;
+            let mut ci = 0;
+            while let Some(e) = self.next_cut(&buf, s, eof, &cands, &mut ci) {
+                chunks.push(&buf[s..e]);
+                s = e;
+            }
+            if !chunks.is_empty() {
+                each(&chunks)?;
+            }
+            if eof {
+                return Ok(());
+            }
+            buf.drain(..s);
+            cands.retain(|c| *c.end() > s);
+            for c in &mut cands {
+                *c = (*c.start()).max(s + 1) - s..=*c.end() - s;
+            }
+            scanned -= s;
+        }
+    }
+
+    /// Appends the candidate window ends in `from..=buf.len()`, searched in parallel pieces.
+    fn scan(&self, buf: &[u8], from: usize, cands: &mut Vec<Cands>) {
+        let from = from.max(WINDOW);
+        if from > buf.len() {
+            return;
+        }
+        let starts: Vec<usize> = (from..=buf.len()).step_by(SCAN_PIECE).collect();
+        let found: Vec<Vec<Cands>> = starts
+            .par_iter()
+            .map(|&a| self.scan_piece(buf, a, (a + SCAN_PIECE - 1).min(buf.len())))
+            .collect();
+        for f in found {
+            cands.extend(f);
+        }
+    }
+
+    /// The candidates among window ends `a..=b`. Runs of zeros are not searched: every window
+    /// inside one has the fingerprint 0, so each of its ends is a candidate, and a sparse disk
+    /// image would otherwise list hundreds of millions of them.
+    fn scan_piece(&self, buf: &[u8], a: usize, b: usize) -> Vec<Cands> {
+        let mut out = Vec::new();
+        let mut ends = Vec::new();
+        let mut searched = |from: usize, to: usize, out: &mut Vec<Cands>| {
+            // Window ends from..=to.
+            if from <= to {
+                ends.clear();
+                self.rabin
+                    .window_cuts(&buf[..to], from, self.mask, &mut ends);
+                out.extend(ends.iter().map(|&e| e..=e));
+            }
+        };
+        let mut next = a;
+        // Zero runs are looked for in whole aligned pages (holes and preallocated space are).
+        let mut page = a.next_multiple_of(ZERO_PAGE);
+        while page + ZERO_PAGE <= b {
+            if !is_zero(&buf[page..page + ZERO_PAGE]) {
+                page += ZERO_PAGE;
+                continue;
+            }
+            let mut end = page + ZERO_PAGE;
+            while end + ZERO_PAGE <= b && is_zero(&buf[end..end + ZERO_PAGE]) {
+                end += ZERO_PAGE;
+            }
+            // Windows wholly inside the run end at page + 64 ..= end.
+            searched(next, page + WINDOW - 1, &mut out);
+            out.push(page + WINDOW..=end);
+            next = end + 1;
+            page = end + ZERO_PAGE;
+            page -= page % ZERO_PAGE;
+        }
+        searched(next, b, &mut out);
+        out
+    }
+
+    /// The end of the chunk starting at `s`, or `None` if deciding it needs more bytes (or
+    /// nothing is left). `cands`: candidate window ends, sorted; `ci` moves forward only.
+    fn next_cut(
+        &self,
+        buf: &[u8],
+        s: usize,
+        eof: bool,
+        cands: &[Cands],
+        ci: &mut usize,
+    ) -> Option<usize> {
+        let n = buf.len();
+        let more = |at_end: usize| if eof { Some(at_end) } else { None };
+        if s >= n {
+            return None;
+        }
+        if s + self.min >= n {
+            return more(n);
+        }
+        // The first 64 lengths: rustic_core's hasher, call for call.
+        let mut rabin = self.rabin.clone();
+        _ = rabin.reset_and_prefill_window(
+            &mut buf[s + self.min - WINDOW..s + self.min].iter().copied(),
+        );
+        for k in 0..WINDOW {
+            let len = self.min + k;
+            if len >= self.max {
+                return Some(s + self.max);
+            }
+            if rabin.hash & self.mask == 0 {
+                return Some(s + len);
+            }
+            if s + len == n {
+                return more(n);
+            }
+            rabin.slide(buf[s + len]);
+        }
+        // From here on the fingerprint is the window's.
+        let from = s + self.min + WINDOW;
+        let limit = s + self.max;
+        while cands.get(*ci).is_some_and(|c| *c.end() < from) {
+            *ci += 1;
+        }
+        match cands.get(*ci).map(|c| (*c.start()).max(from)) {
+            Some(e) if e < limit => Some(e),
+            _ if limit <= n => Some(limit),
+            _ => more(n),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// rustic_core's chunker loop (`chunker/rabin.rs`), restated over a slice: the reference
+    /// the parallel search must agree with, cut for cut.
+    fn reference(data: &[u8], poly: u64, min: usize, size: usize, max: usize) -> Vec<usize> {
+        let mask = size as u64 - 1;
+        let mut rabin = Rabin64::new_with_polynom(WINDOW_BITS, &poly);
+        let mut cuts = Vec::new();
+        let mut s = 0;
+        while s < data.len() {
+            if data.len() - s <= min {
+                cuts.push(data.len());
+                break;
+            }
+            _ = rabin.reset_and_prefill_window(&mut data[s + min - 64..s + min].iter().copied());
+            let mut len = min;
+            loop {
+                if len >= max || rabin.hash & mask == 0 || s + len == data.len() {
+                    break;
+                }
+                rabin.slide(data[s + len]);
+                len += 1;
+            }
+            cuts.push(s + len);
+            s += len;
+        }
+        cuts
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn ours(data: &[u8], c: &Chunker) -> Vec<usize> {
+        let mut cuts = Vec::new();
+        let mut at = 0;
+        c.cut_all(data, data.len() as u64, |chunks| {
+            for ch in chunks {
+                at += ch.len();
+                cuts.push(at);
+            }
+            Ok(())
+        })
+        .unwrap();
+        cuts
+    }
+
+    #[test]
+    fn cuts_are_rustic_cores_for_every_length_and_across_blocks() {
+        // Small sizes so a test file spans many chunks and several blocks.
+        for poly in [0x003D_A335_8B4D_C173_u64, 0x002E_2D4E_1F6B_8799] {
+            for (min, size, max) in [(128, 256, 1024), (512, 4096, 8192), (100, 128, 129)] {
+                let c = Chunker::with(
+                    Rabin64::new_with_polynom(WINDOW_BITS, &poly),
+                    min,
+                    size,
+                    max,
+                );
+                for len in [
+                    0,
+                    1,
+                    63,
+                    64,
+                    127,
+                    128,
+                    129,
+                    1000,
+                    4096,
+                    100_000,
+                    BLOCK + 12_345,
+                ] {
+                    let data = noise(len, poly ^ len as u64);
+                    assert_eq!(
+                        ours(&data, &c),
+                        reference(&data, poly, min, size, max),
+                        "poly {poly:#x}, sizes {min}/{size}/{max}, length {len}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zeros_and_repeats_cut_as_rustic_core_does() {
+        let poly = 0x003D_A335_8B4D_C173_u64;
+        let c = Chunker::with(
+            Rabin64::new_with_polynom(WINDOW_BITS, &poly),
+            512,
+            1024,
+            4096,
+        );
+        let mut data = vec![0u8; 50_000];
+        data.extend(b"abc".repeat(20_000));
+        data.extend(noise(30_000, 9));
+        assert_eq!(ours(&data, &c), reference(&data, poly, 512, 1024, 4096));
+    }
+
+    #[test]
+    fn a_sparse_image_cuts_as_rustic_core_does_with_restics_sizes() {
+        // Holes at and off page boundaries, longer than a block and shorter than a window.
+        let poly = 0x003D_A335_8B4D_C173_u64;
+        let c = Chunker::with(
+            Rabin64::new_with_polynom(WINDOW_BITS, &poly),
+            512 << 10,
+            1 << 20,
+            8 << 20,
+        );
+        let mut data = noise(3_000_001, 1);
+        data.extend(vec![0u8; BLOCK + 40_000]);
+        data.extend(noise(1_234_567, 2));
+        data.extend(vec![0u8; 5_000]);
+        data.extend(noise(700_000, 3));
+        data.extend(vec![0u8; 9_000_000]);
+        data.push(1);
+        data.extend(vec![0u8; 63]);
+        data.extend(noise(2_000_000, 4));
+        let cuts = ours(&data, &c);
+        assert_eq!(cuts, reference(&data, poly, 512 << 10, 1 << 20, 8 << 20));
+        assert!(cuts.len() > 20, "{cuts:?}");
+    }
+}
