@@ -1,9 +1,12 @@
 //! Backup of a directory tree or a set of disk images / block devices.
 //!
-//! rustic_core's archiver drives the work; rsvault wraps the read side (`ReadSource`) to add what
-//! a service needs: cancellation (entries stop, reads fail, and the guarded backend refuses the
-//! snapshot), warnings collected per job (unreadable files, files changed during read, skipped
-//! special files), progress with totals, and a read-throughput limit.
+//! rsvault's own archiver ([`archiver`]) drives the work on rustic_core's public API: rustic's
+//! source walk and node metadata, restic's chunk boundaries, tree and index formats, with the
+//! pipeline, the packer and the chunk search its own (issue #10). This file wraps the read
+//! side (`ReadSource`) to add what a service needs: cancellation (entries stop, reads fail, and
+//! the guarded backend refuses the snapshot), warnings collected per job (unreadable files,
+//! files changed during read, skipped special files), progress with totals, and a
+//! read-throughput limit.
 
 use std::fs::{self, File};
 use std::io::{self, Read};

@@ -143,7 +143,7 @@ where
             s.spawn(move || walk(src, parent_tree, &trees, packs, shared, &tx))
         };
         for mut batch in rx {
-            read_batch(&mut batch, &chunker, &packs, shared);
+            read_batch(&mut batch, &chunker, &packs, shared)?;
             for step in batch {
                 builder.add(step, &packs)?;
             }
@@ -514,13 +514,17 @@ pub(super) fn with_sealer<T>(
 }
 
 /// Reads, chunks and seals the files of a batch that need it, on every core.
+///
+/// A file the source cannot read is left out (the source has said why, as a warning of the
+/// job); anything else that fails, such as writing a pack, fails the backup: a snapshot must
+/// never lack a file because the repository refused its bytes.
 fn read_batch<O: ReadSourceOpen + Send>(
     batch: &mut [Step<O>],
     chunker: &Chunker,
     packs: &Packs,
     shared: &Shared,
-) {
-    batch.par_iter_mut().for_each(|step| {
+) -> Result<()> {
+    batch.par_iter_mut().try_for_each(|step| {
         let Step::Entry {
             node,
             open,
@@ -529,37 +533,40 @@ fn read_batch<O: ReadSourceOpen + Send>(
             ..
         } = step
         else {
-            return;
+            return Ok(());
         };
         let Some(open) = open.take() else {
-            return;
+            return Ok(());
         };
         if shared.is_cancelled() {
             *ok = false;
-            return;
+            return Ok(());
         }
         let reader = match open.open() {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!("ignoring error: {}", e.display_log());
                 *ok = false;
-                return;
+                return Ok(());
             }
         };
         match chunker.store(reader, node.meta.size, packs, shared) {
             Ok((ids, total)) => {
                 node.content = Some(ids);
                 *size = total;
+                Ok(())
             }
-            Err(e) => {
+            Err(Error::SourceUnavailable(e)) => {
                 tracing::warn!(
                     "ignoring error reading {}: {e}",
                     node.name().to_string_lossy()
                 );
                 *ok = false;
+                Ok(())
             }
+            Err(e) => Err(e),
         }
-    });
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -764,3 +764,48 @@ fn overwrite_renames_files_in_batches_only_after_they_are_written() {
         .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
+
+/// A pack the repository refuses in the middle of a backup fails the backup: it must not leave
+/// the file whose bytes were refused out of a snapshot that otherwise looks complete.
+#[test]
+fn a_pack_write_failing_mid_backup_fails_it_and_commits_no_snapshot() {
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // More than one data pack (32 MiB) of new data, so a pack is written while files are read.
+    fs::write(src.join("a.bin"), random_bytes(48 << 20, 21)).unwrap();
+    fs::write(src.join("b.txt"), b"small").unwrap();
+    let data = fx.repo.path.join("data");
+    let fired = Arc::new(AtomicBool::new(false));
+    {
+        let (a, b) = (src.join("a.bin"), src.join("b.txt"));
+        let (data, fired) = (data.clone(), fired.clone());
+        rsvault_engine::failpoint::add(
+            "backup.open",
+            Arc::new(move |p: &str| {
+                if p == a.to_string_lossy() && !fired.swap(true, Ordering::SeqCst) {
+                    // Even root cannot write packs below a plain file.
+                    fs::rename(&data, data.with_extension("moved")).unwrap();
+                    fs::write(&data, b"not a directory").unwrap();
+                } else if p == b.to_string_lossy() && data.is_file() {
+                    // The repository recovers before the next file (read after a.bin's batch):
+                    // a backup that went on would now commit a snapshot without a.bin.
+                    fs::remove_file(&data).unwrap();
+                    fs::rename(data.with_extension("moved"), &data).unwrap();
+                }
+            }),
+        );
+    }
+    let res = rsvault_engine::backup(
+        &fx.repo,
+        &rsvault_engine::Source::Directory { path: src.clone() },
+        &rsvault_engine::BackupOptions::default(),
+        &TestCtx::default(),
+    );
+    assert!(fired.load(Ordering::SeqCst), "the failpoint never ran");
+    assert!(matches!(&res, Err(Error::Repository(_))), "{res:?}");
+    let snapshots = fs::read_dir(fx.repo.path.join("snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(snapshots, 0, "a snapshot was written");
+}
