@@ -19,9 +19,8 @@
 
 use std::cell::RefCell;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
 
 use rayon::prelude::*;
 use rustic_core::repofile::{
@@ -69,6 +68,78 @@ enum Step<O> {
     },
 }
 
+/// Batches being read at once.
+const IN_FLIGHT: usize = 3;
+
+/// A counting semaphore: at most `n` batches in flight.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn new(n: usize) -> Self {
+        Self {
+            free: Mutex::new(n),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn take(&self) {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        while *free == 0 {
+            free = self
+                .freed
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *free -= 1;
+    }
+
+    fn give(&self) {
+        *self.free.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.freed.notify_one();
+    }
+}
+
+/// Builds the trees of read batches in the order they were walked. On a failure it sets
+/// `failed` (no further batch is started) and returns it.
+fn build_in_order<O>(
+    mut builder: Builder,
+    done: mpsc::Receiver<(usize, Result<()>, Vec<Step<O>>)>,
+    packs: &Packs,
+    failed: &AtomicBool,
+) -> Result<Builder> {
+    let mut waiting = std::collections::BTreeMap::new();
+    let mut next = 0;
+    let result = (|| {
+        for (seq, read, batch) in done {
+            read?;
+            _ = waiting.insert(seq, batch);
+            while let Some(batch) = waiting.remove(&next) {
+                for step in batch {
+                    builder.add(step, packs)?;
+                }
+                next += 1;
+            }
+        }
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Repository(
+                "a batch of the backup was never read".into(),
+            ))
+        }
+    })();
+    match result {
+        Ok(()) => Ok(builder),
+        Err(e) => {
+            failed.store(true, Ordering::SeqCst);
+            Err(e)
+        }
+    }
+}
+
 /// Backs up `src` into the repository and saves the snapshot; returns it.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn archive<R, S>(
@@ -106,55 +177,72 @@ where
         snap.parents = vec![p.id];
     }
 
-    let known = Known::load(repo)?;
+    let mut known = Known::load(repo)?;
     let cipher = Cipher::new(&repo.key()).map_err(Error::Repository)?;
     let config = repo.config();
     let chunker = Chunker::new(config)?;
-    let trees = Arc::new(TreeReader {
-        be: be.clone(),
+    let mut seen = std::mem::take(&mut known.data);
+    seen.extend(known.trees.keys().copied());
+    let packs = Packs::new(be.clone(), cipher, config, &known, seen)?;
+    let trees = TreeReader {
+        be,
         cipher: Cipher::new(&repo.key()).map_err(Error::Repository)?,
-        at: known.trees.clone(),
-    });
-    let seen = known
-        .data
-        .iter()
-        .chain(known.trees.keys())
-        .copied()
-        .collect();
-    let packs = Packs::new(be, cipher, config, &known, seen)?;
-    drop(known);
+        at: std::mem::take(&mut known.trees),
+    };
     let parent_tree = parent_snap.map(|p| p.tree);
 
-    let mut builder = Builder {
+    let builder = Builder {
         stack: Vec::new(),
         tree: Tree::default(),
         summary,
         sealer: Sealer::new(packs.level())?,
     };
-    std::thread::scope(|s| -> Result<()> {
+    let failed = AtomicBool::new(false);
+    let mut builder = std::thread::scope(|s| -> Result<Builder> {
         let sizer = s.spawn(|| {
             // Totals for progress; the source counts them (and says when it is done).
             _ = src.size();
         });
         let (tx, rx) = mpsc::sync_channel::<Vec<Step<R::Open>>>(2);
         let walker = {
-            let trees = trees.clone();
-            let packs = &packs;
-            s.spawn(move || walk(src, parent_tree, &trees, packs, shared, &tx))
+            let (trees, packs) = (&trees, &packs);
+            s.spawn(move || walk(src, parent_tree, trees, packs, shared, &tx))
         };
-        for mut batch in rx {
-            read_batch(&mut batch, &chunker, &packs, shared)?;
-            for step in batch {
-                builder.add(step, &packs)?;
+        // Batches are read on the pool, several at once, and built into trees in order on a
+        // thread of their own: no core waits for the slowest file of a batch or for the trees.
+        let (done_tx, done_rx) = mpsc::channel::<(usize, Result<()>, Vec<Step<R::Open>>)>();
+        let build = {
+            let (packs, failed) = (&packs, &failed);
+            s.spawn(move || build_in_order(builder, done_rx, packs, failed))
+        };
+        let slots = Slots::new(IN_FLIGHT);
+        rayon::in_place_scope(|pool| {
+            for (seq, mut batch) in rx.into_iter().enumerate() {
+                if failed.load(Ordering::SeqCst) {
+                    break;
+                }
+                slots.take();
+                let (done_tx, slots) = (done_tx.clone(), &slots);
+                let (chunker, packs) = (&chunker, &packs);
+                pool.spawn(move |_| {
+                    let read = read_batch(&mut batch, chunker, packs, shared);
+                    // The builder only goes away after a failure, which it reports itself.
+                    _ = done_tx.send((seq, read, batch));
+                    slots.give();
+                });
             }
-        }
+        });
+        drop(done_tx);
+        let builder = build
+            .join()
+            .map_err(|_| Error::Repository("the tree builder panicked".into()))??;
         walker
             .join()
             .map_err(|_| Error::Repository("the walker thread panicked".into()))??;
         sizer
             .join()
             .map_err(|_| Error::Repository("the size scan panicked".into()))?;
-        Ok(())
+        Ok(builder)
     })?;
     if shared.is_cancelled() {
         return Err(Error::Cancelled);
