@@ -16,7 +16,7 @@ static HOOKS: Mutex<Vec<(String, Hook)>> = Mutex::new(Vec::new());
 /// Points: `backup.open` (absolute path, before a backup opens a file the walk found),
 /// `restore.open` (target path joined with the entry, before a restore opens a file to write),
 /// `restore.settle` (the target path, before a batch of written files is synced and renamed into
-/// place).
+/// place), `backup.pack` (the backend's location, `/` and the pack's id, before a backup writes a pack).
 pub fn add(name: &str, hook: Hook) {
     HOOKS
         .lock()

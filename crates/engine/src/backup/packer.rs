@@ -332,6 +332,10 @@ impl Packs {
         let size = u32::try_from(pack.bytes.len())
             .map_err(|_| Error::Repository("a pack grew beyond 4 GiB".into()))?;
         let id = Id::new(Sha256::digest(&pack.bytes).into());
+        crate::failpoint::hit(
+            "backup.pack",
+            &format!("{}/{}", self.be.location(), id.to_hex().as_str()),
+        );
         self.be
             .write_bytes(FileType::Pack, &id, false, pack.bytes.into())
             .map_err(map_err)?;
