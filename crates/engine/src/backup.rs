@@ -162,17 +162,19 @@ impl Read for GuardedReader {
             return Err(io::Error::other("backup cancelled"));
         }
         let want = buf.len().min(1 << 20);
-        if let Some(t) = &self.shared.throttle {
-            if !t.acquire(want as u64, &self.shared.cancelled) {
-                return Err(io::Error::other("backup cancelled"));
-            }
-        }
         match self.file.read(&mut buf[..want]) {
             Ok(0) => {
                 self.check_changed();
                 Ok(0)
             }
             Ok(n) => {
+                // The limit is charged for what was read, not what was asked for: a large
+                // buffer near the end of a file must not wait for bytes it will not get.
+                if let Some(t) = &self.shared.throttle {
+                    if !t.acquire(n as u64, &self.shared.cancelled) {
+                        return Err(io::Error::other("backup cancelled"));
+                    }
+                }
                 self.read += n as u64;
                 self.shared
                     .bytes_read
