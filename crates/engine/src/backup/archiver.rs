@@ -5,8 +5,8 @@
 //!   ([`Trees`], as rustic_core's tree iterator does), matches each against the parent snapshot
 //!   ([`Parent`], rustic_core's rules) and hands them over in batches of up to [`BATCH_FILES`]
 //!   entries or [`BATCH_BYTES`] to read: one hand-off per batch, not three per blob.
-//! - The calling thread reads, chunks, hashes and seals a batch's files on rayon's pool, one
-//!   task per file; a large file is itself split, its cut candidates searched and its chunks
+//! - A rayon pool of two threads per core reads, chunks, hashes and seals the batches' files,
+//!   several batches at once, one task per file; a large file is itself split, its cut candidates searched and its chunks
 //!   sealed on every core ([`super::chunker`]), so one big changed file no longer runs on one.
 //! - Then, in order, it builds each directory's tree, seals the trees, and at the end writes
 //!   the last packs, the index and the snapshot ([`super::packer`]).
@@ -198,6 +198,14 @@ where
         sealer: Sealer::new(packs.level())?,
     };
     let failed = AtomicBool::new(false);
+    // Two threads per core: a thread waiting for a read from disk leaves its core to another
+    // (cold cache, 30k files: 9.8 s with one per core, 8.5–8.9 s with two; warm, no difference).
+    let threads = 2 * std::thread::available_parallelism().map_or(2, usize::from);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("archive-{i}"))
+        .build()
+        .map_err(|e| Error::Repository(format!("cannot start the archiver's threads: {e}")))?;
     let mut builder = std::thread::scope(|s| -> Result<Builder> {
         let sizer = s.spawn(|| {
             // Totals for progress; the source counts them (and says when it is done).
@@ -216,7 +224,7 @@ where
             s.spawn(move || build_in_order(builder, done_rx, packs, failed))
         };
         let slots = Slots::new(IN_FLIGHT);
-        rayon::in_place_scope(|pool| {
+        pool.in_place_scope(|pool| {
             for (seq, mut batch) in rx.into_iter().enumerate() {
                 if failed.load(Ordering::SeqCst) {
                     break;
