@@ -181,9 +181,10 @@ where
     let cipher = Cipher::new(&repo.key()).map_err(Error::Repository)?;
     let config = repo.config();
     let chunker = Chunker::new(config)?;
-    let mut seen = std::mem::take(&mut known.data);
-    seen.extend(known.trees.keys().copied());
-    let packs = Packs::new(be.clone(), cipher, config, &known, seen)?;
+    let mut stored = std::mem::take(&mut known.data);
+    stored.extend(known.trees.keys().copied());
+    stored.sort_unstable();
+    let packs = Packs::new(be.clone(), cipher, config, &known, stored)?;
     let trees = TreeReader {
         be,
         cipher: Cipher::new(&repo.key()).map_err(Error::Repository)?,

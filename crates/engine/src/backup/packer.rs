@@ -56,8 +56,9 @@ pub(super) struct TreeAt {
 /// What the repository's index says, as far as a backup needs it.
 #[derive(Default)]
 pub(super) struct Known {
-    /// Data blobs already stored.
-    pub(super) data: IdSet,
+    /// Data blobs already stored, sorted (a million ids take 32 MB this way, three times that
+    /// in a hash set).
+    pub(super) data: Vec<Id>,
     /// Tree blobs already stored, and where (parent trees are read from there).
     pub(super) trees: HashMap<Id, TreeAt, BuildHasherDefault<IdHasher>>,
     /// Bytes of data blobs in the repository (it sizes new packs, as rustic_core's does).
@@ -78,7 +79,7 @@ impl Known {
                     match blob.tpe {
                         BlobType::Data => {
                             known.data_bytes += u64::from(loc.length);
-                            _ = known.data.insert(*blob.id);
+                            known.data.push(*blob.id);
                         }
                         BlobType::Tree => {
                             known.tree_bytes += u64::from(loc.length);
@@ -96,6 +97,8 @@ impl Known {
                 }
             }
         }
+        known.data.sort_unstable();
+        known.data.dedup();
         Ok(known)
     }
 }
@@ -178,12 +181,19 @@ pub(super) struct Packs {
     tree: Mutex<Open>,
     data_target: u32,
     tree_target: u32,
-    /// Blobs stored before or claimed by this backup: each is sealed once.
+    /// Blobs stored before this backup, sorted.
+    stored: Vec<Id>,
+    /// Blobs claimed by this backup: each is sealed once.
     seen: Mutex<IdSet>,
     /// Packs written, for the next index file.
     written: Mutex<Vec<Pack>>,
     totals: Mutex<(Added, Added)>,
 }
+
+/// Blobs named by one index file. Written as packs accumulate, as rustic_core's indexer does, so
+/// a backup of a million small files never holds (or serializes) its whole index at once, and
+/// the packs of a backup that is interrupted later are already named.
+const INDEX_BLOBS: usize = 50_000;
 
 /// Largest pack target; offsets in a pack are 32-bit.
 const MAX_PACK: u32 = 1 << 31;
@@ -204,7 +214,7 @@ impl Packs {
         cipher: Cipher,
         config: &ConfigFile,
         known: &Known,
-        seen: IdSet,
+        stored: Vec<Id>,
     ) -> Result<Self> {
         Ok(Self {
             be,
@@ -215,7 +225,8 @@ impl Packs {
             tree: Mutex::default(),
             data_target: target_size(config, BlobType::Data, known.data_bytes),
             tree_target: target_size(config, BlobType::Tree, known.tree_bytes),
-            seen: Mutex::new(seen),
+            stored,
+            seen: Mutex::default(),
             written: Mutex::default(),
             totals: Mutex::default(),
         })
@@ -227,13 +238,13 @@ impl Packs {
 
     /// Whether blob `id` is stored, or claimed by this backup.
     pub(super) fn has(&self, id: &Id) -> bool {
-        lock(&self.seen).contains(id)
+        self.stored.binary_search(id).is_ok() || lock(&self.seen).contains(id)
     }
 
     /// Claims `id` for this backup: true if no blob of that id is stored or being stored yet,
     /// and the caller must then [`add`](Self::add) it.
     pub(super) fn claim(&self, id: &Id) -> bool {
-        lock(&self.seen).insert(*id)
+        self.stored.binary_search(id).is_err() && lock(&self.seen).insert(*id)
     }
 
     /// Seals `data` (blob `id`, claimed by the caller) and appends it to the open pack of its
@@ -339,23 +350,33 @@ impl Packs {
         self.be
             .write_bytes(FileType::Pack, &id, false, pack.bytes.into())
             .map_err(map_err)?;
-        lock(&self.written).push(Pack {
-            id: PackId::from(id),
-            size,
-            blobs: pack.blobs,
-        });
-        let mut totals = lock(&self.totals);
-        let t = match tpe {
-            BlobType::Data => &mut totals.0,
-            BlobType::Tree => &mut totals.1,
+        {
+            let mut totals = lock(&self.totals);
+            let t = match tpe {
+                BlobType::Data => &mut totals.0,
+                BlobType::Tree => &mut totals.1,
+            };
+            t.blobs += pack.added.blobs;
+            t.bytes += pack.added.bytes;
+            t.packed += pack.added.packed;
+        }
+        let full = {
+            let mut written = lock(&self.written);
+            written.push(Pack {
+                id: PackId::from(id),
+                size,
+                blobs: pack.blobs,
+            });
+            (written.iter().map(|p| p.blobs.len()).sum::<usize>() >= INDEX_BLOBS)
+                .then(|| std::mem::take(&mut *written))
         };
-        t.blobs += pack.added.blobs;
-        t.bytes += pack.added.bytes;
-        t.packed += pack.added.packed;
-        Ok(())
+        match full {
+            Some(packs) => self.save_file(FileType::Index, &Index { packs }).map(drop),
+            None => Ok(()),
+        }
     }
 
-    /// Writes the packs still open, then one index file naming every pack written. Returns
+    /// Writes the packs still open, then an index file naming the packs no index names yet. Returns
     /// what was added: (data, trees).
     pub(super) fn finish(&self) -> Result<(Added, Added)> {
         for tpe in [BlobType::Data, BlobType::Tree] {
