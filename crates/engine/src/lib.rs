@@ -18,6 +18,10 @@
 //!   as a byte stream and always re-read (their mtime says nothing about their blocks).
 //!
 //! # What rsvault adds to rustic_core
+//! - Backups run rsvault's own archiver on rustic_core's public API (`backup/archiver.rs`):
+//!   rustic's source walk, node metadata, tree JSON and restic's chunk boundaries, with batches
+//!   handed to a pool of two threads per core, large files cut on every core, each thread
+//!   sealing its own blobs, and packs and index files written by rsvault (issue #10).
 //! - Cancellation ([`JobContext::is_cancelled`], polled every 50 ms): the source stops yielding
 //!   entries, reads fail, and the repository backend refuses the snapshot write, so a cancelled
 //!   backup never commits a snapshot. Restores check before every blob.

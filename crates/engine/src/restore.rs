@@ -389,6 +389,9 @@ pub fn restore_scoped(
     // Directories already cleared of the temporary files of killed restores (issue #9).
     let mut swept: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let setup = (|| -> Result<()> {
+        // Files to create, and files with their temporary name (or `None`: written in place).
+        let mut to_create: Vec<(usize, &Path, u64)> = Vec::new();
+        let mut made: Vec<(usize, Option<OsString>, (u64, u64))> = Vec::new();
         for (i, e) in entries.iter().enumerate() {
             if skip[i] {
                 continue;
@@ -434,7 +437,7 @@ pub fn restore_scoped(
                 NodeType::File => {
                     let in_place = scope.original_location
                         && in_the_way[i].is_some_and(|(_, blockdev)| blockdev);
-                    let (tmp, id) = if in_place {
+                    if in_place {
                         let fd = openat(
                             dir,
                             name,
@@ -443,56 +446,63 @@ pub fn restore_scoped(
                         )
                         .map_err(|err| io_error(&path, &nix_io(err)))?;
                         let st = fstat(&fd).map_err(|err| io_error(&path, &nix_io(err)))?;
-                        (None, stat_id(&st))
+                        made.push((i, None, stat_id(&st)));
                     } else {
-                        let (tmp, f) = create_temp(dir, i).map_err(|err| io_error(&path, &err))?;
-                        let res = f
-                            .set_len(e.node.meta.size)
-                            .and_then(|()| f.metadata())
-                            .map_err(|err| io_error(&path, &err));
-                        let meta = match res {
-                            Ok(m) => m,
-                            Err(err) => {
-                                let _ = nix::unistd::unlinkat(
-                                    dir,
-                                    tmp.as_os_str(),
-                                    nix::unistd::UnlinkatFlags::NoRemoveDir,
-                                );
-                                return Err(err);
-                            }
-                        };
-                        use std::os::unix::fs::MetadataExt;
-                        (Some(tmp), (meta.dev(), meta.ino()))
-                    };
-                    let content = e.node.content.as_deref().unwrap_or(&[]);
-                    let file_idx = files.len();
-                    let planned = contents::plan_file(&r, &mut planner, file_idx, content);
-                    if let Err(reason) = &planned {
-                        let _ = first_damage.set(format!("{}: {reason}", e.rel.display()));
-                    }
-                    let n_targets = *planned.as_ref().unwrap_or(&0);
-                    files.push(FileJob {
-                        entry: i,
-                        size: e.node.meta.size,
-                        remaining: AtomicUsize::new(n_targets),
-                        started: AtomicBool::new(false),
-                        damaged: AtomicBool::new(planned.is_err()),
-                        tmp,
-                        id,
-                        settled: AtomicBool::new(false),
-                    });
-                    shared.files_total.fetch_add(1, Ordering::Relaxed);
-                    shared
-                        .bytes_total
-                        .fetch_add(e.node.meta.size, Ordering::Relaxed);
-                    if n_targets == 0 {
-                        // Empty files are complete once created (damaged ones removed).
-                        let f = w.reopen(&entries[i], &files[file_idx])?;
-                        w.finish_file(file_idx, &entries, &files, &f, in_the_way[i], &shared)?;
-                        shared.files_done.fetch_add(1, Ordering::Relaxed);
+                        to_create.push((i, e.rel.as_path(), e.node.meta.size));
                     }
                 }
                 _ => {}
+            }
+        }
+        // The temporary files, on every core (one after another they were most of a restore's
+        // serial start), then each file's job in entry order.
+        let temps = create_temps(&target, shown, &to_create)?;
+        made.extend(
+            to_create
+                .iter()
+                .zip(temps)
+                .map(|(&(i, _, _), (tmp, id))| (i, Some(tmp), id)),
+        );
+        made.sort_by_key(|(i, _, _)| *i);
+        // Every created file gets its job before anything else can fail, so a failure below
+        // still removes all of them (`clean_up`).
+        for (i, tmp, id) in made.drain(..) {
+            let e = &entries[i];
+            let content = e.node.content.as_deref().unwrap_or(&[]);
+            let file_idx = files.len();
+            let planned = contents::plan_file(&r, &mut planner, file_idx, content);
+            if let Err(reason) = &planned {
+                let _ = first_damage.set(format!("{}: {reason}", e.rel.display()));
+            }
+            let n_targets = *planned.as_ref().unwrap_or(&0);
+            files.push(FileJob {
+                entry: i,
+                size: e.node.meta.size,
+                remaining: AtomicUsize::new(n_targets),
+                started: AtomicBool::new(false),
+                damaged: AtomicBool::new(planned.is_err()),
+                tmp,
+                id,
+                settled: AtomicBool::new(false),
+            });
+            shared.files_total.fetch_add(1, Ordering::Relaxed);
+            shared
+                .bytes_total
+                .fetch_add(e.node.meta.size, Ordering::Relaxed);
+        }
+        for (file_idx, job) in files.iter().enumerate() {
+            if job.remaining.load(Ordering::SeqCst) == 0 {
+                // Empty files are complete once created (damaged ones removed).
+                let f = w.reopen(&entries[job.entry], job)?;
+                w.finish_file(
+                    file_idx,
+                    &entries,
+                    &files,
+                    &f,
+                    in_the_way[job.entry],
+                    &shared,
+                )?;
+                shared.files_done.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(())

@@ -125,6 +125,50 @@ pub(super) fn create_temp(dir: &OwnedFd, i: usize) -> io::Result<(OsString, File
     Err(io::Error::other("no free temporary name"))
 }
 
+/// Creates and sizes the temporary file of each `(entry, path, size)` in `todo`, on every core,
+/// and returns each one's name and (device, inode) in the same order. On an error, the ones
+/// created are removed again and the first error (in `todo`'s order) is returned.
+pub(super) fn create_temps(
+    target: &Beneath,
+    shown: &Path,
+    todo: &[(usize, &Path, u64)],
+) -> Result<Vec<(OsString, (u64, u64))>> {
+    use rayon::prelude::*;
+    use std::os::unix::fs::MetadataExt;
+    let made: Vec<Result<(OsString, (u64, u64))>> = todo
+        .par_iter()
+        .map_init(ParentCache::default, |parents, &(i, rel, size)| {
+            let path = shown.join(rel);
+            let (dir, _) = parents.get(target, rel).map_err(|e| io_error(&path, &e))?;
+            let (tmp, f) = create_temp(dir, i).map_err(|e| io_error(&path, &e))?;
+            match f.set_len(size).and_then(|()| f.metadata()) {
+                Ok(m) => Ok((tmp, (m.dev(), m.ino()))),
+                Err(e) => {
+                    let _ = nix::unistd::unlinkat(
+                        dir,
+                        tmp.as_os_str(),
+                        nix::unistd::UnlinkatFlags::NoRemoveDir,
+                    );
+                    Err(io_error(&path, &e))
+                }
+            }
+        })
+        .collect();
+    if made.iter().any(Result::is_err) {
+        let mut parents = ParentCache::default();
+        for (made, (_, rel, _)) in made.iter().zip(todo) {
+            if let (Ok((tmp, _)), Ok((dir, _))) = (made, parents.get(target, rel)) {
+                let _ = nix::unistd::unlinkat(
+                    dir,
+                    tmp.as_os_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
+            }
+        }
+    }
+    made.into_iter().collect()
+}
+
 /// Completed files wait in a batch for their rename until this many are waiting, or this many
 /// bytes: then one `syncfs` makes the whole batch durable and they are renamed into place. One
 /// file system sync per batch instead of one `fsync` per file, which dominated restores of many

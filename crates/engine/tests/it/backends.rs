@@ -387,8 +387,14 @@ fn outage_mid_backup_then_recovery(kind: Kind) {
     };
     rsvault_engine::init(&fx.repo).unwrap();
     let src = eight_files(&fx);
-    // rustic's data packs are up to 32 MiB: past 40 MiB read, one has been uploaded.
-    let backup = backup_until(&fx, &src, 40 << 20);
+    // Data packs are up to 32 MiB: cut once one of them is in the store (its upload runs
+    // alongside the reads, so bytes read alone do not say it has finished).
+    let backup = backup_until(&fx, &src, 32 << 20);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rsvault_engine::size(&fx.repo).unwrap() < 8 << 20 {
+        assert!(Instant::now() < deadline, "no pack reached the store");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     proxy.cut();
     assert_fails_in_bound(kind, backup);
     proxy.restore();
