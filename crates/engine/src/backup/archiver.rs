@@ -17,7 +17,6 @@
 //! unchanged file, and how entries that fail are skipped (the file is left out of the snapshot
 //! and the source reports why).
 
-use std::cell::RefCell;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, PoisonError};
@@ -589,26 +588,6 @@ impl Trees {
 
 // ---------------------------------------------------------------------------------------------
 // Reading a batch
-
-thread_local! {
-    /// Each pool thread's sealing state (zstd contexts, buffers), made on first use.
-    static SEALER: RefCell<Option<(Option<i32>, Sealer)>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with this thread's sealer for compression `level`.
-pub(super) fn with_sealer<T>(
-    level: Option<i32>,
-    f: impl FnOnce(&mut Sealer) -> Result<T>,
-) -> Result<T> {
-    SEALER.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
-            *slot = Some((level, Sealer::new(level)?));
-        }
-        let (_, sealer) = slot.as_mut().expect("sealer");
-        f(sealer)
-    })
-}
 
 /// Reads, chunks and seals the files of a batch that need it, on every core.
 ///

@@ -25,8 +25,7 @@ use rustic_core::repofile::{BlobType, ConfigFile};
 use rustic_core::{DataId, Id};
 use sha2::{Digest, Sha256};
 
-use super::archiver::with_sealer;
-use super::packer::Packs;
+use super::packer::{with_sealer, Packs};
 use super::Shared;
 use crate::repo::map_err;
 use crate::{Error, Result};

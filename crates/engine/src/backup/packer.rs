@@ -11,6 +11,7 @@
 //! names it, and the backend settles every pack before it writes an index or a snapshot
 //! (`packsync`), so a crash leaves at most packs nothing names.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU32;
@@ -122,6 +123,26 @@ impl Sealer {
             check: Scratch::new().map_err(Error::Repository)?,
         })
     }
+}
+
+thread_local! {
+    /// Each pool thread's sealing state (zstd contexts, buffers), made on first use.
+    static SEALER: RefCell<Option<(Option<i32>, Sealer)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's sealer for compression `level`.
+pub(super) fn with_sealer<T>(
+    level: Option<i32>,
+    f: impl FnOnce(&mut Sealer) -> Result<T>,
+) -> Result<T> {
+    SEALER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, Sealer::new(level)?));
+        }
+        let (_, sealer) = slot.as_mut().expect("sealer");
+        f(sealer)
+    })
 }
 
 /// Counts for the snapshot's summary.
