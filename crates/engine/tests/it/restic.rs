@@ -3,10 +3,42 @@ use std::process::Command;
 
 use crate::common::*;
 
+/// Whether restic is installed (the tests here skip without it, saying so).
+fn have_restic() -> bool {
+    let ok = Command::new("restic").arg("version").output().is_ok();
+    if !ok {
+        eprintln!("SKIP restic compatibility: restic is not installed");
+    }
+    ok
+}
+
+/// Runs restic on the fixture's repository (from `dir`) and returns its stdout; fails the test
+/// with restic's stderr if restic fails.
+fn restic(fx: &Fixture, dir: Option<&std::path::Path>, args: &[&str]) -> Vec<u8> {
+    let pw = fx.path("pw");
+    fs::write(&pw, PASSWORD).unwrap();
+    let mut cmd = Command::new("restic");
+    cmd.arg("-r")
+        .arg(&fx.repo.path)
+        .arg("--password-file")
+        .arg(&pw)
+        .args(args)
+        .arg("--no-cache");
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "restic {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 #[test]
 fn restic_lists_and_restores_what_the_engine_wrote() {
-    if Command::new("restic").arg("version").output().is_err() {
-        eprintln!("SKIP restic compatibility: restic is not installed");
+    if !have_restic() {
         return;
     }
     let fx = Fixture::new();
@@ -16,52 +48,17 @@ fn restic_lists_and_restores_what_the_engine_wrote() {
     fs::write(src.join("big.bin"), random_bytes(2 << 20, 3)).unwrap();
     std::os::unix::fs::symlink("dir/a.txt", src.join("link")).unwrap();
     let snap = fx.backup_dir(&src, None).snapshot_id;
-    let pw = fx.path("pw");
-    fs::write(&pw, PASSWORD).unwrap();
-    let out = Command::new("restic")
-        .arg("-r")
-        .arg(&fx.repo.path)
-        .arg("--password-file")
-        .arg(&pw)
-        .args(["snapshots", "--json", "--no-cache"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = restic(&fx, None, &["snapshots", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v[0]["id"], snap);
     let t = fx.path("t");
-    let out = Command::new("restic")
-        .arg("-r")
-        .arg(&fx.repo.path)
-        .arg("--password-file")
-        .arg(&pw)
-        .args(["restore", &snap, "--no-cache", "--target"])
-        .arg(&t)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    restic(
+        &fx,
+        None,
+        &["restore", &snap, "--target", &t.to_string_lossy()],
     );
     assert_same_tree(&src, &t);
-    let out = Command::new("restic")
-        .arg("-r")
-        .arg(&fx.repo.path)
-        .arg("--password-file")
-        .arg(&pw)
-        .args(["check", "--read-data", "--no-cache"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    restic(&fx, None, &["check", "--read-data"]);
 }
 
 /// rsvault cuts files itself (on every core, `backup/chunker.rs`): its chunks must be restic's,
@@ -71,8 +68,7 @@ fn restic_lists_and_restores_what_the_engine_wrote() {
 /// zeros, as a sparse disk image has them.
 #[test]
 fn restic_finds_every_chunk_the_engine_cut_already_stored() {
-    if Command::new("restic").arg("version").output().is_err() {
-        eprintln!("SKIP restic compatibility: restic is not installed");
+    if !have_restic() {
         return;
     }
     let fx = Fixture::new();
@@ -94,23 +90,8 @@ fn restic_finds_every_chunk_the_engine_cut_already_stored() {
     }
     let outcome = fx.backup_dir(&src, None);
     assert!(outcome.bytes_added > 0);
-    let pw = fx.path("pw");
-    fs::write(&pw, PASSWORD).unwrap();
-    let out = Command::new("restic")
-        .arg("-r")
-        .arg(&fx.repo.path)
-        .arg("--password-file")
-        .arg(&pw)
-        .args(["backup", "--json", "--no-cache", "--force", "."])
-        .current_dir(&src)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = String::from_utf8_lossy(&out.stdout)
+    let out = restic(&fx, Some(&src), &["backup", "--json", "--force", "."]);
+    let summary = String::from_utf8_lossy(&out)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["message_type"] == "summary")
