@@ -84,8 +84,12 @@ impl Beneath {
 
     /// The directory `rel` below this one, reached without following symlinks.
     pub(crate) fn dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+        let parts = components(rel)?;
+        if let Some(fd) = self.dir_in_one_call(rel) {
+            return Ok(fd);
+        }
         let mut cur: Option<OwnedFd> = None;
-        for c in components(rel)? {
+        for c in parts {
             let next = match &cur {
                 Some(d) => openat(d, c, dir_flags(), Mode::empty()),
                 None => openat(&self.fd, c, dir_flags(), Mode::empty()),
@@ -96,6 +100,36 @@ impl Beneath {
         match cur {
             Some(d) => Ok(d),
             None => self.fd.try_clone(),
+        }
+    }
+
+    /// [`Beneath::dir`] in one `openat2` system call where the kernel has it, with the walk's
+    /// rules: no symlink followed anywhere on the way (`RESOLVE_NO_SYMLINKS`) and nothing reached
+    /// outside this directory (`RESOLVE_BENEATH`). A restore reopens a file's directory for
+    /// every file it writes, and the walk cost one `openat` and one `close` per component (most
+    /// of a restore's system calls). `None`: not opened this way (no `openat2` here, a
+    /// concurrent rename, or an error, whose exact kind the walk then reports).
+    fn dir_in_one_call(&self, rel: &Path) -> Option<OwnedFd> {
+        use nix::fcntl::{openat2, OpenHow, ResolveFlag};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// `openat2` is missing (before Linux 5.6) or refused by a sandbox's filter.
+        static MISSING: AtomicBool = AtomicBool::new(false);
+        if MISSING.load(Ordering::Relaxed) || rel.as_os_str().is_empty() {
+            return None;
+        }
+        let how = OpenHow::new()
+            .flags(dir_flags())
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        match openat2(&self.fd, rel, how) {
+            Ok(fd) => Some(fd),
+            Err(Errno::ENOSYS | Errno::EPERM) => {
+                // EPERM is a seccomp filter's answer, or a real refusal: the walk tells which.
+                if self.walk(rel, false).is_ok_and(|d| d.is_some()) {
+                    MISSING.store(true, Ordering::Relaxed);
+                }
+                None
+            }
+            Err(_) => None,
         }
     }
 

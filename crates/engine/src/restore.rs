@@ -53,6 +53,7 @@ use crate::{
 };
 
 mod contents;
+mod direct;
 mod packs;
 mod writer;
 use writer::*;
@@ -79,13 +80,36 @@ struct FileJob {
     remaining: AtomicUsize,
     started: AtomicBool,
     damaged: AtomicBool,
-    /// Temporary name in the file's directory; `None`: written in place (a block device).
-    tmp: Option<OsString>,
-    /// Device and inode of what is written (the temporary file, or the device in place): a
-    /// reopen that finds anything else is refused.
-    id: (u64, u64),
+    /// A block device written in place: its device and inode (a reopen that finds anything
+    /// else is refused). `None`: the file is written to a temporary file.
+    in_place: Option<(u64, u64)>,
+    /// The temporary file, created by the first writer that needs it
+    /// ([`Writer::open_for_writing`]): its name in the file's directory, and its device and inode.
+    /// `None`: its creation failed (the job's error says why).
+    temp: std::sync::OnceLock<Option<Temp>>,
     /// Renamed over its final name (or synced in place), or removed: nothing left to clean up.
     settled: AtomicBool,
+}
+
+/// A temporary file: its name in its directory, and its device and inode.
+type Temp = (OsString, (u64, u64));
+
+impl FileJob {
+    /// The temporary file's name, once created.
+    fn tmp(&self) -> Option<&OsStr> {
+        match self.temp.get() {
+            Some(Some((name, _))) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Device and inode of what is written, once there is something.
+    fn id(&self) -> Option<(u64, u64)> {
+        match self.temp.get() {
+            Some(Some((_, id))) => Some(*id),
+            _ => self.in_place,
+        }
+    }
 }
 
 /// Checks that a path taken from a request or a repository stays below the target.
@@ -386,12 +410,10 @@ pub fn restore_scoped(
     let mut planner = packs::Planner::default();
     let first_damage = std::sync::OnceLock::new();
     let shared = Arc::new(Shared::default());
-    // Directories already cleared of the temporary files of killed restores (issue #9).
+    // Directories already cleared of the temporary files of killed restores (issue #9), or
+    // created by this restore.
     let mut swept: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let setup = (|| -> Result<()> {
-        // Files to create, and files with their temporary name (or `None`: written in place).
-        let mut to_create: Vec<(usize, &Path, u64)> = Vec::new();
-        let mut made: Vec<(usize, Option<OsString>, (u64, u64))> = Vec::new();
         for (i, e) in entries.iter().enumerate() {
             if skip[i] {
                 continue;
@@ -427,7 +449,11 @@ pub fn restore_scoped(
                         confine::remove_all(dir, name).map_err(|err| io_error(&path, &err))?;
                     }
                     match nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(0o700)) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
+                        // New and empty: nothing of an interrupted restore to look for.
+                        Ok(()) => {
+                            swept.insert(e.rel.clone());
+                        }
+                        Err(Errno::EEXIST) => {}
                         Err(err) => return Err(io_error(&path, &nix_io(err))),
                     }
                 }
@@ -435,9 +461,9 @@ pub fn restore_scoped(
                     // Linked to its group's first restored member after the contents are written.
                 }
                 NodeType::File => {
-                    let in_place = scope.original_location
-                        && in_the_way[i].is_some_and(|(_, blockdev)| blockdev);
-                    if in_place {
+                    let in_place = if scope.original_location
+                        && in_the_way[i].is_some_and(|(_, blockdev)| blockdev)
+                    {
                         let fd = openat(
                             dir,
                             name,
@@ -446,62 +472,69 @@ pub fn restore_scoped(
                         )
                         .map_err(|err| io_error(&path, &nix_io(err)))?;
                         let st = fstat(&fd).map_err(|err| io_error(&path, &nix_io(err)))?;
-                        made.push((i, None, stat_id(&st)));
+                        Some(stat_id(&st))
                     } else {
-                        to_create.push((i, e.rel.as_path(), e.node.meta.size));
+                        // Created by the writer that first needs it, while others write.
+                        None
+                    };
+                    let content = e.node.content.as_deref().unwrap_or(&[]);
+                    let planned = contents::plan_file(&r, &mut planner, files.len(), content);
+                    if let Err(reason) = &planned {
+                        let _ = first_damage.set(format!("{}: {reason}", e.rel.display()));
                     }
+                    files.push(FileJob {
+                        entry: i,
+                        size: e.node.meta.size,
+                        remaining: AtomicUsize::new(*planned.as_ref().unwrap_or(&0)),
+                        started: AtomicBool::new(false),
+                        damaged: AtomicBool::new(planned.is_err()),
+                        in_place,
+                        temp: std::sync::OnceLock::new(),
+                        settled: AtomicBool::new(false),
+                    });
+                    shared.files_total.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .bytes_total
+                        .fetch_add(e.node.meta.size, Ordering::Relaxed);
                 }
                 _ => {}
             }
         }
-        // The temporary files, on every core (one after another they were most of a restore's
-        // serial start), then each file's job in entry order.
-        let temps = create_temps(&target, shown, &to_create)?;
-        made.extend(
-            to_create
-                .iter()
-                .zip(temps)
-                .map(|(&(i, _, _), (tmp, id))| (i, Some(tmp), id)),
-        );
-        made.sort_by_key(|(i, _, _)| *i);
-        // Every created file gets its job before anything else can fail, so a failure below
-        // still removes all of them (`clean_up`).
-        for (i, tmp, id) in made.drain(..) {
-            let e = &entries[i];
-            let content = e.node.content.as_deref().unwrap_or(&[]);
-            let file_idx = files.len();
-            let planned = contents::plan_file(&r, &mut planner, file_idx, content);
-            if let Err(reason) = &planned {
-                let _ = first_damage.set(format!("{}: {reason}", e.rel.display()));
-            }
-            let n_targets = *planned.as_ref().unwrap_or(&0);
-            files.push(FileJob {
-                entry: i,
-                size: e.node.meta.size,
-                remaining: AtomicUsize::new(n_targets),
-                started: AtomicBool::new(false),
-                damaged: AtomicBool::new(planned.is_err()),
-                tmp,
-                id,
-                settled: AtomicBool::new(false),
-            });
-            shared.files_total.fetch_add(1, Ordering::Relaxed);
-            shared
-                .bytes_total
-                .fetch_add(e.node.meta.size, Ordering::Relaxed);
+        // Files with nothing to write: empty ones are created (on every core) and complete
+        // now; those whose data is missing are never created.
+        let empty: Vec<usize> = (0..files.len())
+            .filter(|&f| {
+                let job = &files[f];
+                job.remaining.load(Ordering::SeqCst) == 0
+                    && !job.damaged.load(Ordering::SeqCst)
+                    && job.in_place.is_none()
+            })
+            .collect();
+        let todo: Vec<(usize, &Path, u64)> = empty
+            .iter()
+            .map(|&f| (files[f].entry, entries[files[f].entry].rel.as_path(), 0))
+            .collect();
+        for (&f, made) in empty.iter().zip(create_temps(&target, shown, &todo)?) {
+            files[f].temp.set(Some(made)).expect("not created yet");
         }
         for (file_idx, job) in files.iter().enumerate() {
             if job.remaining.load(Ordering::SeqCst) == 0 {
-                // Empty files are complete once created (damaged ones removed).
-                let f = w.reopen(&entries[job.entry], job)?;
-                w.finish_file(
-                    file_idx,
-                    &entries,
-                    &files,
-                    &f,
-                    in_the_way[job.entry],
-                    &shared,
-                )?;
+                let entry = &entries[job.entry];
+                if job.damaged.load(Ordering::SeqCst) {
+                    w.discard(entry, job);
+                } else {
+                    let f = w.reopen(entry, job)?;
+                    if let Some(batch) = w.finish_file(
+                        file_idx,
+                        &entries,
+                        &files,
+                        &f,
+                        in_the_way[job.entry],
+                        &shared,
+                    )? {
+                        w.settle(batch, &entries, &files)?;
+                    }
+                }
                 shared.files_done.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -527,6 +560,7 @@ pub fn restore_scoped(
             return Err(err);
         }
     };
+    let (to_settle, batches) = std::sync::mpsc::sync_channel(1);
     let work = contents::Contents {
         be: be.as_ref(),
         decoder: &decoder,
@@ -536,11 +570,12 @@ pub fn restore_scoped(
         files: &files,
         needs: &needs,
         runs: &runs,
-        queue: Mutex::default(),
-        queued: std::sync::Condvar::new(),
+        next: AtomicUsize::new(0),
+        settler: Mutex::new(Some(to_settle)),
         shared: &shared,
         fatal: Mutex::new(None),
         first_damage: &first_damage,
+        direct: direct::DirectIo::new(true),
     };
     let phase = || Phase::Restoring;
     let outcome = monitored(&shared, ctx, Some(&phase), || {
@@ -550,8 +585,17 @@ pub fn restore_scoped(
             } else {
                 THREADS
             };
-            for _ in 0..threads {
-                s.spawn(|| work.work());
+            let settler = s.spawn(|| work.settle(batches));
+            let writers: Vec<_> = (0..threads).map(|_| s.spawn(|| work.work())).collect();
+            for h in writers {
+                if let Err(panic) = h.join() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+            // The last sender: the settler ends once it has settled what was sent.
+            drop(work.settler.lock().expect("settler").take());
+            if let Err(panic) = settler.join() {
+                std::panic::resume_unwind(panic);
             }
         });
         if let Some(err) = work.fatal.lock().expect("fatal lock").take() {

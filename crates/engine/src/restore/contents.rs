@@ -1,19 +1,20 @@
 //! Writing the files' contents: a fixed number of threads, each taking the next [`Run`], reading
 //! it with one ranged read, decoding its blobs one at a time and writing each to every place it
-//! goes. A file whose last blob is written is queued to be completed (given its metadata and
-//! added to the batch that is synced and renamed into place together), and every thread takes
-//! completions before new runs: one run can hold the blobs of thousands of small files, and their
-//! completions would otherwise all fall to the one thread that read it.
+//! goes. The thread that handles a file's last blob completes it while the file is still open
+//! (gives it its metadata and adds it to the batch that is synced and renamed into place
+//! together): completing it elsewhere cost a second open of the file, and as every thread
+//! completes the files of the runs it reads, completions are spread as the runs are.
 //!
 //! Memory: a thread holds one run's bytes ([`packs::MAX_READ`], or one larger blob) and one
 //! decoded blob. A blob that cannot be read or decoded damages the files it belongs to (they are
 //! never renamed into place); the other blobs of its run are still written.
 
-use std::sync::{Condvar, OnceLock};
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::OnceLock;
 
 use rustic_core::{FileType, WriteBackend};
 
+use super::direct::{self, DirectIo, Staging};
 use super::packs::{self, Cipher, Need, Run, Target};
 use super::*;
 
@@ -27,91 +28,58 @@ pub(super) struct Contents<'a> {
     pub(super) files: &'a [FileJob],
     pub(super) needs: &'a [Need],
     pub(super) runs: &'a [Run],
-    /// What is left to do.
-    pub(super) queue: Mutex<Queue>,
-    pub(super) queued: Condvar,
+    /// The next run to take.
+    pub(super) next: AtomicUsize,
+    /// Full batches of completed files go to the settler thread ([`Contents::settle`]), so no
+    /// writer waits for a `syncfs`. `None` once the writers are done.
+    pub(super) settler: Mutex<Option<SyncSender<Pending>>>,
     pub(super) shared: &'a Shared,
     pub(super) fatal: Mutex<Option<Error>>,
     /// Why the first damaged file is damaged, for the job's error.
     pub(super) first_damage: &'a OnceLock<String>,
+    /// Whether long stretches of new files are written directly ([`direct`]).
+    pub(super) direct: DirectIo,
 }
 
-#[derive(Default)]
-pub(super) struct Queue {
-    /// Files whose every target is handled, to be completed.
-    complete: Vec<usize>,
-    /// The next run to take.
-    next: usize,
-    /// Runs being worked on (which may queue files to complete).
-    running: usize,
-}
-
-/// The file a thread last wrote to, kept open while its next targets are in the same file.
-type OpenFile = Option<(usize, File)>;
-
-enum Task<'r> {
-    Complete(usize),
-    Run(&'r Run),
-}
+/// The file a thread last wrote to, kept open while its next targets are in the same file: its
+/// descriptor, and its direct-I/O descriptor once one was needed.
+type OpenFile = Option<(usize, File, Option<File>)>;
 
 impl Contents<'_> {
-    /// One writer thread: works until there is nothing left to complete and no run left or
-    /// being worked on, the job is cancelled, or an error stops every writer.
+    /// One writer thread: works until no run is left, the job is cancelled, or an error stops
+    /// every writer.
     pub(super) fn work(&self) {
         let mut open: OpenFile = None;
+        let mut staging = Staging::default();
         let mut scratch = match packs::Scratch::new() {
             Ok(s) => s,
             Err(e) => {
                 set_fatal(&self.fatal, self.shared, Error::Repository(e));
-                self.queued.notify_all();
                 return;
             }
         };
-        while let Some(task) = self.next_task() {
-            let res = match task {
-                Task::Complete(file) => self.complete(file, &mut open),
-                Task::Run(run) => {
-                    let res = self.run(run, &mut open, &mut scratch);
-                    self.queue.lock().expect("queue").running -= 1;
-                    self.queued.notify_all();
-                    res
-                }
-            };
-            if let Err(e) = res {
+        while let Some(run) = self.next_run() {
+            if let Err(e) = self.run(run, &mut open, &mut scratch, &mut staging) {
                 set_fatal(&self.fatal, self.shared, e);
-                self.queued.notify_all();
                 return;
             }
         }
     }
 
-    fn next_task(&self) -> Option<Task<'_>> {
-        let mut q = self.queue.lock().expect("queue");
-        loop {
-            if self.shared.cancelled.load(Ordering::SeqCst) {
-                return None;
-            }
-            if let Some(file) = q.complete.pop() {
-                return Some(Task::Complete(file));
-            }
-            if let Some(run) = self.runs.get(q.next) {
-                q.next += 1;
-                q.running += 1;
-                return Some(Task::Run(run));
-            }
-            if q.running == 0 {
-                return None;
-            }
-            // A cancel sets a flag nobody notifies about: look again now and then.
-            q = self
-                .queued
-                .wait_timeout(q, Duration::from_millis(100))
-                .expect("queue")
-                .0;
+    fn next_run(&self) -> Option<&Run> {
+        if self.shared.cancelled.load(Ordering::SeqCst) {
+            return None;
         }
+        self.runs.get(self.next.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn run(&self, run: &Run, open: &mut OpenFile, scratch: &mut packs::Scratch) -> Result<()> {
+    fn run(
+        &self,
+        run: &Run,
+        open: &mut OpenFile,
+        scratch: &mut packs::Scratch,
+        staging: &mut Staging,
+    ) -> Result<()> {
         let needs = &self.needs[run.needs.clone()];
         let wanted = |n: &Need| {
             n.targets
@@ -140,10 +108,13 @@ impl Contents<'_> {
             };
             for t in &need.targets {
                 match &data {
-                    Ok(data) => self.write(t, data, open)?,
+                    Ok(data) => self.write(t, data, open, staging)?,
                     Err(reason) => self.damage(t.file, reason),
                 }
-                self.target_done(t.file);
+                if self.files[t.file].remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    // Every writer is done with the file.
+                    self.complete(t.file, open)?;
+                }
             }
         }
         Ok(())
@@ -186,21 +157,36 @@ impl Contents<'_> {
         job.damaged.store(true, Ordering::SeqCst);
     }
 
-    fn write(&self, t: &Target, data: &[u8], open: &mut OpenFile) -> Result<()> {
+    fn write(
+        &self,
+        t: &Target,
+        data: &[u8],
+        open: &mut OpenFile,
+        staging: &mut Staging,
+    ) -> Result<()> {
         let job = &self.files[t.file];
         if job.damaged.load(Ordering::SeqCst) {
             return Ok(());
         }
         job.started.store(true, Ordering::SeqCst);
         let entry = &self.entries[job.entry];
-        let file = self.open(t.file, open)?;
-        // A device written in place has old blocks where the image has zeros.
-        let res = if job.tmp.is_some() {
-            write_sparse(file, data, t.offset)
+        self.open(t.file, open)?;
+        let (_, file, direct_fd) = open.as_mut().expect("opened");
+        let res = if job.in_place.is_none() {
+            direct::write_new(
+                file,
+                || self.w.reopen_with(entry, job, OFlag::O_DIRECT).map(Some),
+                direct_fd,
+                &self.direct,
+                staging,
+                data,
+                t.offset,
+            )
         } else {
+            // A device written in place has old blocks where the image has zeros.
             file.write_all_at(data, t.offset)
         };
-        res.map_err(|e| io_error(&self.w.shown.join(&entry.rel), &e))?;
+        res.map_err(|e| self.w.error(entry, e))?;
         self.shared
             .bytes_done
             .fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -208,26 +194,27 @@ impl Contents<'_> {
     }
 
     fn open<'o>(&self, file: usize, open: &'o mut OpenFile) -> Result<&'o File> {
-        if open.as_ref().is_none_or(|(f, _)| *f != file) {
+        if open.as_ref().is_none_or(|(f, _, _)| *f != file) {
             let job = &self.files[file];
-            *open = Some((file, self.w.reopen(&self.entries[job.entry], job)?));
+            let f = self.w.open_for_writing(&self.entries[job.entry], job)?;
+            *open = Some((file, f, None));
         }
         Ok(&open.as_ref().expect("open file").1)
     }
 
-    /// Counts one target of `file` as handled; after the last one (every writer is done with
-    /// the file) it is queued to be completed.
-    fn target_done(&self, file: usize) {
-        if self.files[file].remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.queue.lock().expect("queue").complete.push(file);
-            self.queued.notify_one();
-        }
-    }
-
     fn complete(&self, file: usize, open: &mut OpenFile) -> Result<()> {
         let job = &self.files[file];
+        if job.damaged.load(Ordering::SeqCst) && job.in_place.is_none() {
+            // Never renamed into place; possibly never even created.
+            self.w.discard(&self.entries[job.entry], job);
+            if open.as_ref().is_some_and(|(f, _, _)| *f == file) {
+                *open = None;
+            }
+            self.shared.files_done.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         let f = self.open(file, open)?;
-        self.w.finish_file(
+        let full = self.w.finish_file(
             file,
             self.entries,
             self.files,
@@ -235,43 +222,34 @@ impl Contents<'_> {
             self.in_the_way[job.entry],
             self.shared,
         )?;
+        if let Some(batch) = full {
+            let to_settle = self.settler.lock().expect("settler").clone();
+            // Blocks while the settler is one batch behind (memory stays bounded); a settler
+            // that stopped on an error has set the job's error already.
+            if let Some(tx) = to_settle {
+                let _ = tx.send(batch);
+            }
+        }
         *open = None;
         self.shared.files_done.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
 
-/// Writes `data` at `offset`, leaving file-system blocks that would be all zeros unwritten: the
-/// file was pre-sized with `set_len`, so they stay holes.
-fn write_sparse(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
-    const BLOCK: u64 = 4096;
-    if is_zero(data) {
-        return Ok(());
-    }
-    let end = offset + data.len() as u64;
-    let mut run_start: Option<u64> = None;
-    let mut pos = offset;
-    while pos < end {
-        // Blocks are aligned to the file, not to the blob.
-        let block_end = ((pos / BLOCK) + 1) * BLOCK;
-        let stop = block_end.min(end);
-        let slice = &data[(pos - offset) as usize..(stop - offset) as usize];
-        if is_zero(slice) {
-            if let Some(start) = run_start.take() {
-                file.write_all_at(
-                    &data[(start - offset) as usize..(pos - offset) as usize],
-                    start,
-                )?;
+impl Contents<'_> {
+    /// The settler thread: makes each full batch durable and renames its files into place
+    /// ([`Writer::settle`]) while the writers go on; stops settling on a cancel or an error (the
+    /// files of the batches left are removed with every other unsettled one).
+    pub(super) fn settle(&self, batches: Receiver<Pending>) {
+        for batch in batches {
+            if self.shared.cancelled.load(Ordering::SeqCst) {
+                continue;
             }
-        } else if run_start.is_none() {
-            run_start = Some(pos);
+            if let Err(e) = self.w.settle(batch, self.entries, self.files) {
+                set_fatal(&self.fatal, self.shared, e);
+            }
         }
-        pos = stop;
     }
-    if let Some(start) = run_start {
-        file.write_all_at(&data[(start - offset) as usize..], start)?;
-    }
-    Ok(())
 }
 
 fn set_fatal(fatal: &Mutex<Option<Error>>, shared: &Shared, err: Error) {

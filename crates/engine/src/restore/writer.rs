@@ -197,34 +197,113 @@ impl Writer<'_> {
     /// Opens the file `job` writes (its temporary file, or the device in place) for writing,
     /// without following symlinks, and checks it is still the one created.
     pub(super) fn reopen(&self, entry: &Entry, job: &FileJob) -> Result<File> {
+        self.reopen_with(entry, job, OFlag::empty())
+            .map_err(|e| self.error(entry, e))
+    }
+
+    /// [`Writer::reopen`] with `extra` open flags; a replaced file is an [`Error`] inside the
+    /// `io::Error` ([`Writer::error`] takes it out).
+    pub(super) fn reopen_with(
+        &self,
+        entry: &Entry,
+        job: &FileJob,
+        extra: OFlag,
+    ) -> io::Result<File> {
         let path = self.shown.join(&entry.rel);
         crate::failpoint::hit("restore.open", &path.to_string_lossy());
-        let (dir, name) = self
-            .target
-            .parent(&entry.rel)
-            .map_err(|e| io_error(&path, &e))?;
-        let name = job.tmp.as_deref().unwrap_or(name);
+        let (dir, name) = self.target.parent(&entry.rel)?;
+        let name = match (job.in_place, job.tmp()) {
+            (Some(_), _) => name,
+            (None, Some(tmp)) => tmp,
+            (None, None) => return Err(io::Error::other("the temporary file was not created")),
+        };
         let fd = openat(
             &dir,
             name,
-            OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | extra,
             Mode::empty(),
         )
-        .map_err(|e| io_error(&path, &nix_io(e)))?;
-        let st = fstat(&fd).map_err(|e| io_error(&path, &nix_io(e)))?;
-        if stat_id(&st) != job.id {
-            return Err(Error::Repository(format!(
+        .map_err(nix_io)?;
+        let st = fstat(&fd).map_err(nix_io)?;
+        if Some(stat_id(&st)) != job.id() {
+            return Err(io::Error::other(Error::Repository(format!(
                 "restore target '{}': the file being written was replaced by another one during the restore; it was not written to",
                 path.display()
-            )));
+            ))));
         }
         Ok(File::from(fd))
     }
 
+    /// The file `job` writes, opened for writing. Its temporary file is created by the first
+    /// caller (pre-sized, so pages never written stay holes) and reopened by the others; a
+    /// block device written in place is reopened.
+    pub(super) fn open_for_writing(&self, entry: &Entry, job: &FileJob) -> Result<File> {
+        if job.in_place.is_some() {
+            return self.reopen(entry, job);
+        }
+        let path = self.shown.join(&entry.rel);
+        let mut made = None;
+        let mut failed = None;
+        let temp = job.temp.get_or_init(|| {
+            let created = (|| {
+                let (dir, _) = self.target.parent(&entry.rel)?;
+                let (tmp, f) = create_temp(&dir, job.entry)?;
+                let sized = f.set_len(job.size).and_then(|()| fstat(&f).map_err(nix_io));
+                match sized {
+                    Ok(st) => Ok((tmp, stat_id(&st), f)),
+                    Err(e) => {
+                        let _ = nix::unistd::unlinkat(
+                            &dir,
+                            tmp.as_os_str(),
+                            nix::unistd::UnlinkatFlags::NoRemoveDir,
+                        );
+                        Err(e)
+                    }
+                }
+            })();
+            match created {
+                Ok((tmp, id, f)) => {
+                    made = Some(f);
+                    Some((tmp, id))
+                }
+                Err(e) => {
+                    failed = Some(io_error(&path, &e));
+                    None
+                }
+            }
+        });
+        match (made, failed, temp) {
+            (Some(f), _, _) => Ok(f),
+            (_, Some(e), _) => Err(e),
+            (_, _, Some(_)) => self.reopen(entry, job),
+            (_, _, None) => Err(Error::Repository(format!(
+                "restore target '{}': its temporary file could not be created",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Gives up a file whose data is damaged or missing: its temporary file, if one was
+    /// created, is removed; nothing is renamed over its name.
+    pub(super) fn discard(&self, entry: &Entry, job: &FileJob) {
+        if let (Some(tmp), Ok((dir, _))) = (job.tmp(), self.target.parent(&entry.rel)) {
+            let _ = nix::unistd::unlinkat(&dir, tmp, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
+        job.settled.store(true, Ordering::SeqCst);
+    }
+
+    /// The job's error for an I/O error on `entry`.
+    pub(super) fn error(&self, entry: &Entry, e: io::Error) -> Error {
+        match e.downcast::<Error>() {
+            Ok(e) => e,
+            Err(e) => io_error(&self.shown.join(&entry.rel), &e),
+        }
+    }
+
     /// Completes a file whose segments are all written: its metadata through the descriptor,
     /// then it joins the batch of files waiting to be renamed over their originals once they are
-    /// on disk ([`Writer::settle`]); the caller that fills the batch settles it. Damaged files
-    /// are removed instead; a device written in place is synced.
+    /// on disk ([`Writer::settle`]). Returns the batch when this file filled it: the caller
+    /// settles it. Damaged files are removed instead; a device written in place is synced.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn finish_file(
         &self,
@@ -234,45 +313,30 @@ impl Writer<'_> {
         file: &File,
         in_the_way: Option<(bool, bool)>,
         shared: &Shared,
-    ) -> Result<()> {
+    ) -> Result<Option<Pending>> {
         let job = &files[file_idx];
         let entry = &entries[job.entry];
         let path = self.shown.join(&entry.rel);
-        let Some(tmp) = &job.tmp else {
+        if job.in_place.is_some() {
             // In place (a block device): its metadata is the device's, not the image's.
             file.sync_all().map_err(|e| io_error(&path, &e))?;
             job.settled.store(true, Ordering::SeqCst);
-            return Ok(());
-        };
+            return Ok(None);
+        }
         if job.damaged.load(Ordering::SeqCst) {
-            let (dir, _) = self
-                .target
-                .parent(&entry.rel)
-                .map_err(|e| io_error(&path, &e))?;
-            let _ = nix::unistd::unlinkat(
-                &dir,
-                tmp.as_os_str(),
-                nix::unistd::UnlinkatFlags::NoRemoveDir,
-            );
-            job.settled.store(true, Ordering::SeqCst);
-            return Ok(());
+            self.discard(entry, job);
+            return Ok(None);
         }
         let mut warnings = Vec::new();
         self.set_metadata_fd(file, &entry.node, &entry.rel, &mut warnings);
         if !warnings.is_empty() {
             shared.warnings.lock().expect("warnings").extend(warnings);
         }
-        let full = {
-            let mut p = self.pending.lock().expect("pending");
-            p.files.push((file_idx, in_the_way));
-            p.bytes += job.size;
-            (p.files.len() >= SETTLE_FILES || p.bytes >= SETTLE_BYTES)
-                .then(|| std::mem::take(&mut *p))
-        };
-        match full {
-            Some(batch) => self.settle(batch, entries, files),
-            None => Ok(()),
-        }
+        let mut p = self.pending.lock().expect("pending");
+        p.files.push((file_idx, in_the_way));
+        p.bytes += job.size;
+        Ok((p.files.len() >= SETTLE_FILES || p.bytes >= SETTLE_BYTES)
+            .then(|| std::mem::take(&mut *p)))
     }
 
     /// Settles every file still waiting (the end of the contents phase).
@@ -283,7 +347,12 @@ impl Writer<'_> {
 
     /// Makes a batch durable (one `syncfs` per file system its files are on: a target can hold
     /// mount points) and renames each file into place.
-    fn settle(&self, batch: Pending, entries: &[Entry], files: &[FileJob]) -> Result<()> {
+    pub(super) fn settle(
+        &self,
+        batch: Pending,
+        entries: &[Entry],
+        files: &[FileJob],
+    ) -> Result<()> {
         if batch.files.is_empty() {
             return Ok(());
         }
@@ -291,21 +360,22 @@ impl Writer<'_> {
         let mut synced: Vec<u64> = Vec::new();
         for (idx, _) in &batch.files {
             let job = &files[*idx];
-            if synced.contains(&job.id.0) {
+            let dev = job.id().expect("a file waiting to settle was created").0;
+            if synced.contains(&dev) {
                 continue;
             }
             let rel = &entries[job.entry].rel;
             let path = self.shown.join(rel);
             let (dir, _) = self.target.parent(rel).map_err(|e| io_error(&path, &e))?;
             nix::unistd::syncfs(&dir).map_err(|e| io_error(&path, &nix_io(e)))?;
-            synced.push(job.id.0);
+            synced.push(dev);
         }
         let mut parents = ParentCache::default();
         for (idx, in_the_way) in batch.files {
             let job = &files[idx];
             let rel = &entries[job.entry].rel;
             let path = self.shown.join(rel);
-            let tmp = job.tmp.as_deref().expect("only temporary files wait");
+            let tmp = job.tmp().expect("only temporary files wait");
             let (dir, name) = parents
                 .get(self.target, rel)
                 .map_err(|e| io_error(&path, &e))?;
@@ -341,12 +411,9 @@ impl Writer<'_> {
             if f.settled.load(Ordering::SeqCst) {
                 continue;
             }
-            if let (Some(tmp), Ok((dir, _))) = (&f.tmp, self.target.parent(&entries[f.entry].rel)) {
-                let _ = nix::unistd::unlinkat(
-                    &dir,
-                    tmp.as_os_str(),
-                    nix::unistd::UnlinkatFlags::NoRemoveDir,
-                );
+            if let (Some(tmp), Ok((dir, _))) = (f.tmp(), self.target.parent(&entries[f.entry].rel))
+            {
+                let _ = nix::unistd::unlinkat(&dir, tmp, nix::unistd::UnlinkatFlags::NoRemoveDir);
             }
         }
     }
