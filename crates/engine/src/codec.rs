@@ -52,14 +52,17 @@ impl Cipher {
         Ok(())
     }
 
-    /// The content of blob `id` from `raw`, its bytes in the pack, decoded in `scratch`. `Err`:
-    /// why it cannot be trusted.
+    /// The content of blob `id` from `raw`, its bytes in the pack, decoded in `scratch` at an
+    /// address `phase` bytes past a page boundary (modulo [`PAGE`]): a restore passes the
+    /// content's offset in its file, so the file's whole pages in it are page-aligned in memory
+    /// and can be written directly from there. `Err`: why it cannot be trusted.
     pub(crate) fn decode<'s>(
         &self,
         scratch: &'s mut Scratch,
         id: &BlobId,
         raw: &[u8],
         uncompressed: Option<NonZeroU32>,
+        phase: u64,
     ) -> Result<&'s [u8], String> {
         if raw.len() < 32 {
             return Err(format!(
@@ -74,8 +77,14 @@ impl Cipher {
             cipher,
             plain,
         } = scratch;
-        cipher.clear();
-        cipher.extend_from_slice(ciphertext);
+        let phase = (phase % PAGE as u64) as usize;
+        // Decrypted where the content ends up if it is stored uncompressed.
+        let cipher = at_phase(
+            cipher,
+            ciphertext.len(),
+            if uncompressed.is_some() { 0 } else { phase },
+        );
+        cipher.copy_from_slice(ciphertext);
         self.0
             .decrypt_in_place_detached(
                 Nonce::from_slice(nonce),
@@ -89,25 +98,38 @@ impl Cipher {
         let data: &[u8] = match uncompressed {
             Some(len) => {
                 let len = len.get() as usize;
-                plain.clear();
-                plain.reserve(len);
-                zstd.decompress_to_buffer(cipher, plain)
-                    .map_err(|e| format!("blob {id} does not decompress: {e}"))?;
-                if plain.len() != len {
+                let plain = at_phase(plain, len, phase);
+                // A blob that decompresses to more than its index says fails here too (the
+                // buffer is exactly that long).
+                let n = zstd.decompress_to_buffer(&*cipher, plain).map_err(|e| {
+                    format!("blob {id} does not decompress to the {len} bytes its index says: {e}")
+                })?;
+                if n != len {
                     return Err(format!(
-                        "blob {id} decompresses to {} bytes where the index says {len}",
-                        plain.len()
+                        "blob {id} decompresses to {n} bytes where the index says {len}"
                     ));
                 }
-                plain
+                &*plain
             }
-            None => cipher,
+            None => &*cipher,
         };
         if !id.blob_matches_reader(data.len() as u64, &mut &data[..]) {
             return Err(format!("blob {id}'s content does not match its id"));
         }
         Ok(data)
     }
+}
+
+/// The alignment [`Cipher::decode`] places content at: a memory page, the unit of direct I/O.
+pub(crate) const PAGE: usize = 4096;
+
+/// `len` bytes of `buf` (grown as needed) starting `phase` bytes past a page boundary.
+fn at_phase(buf: &mut Vec<u8>, len: usize, phase: usize) -> &mut [u8] {
+    if buf.len() < len + PAGE {
+        buf.resize(len + PAGE, 0);
+    }
+    let start = (phase + PAGE - buf.as_ptr() as usize % PAGE) % PAGE;
+    &mut buf[start..start + len]
 }
 
 /// One writer thread's decoding state, reused from blob to blob: a zstd context (creating one

@@ -5,8 +5,10 @@
 //! the index, and reads and writes the contents itself: the blobs grouped by pack and read a run
 //! of nearby blobs at a time ([`packs`]: one request per run on an object store, not one per
 //! blob), a fixed number of threads each holding at most one run ([`contents`]), pre-sized
-//! sparse files whose zero blobs are never written, a cancel check per blob, and errors instead
-//! of panics.
+//! sparse files whose zero pages are never written and whose long stretches go straight to the
+//! device ([`direct`]), a cancel check per blob, and errors instead of panics. Directories and
+//! files are created first-come by the threads that write them, so the contents start as soon
+//! as the directories exist.
 //!
 //! Rules (issue #9):
 //! - Every write is relative to the target directory opened once below the opened root
@@ -571,6 +573,7 @@ pub fn restore_scoped(
         needs: &needs,
         runs: &runs,
         next: AtomicUsize::new(0),
+        pack_root: repo.store.is_none().then(|| repo.path.clone()),
         settler: Mutex::new(Some(to_settle)),
         shared: &shared,
         fatal: Mutex::new(None),

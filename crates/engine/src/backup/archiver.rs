@@ -316,7 +316,7 @@ impl TreeReader {
             .map_err(map_err)?;
         let json = self
             .cipher
-            .decode(scratch, &(*id).into(), &raw, at.uncompressed)
+            .decode(scratch, &(*id).into(), &raw, at.uncompressed, 0)
             .map_err(|e| Error::Repository(format!("tree {id}: {e}")))?;
         serde_json::from_slice(json)
             .map_err(|e| Error::Repository(format!("tree {id} is not a tree: {e}")))

@@ -297,7 +297,7 @@ impl Packs {
         if self.verify {
             let back = self
                 .cipher
-                .decode(check, &BlobId::from(id), sealed, uncompressed)
+                .decode(check, &BlobId::from(id), sealed, uncompressed, 0)
                 .map_err(|e| Error::Repository(format!("a sealed blob does not read back: {e}")))?;
             if back != data {
                 return Err(Error::Repository(format!(

@@ -12,6 +12,7 @@
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::OnceLock;
 
+use rustic_core::repofile::PackId;
 use rustic_core::{FileType, WriteBackend};
 
 use super::direct::{self, DirectIo, Staging};
@@ -30,6 +31,9 @@ pub(super) struct Contents<'a> {
     pub(super) runs: &'a [Run],
     /// The next run to take.
     pub(super) next: AtomicUsize,
+    /// The repository's directory when it is on local disk: packs are read directly
+    /// ([`Reads`]).
+    pub(super) pack_root: Option<PathBuf>,
     /// Full batches of completed files go to the settler thread ([`Contents::settle`]), so no
     /// writer waits for a `syncfs`. `None` once the writers are done.
     pub(super) settler: Mutex<Option<SyncSender<Pending>>>,
@@ -39,6 +43,33 @@ pub(super) struct Contents<'a> {
     pub(super) first_damage: &'a OnceLock<String>,
     /// Whether long stretches of new files are written directly ([`direct`]).
     pub(super) direct: DirectIo,
+}
+
+/// A writer thread's reads from a local repository: the pack it read last stays open, and each
+/// run is read into one buffer kept from run to run. The backend's `read_partial` opened the
+/// pack and allocated and zeroed a new buffer for every run (fresh memory for every byte
+/// restored); this buffer grows to the largest run and stays.
+#[derive(Default)]
+pub(super) struct Reads {
+    pack: Option<(PackId, File)>,
+    buf: Vec<u8>,
+}
+
+impl Reads {
+    fn read(&mut self, root: &Path, run: &Run) -> io::Result<&[u8]> {
+        if self.pack.as_ref().is_none_or(|(id, _)| *id != run.pack) {
+            let hex = run.pack.to_hex();
+            let path = root.join("data").join(&hex[0..2]).join(hex.as_str());
+            self.pack = Some((run.pack, File::open(path)?));
+        }
+        let (_, file) = self.pack.as_ref().expect("opened");
+        let len = run.length as usize;
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        file.read_exact_at(&mut self.buf[..len], u64::from(run.offset))?;
+        Ok(&self.buf[..len])
+    }
 }
 
 /// The file a thread last wrote to, kept open while its next targets are in the same file: its
@@ -51,6 +82,7 @@ impl Contents<'_> {
     pub(super) fn work(&self) {
         let mut open: OpenFile = None;
         let mut staging = Staging::default();
+        let mut reads = Reads::default();
         let mut scratch = match packs::Scratch::new() {
             Ok(s) => s,
             Err(e) => {
@@ -59,7 +91,7 @@ impl Contents<'_> {
             }
         };
         while let Some(run) = self.next_run() {
-            if let Err(e) = self.run(run, &mut open, &mut scratch, &mut staging) {
+            if let Err(e) = self.run(run, &mut open, &mut scratch, &mut staging, &mut reads) {
                 set_fatal(&self.fatal, self.shared, e);
                 return;
             }
@@ -79,6 +111,7 @@ impl Contents<'_> {
         open: &mut OpenFile,
         scratch: &mut packs::Scratch,
         staging: &mut Staging,
+        reads: &mut Reads,
     ) -> Result<()> {
         let needs = &self.needs[run.needs.clone()];
         let wanted = |n: &Need| {
@@ -86,8 +119,9 @@ impl Contents<'_> {
                 .iter()
                 .any(|t| !self.files[t.file].damaged.load(Ordering::SeqCst))
         };
+        let mut held = None;
         let raw = if needs.iter().any(wanted) {
-            self.read(run)
+            self.read(run, reads, &mut held)
         } else {
             Err(String::new())
         };
@@ -100,7 +134,15 @@ impl Contents<'_> {
                     let start = (need.at.offset - run.offset) as usize;
                     let bytes = &raw[start..start + need.at.length as usize];
                     self.decoder
-                        .decode(scratch, &need.id, bytes, need.at.uncompressed)
+                        .decode(
+                            scratch,
+                            &need.id,
+                            bytes,
+                            need.at.uncompressed,
+                            // Aligned for the first place it goes (a blob repeated elsewhere
+                            // at another phase is copied for its direct writes).
+                            need.targets.first().map_or(0, |t| t.offset),
+                        )
                         .map_err(|e| format!("pack {}: {e}", run.pack))
                 })
             } else {
@@ -120,30 +162,43 @@ impl Contents<'_> {
         Ok(())
     }
 
-    /// The run's bytes, or why they could not be read.
-    fn read(&self, run: &Run) -> std::result::Result<Bytes, String> {
-        let raw = self
-            .be
-            .read_partial(FileType::Pack, &run.pack, false, run.offset, run.length)
-            .map_err(|e| {
-                format!(
-                    "pack {}: reading {} bytes at {} failed: {}",
-                    run.pack,
-                    run.length,
-                    run.offset,
-                    crate::repo::concise(&e.to_string())
-                )
-            })?;
-        if raw.len() != run.length as usize {
-            return Err(format!(
-                "pack {}: {} bytes at {} were asked for, {} came back (truncated pack?)",
+    /// The run's bytes, or why they could not be read: from a local repository read into the
+    /// thread's buffer, from an object store into `held`.
+    fn read<'r>(
+        &self,
+        run: &Run,
+        reads: &'r mut Reads,
+        held: &'r mut Option<Bytes>,
+    ) -> std::result::Result<&'r [u8], String> {
+        let failed = |e: &dyn std::fmt::Display| {
+            format!(
+                "pack {}: reading {} bytes at {} failed: {}",
                 run.pack,
                 run.length,
                 run.offset,
-                raw.len()
-            ));
+                crate::repo::concise(&e.to_string())
+            )
+        };
+        let truncated = |got: &str| {
+            format!(
+                "pack {}: {} bytes at {} were asked for, {got} (truncated pack?)",
+                run.pack, run.length, run.offset
+            )
+        };
+        if let Some(root) = &self.pack_root {
+            return reads.read(root, run).map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => truncated("the pack ends before them"),
+                _ => failed(&e),
+            });
         }
-        Ok(raw)
+        let raw = self
+            .be
+            .read_partial(FileType::Pack, &run.pack, false, run.offset, run.length)
+            .map_err(|e| failed(&e))?;
+        if raw.len() != run.length as usize {
+            return Err(truncated(&format!("{} came back", raw.len())));
+        }
+        Ok(held.insert(raw))
     }
 
     fn damage(&self, file: usize, reason: &str) {

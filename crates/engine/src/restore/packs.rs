@@ -200,10 +200,19 @@ mod tests {
         let slen = NonZeroU32::new(short.len() as u32);
         // One scratch, as a writer thread keeps it: nothing of one blob shows in the next.
         let mut scratch = Scratch::new().unwrap();
-        assert_eq!(d.decode(&mut scratch, &id, &raw, None).unwrap(), content);
-        assert_eq!(d.decode(&mut scratch, &zid, &zraw, len).unwrap(), content);
-        assert_eq!(d.decode(&mut scratch, &sid, &sraw, slen).unwrap(), short);
-        assert_eq!(d.decode(&mut scratch, &id, &raw, None).unwrap(), content);
+        // At every phase, stored plain or compressed, the content lands `phase` bytes past a
+        // page boundary (what lets a restore write it directly).
+        for phase in [0u64, 1, 777, 4095, 4096 + 5] {
+            for (id, raw, len, want) in [
+                (&id, &raw, None, &content[..]),
+                (&zid, &zraw, len, &content[..]),
+                (&sid, &sraw, slen, &short[..]),
+            ] {
+                let got = d.decode(&mut scratch, id, raw, len, phase).unwrap();
+                assert_eq!(got, want);
+                assert_eq!(got.as_ptr() as u64 % 4096, phase % 4096);
+            }
+        }
     }
 
     #[test]
@@ -215,17 +224,17 @@ mod tests {
             let mut bad = raw.clone();
             bad[i] ^= 1;
             let e = d
-                .decode(&mut Scratch::new().unwrap(), &id, &bad, None)
+                .decode(&mut Scratch::new().unwrap(), &id, &bad, None, 0)
                 .unwrap_err();
             assert!(e.contains("authentication"), "{e}");
         }
         let e = d
-            .decode(&mut Scratch::new().unwrap(), &id, &raw[..20], None)
+            .decode(&mut Scratch::new().unwrap(), &id, &raw[..20], None, 0)
             .unwrap_err();
         assert!(e.contains("too short"), "{e}");
         let (other, _) = sealed(b"other content", b"other content");
         let e = d
-            .decode(&mut Scratch::new().unwrap(), &other, &raw, None)
+            .decode(&mut Scratch::new().unwrap(), &other, &raw, None, 0)
             .unwrap_err();
         assert!(e.contains("does not match its id"), "{e}");
         let packed = zstd::bulk::compress(&content, 3).unwrap();
@@ -236,6 +245,7 @@ mod tests {
                 &id,
                 &raw,
                 NonZeroU32::new(content.len() as u32 - 1),
+                0,
             )
             .unwrap_err();
         assert!(e.contains("decompress"), "{e}");
