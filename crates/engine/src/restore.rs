@@ -40,7 +40,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use rustic_core::repofile::{Node, NodeType};
-use rustic_core::{BlobId, IndexedFullStatus, LsOptions, Repository};
+use rustic_core::{BlobId, IndexedFullStatus, Repository};
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, AtFlags, OFlag};
@@ -56,6 +56,7 @@ use crate::{
 
 mod contents;
 mod direct;
+mod listing;
 mod packs;
 mod writer;
 use writer::*;
@@ -276,19 +277,8 @@ pub fn restore_scoped(
                     node: node.clone(),
                 });
             }
-            for (k, item) in r
-                .ls(&node, &LsOptions::default())
-                .map_err(map_err)?
-                .enumerate()
-            {
-                if k % 1024 == 0 && ctx.is_cancelled() {
-                    return Err(Error::Cancelled);
-                }
-                let (sub, n) = item.map_err(map_err)?;
-                let rel = confined(&root.join(sub))?;
-                if !rel.as_os_str().is_empty() {
-                    entries.push(Entry { rel, node: n });
-                }
+            if let Some(tree) = node.subtree {
+                entries.extend(listing::below(&r, ctx, tree, root)?);
             }
         } else {
             entries.push(Entry {
