@@ -94,14 +94,23 @@ struct FileJob {
     settled: AtomicBool,
 }
 
-/// A temporary file: its name in its directory, and its device and inode.
-type Temp = (OsString, (u64, u64));
+/// A temporary file: its name in its directory, its device and inode, and its owner and group
+/// as created.
+type Temp = (OsString, (u64, u64), (u32, u32));
 
 impl FileJob {
     /// The temporary file's name, once created.
     fn tmp(&self) -> Option<&OsStr> {
         match self.temp.get() {
-            Some(Some((name, _))) => Some(name),
+            Some(Some((name, _, _))) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Owner and group of the temporary file, once created.
+    fn owner(&self) -> Option<(u32, u32)> {
+        match self.temp.get() {
+            Some(Some((_, _, owner))) => Some(*owner),
             _ => None,
         }
     }
@@ -109,7 +118,7 @@ impl FileJob {
     /// Device and inode of what is written, once there is something.
     fn id(&self) -> Option<(u64, u64)> {
         match self.temp.get() {
-            Some(Some((_, id))) => Some(*id),
+            Some(Some((_, id, _))) => Some(*id),
             _ => self.in_place,
         }
     }
@@ -692,7 +701,7 @@ pub fn restore_scoped(
         if !skip[i] && e.node.is_dir() {
             let path = shown.join(&e.rel);
             let fd = target.dir(&e.rel).map_err(|err| io_error(&path, &err))?;
-            w.set_metadata_fd(&fd, &e.node, &e.rel, &mut warnings);
+            w.set_metadata_fd(&fd, &e.node, &e.rel, None, &mut warnings);
         }
     }
     for w in warnings.iter().skip(forwarded) {

@@ -126,23 +126,23 @@ pub(super) fn create_temp(dir: &OwnedFd, i: usize) -> io::Result<(OsString, File
 }
 
 /// Creates and sizes the temporary file of each `(entry, path, size)` in `todo`, on every core,
-/// and returns each one's name and (device, inode) in the same order. On an error, the ones
+/// and returns each one's [`Temp`] in the same order. On an error, the ones
 /// created are removed again and the first error (in `todo`'s order) is returned.
 pub(super) fn create_temps(
     target: &Beneath,
     shown: &Path,
     todo: &[(usize, &Path, u64)],
-) -> Result<Vec<(OsString, (u64, u64))>> {
+) -> Result<Vec<Temp>> {
     use rayon::prelude::*;
     use std::os::unix::fs::MetadataExt;
-    let made: Vec<Result<(OsString, (u64, u64))>> = todo
+    let made: Vec<Result<Temp>> = todo
         .par_iter()
         .map_init(ParentCache::default, |parents, &(i, rel, size)| {
             let path = shown.join(rel);
             let (dir, _) = parents.get(target, rel).map_err(|e| io_error(&path, &e))?;
             let (tmp, f) = create_temp(dir, i).map_err(|e| io_error(&path, &e))?;
             match f.set_len(size).and_then(|()| f.metadata()) {
-                Ok(m) => Ok((tmp, (m.dev(), m.ino()))),
+                Ok(m) => Ok((tmp, (m.dev(), m.ino()), (m.uid(), m.gid()))),
                 Err(e) => {
                     let _ = nix::unistd::unlinkat(
                         dir,
@@ -157,7 +157,7 @@ pub(super) fn create_temps(
     if made.iter().any(Result::is_err) {
         let mut parents = ParentCache::default();
         for (made, (_, rel, _)) in made.iter().zip(todo) {
-            if let (Ok((tmp, _)), Ok((dir, _))) = (made, parents.get(target, rel)) {
+            if let (Ok((tmp, _, _)), Ok((dir, _))) = (made, parents.get(target, rel)) {
                 let _ = nix::unistd::unlinkat(
                     dir,
                     tmp.as_os_str(),
@@ -250,7 +250,7 @@ impl Writer<'_> {
                 let (tmp, f) = create_temp(&dir, job.entry)?;
                 let sized = f.set_len(job.size).and_then(|()| fstat(&f).map_err(nix_io));
                 match sized {
-                    Ok(st) => Ok((tmp, stat_id(&st), f)),
+                    Ok(st) => Ok((tmp, stat_id(&st), (st.st_uid, st.st_gid), f)),
                     Err(e) => {
                         let _ = nix::unistd::unlinkat(
                             &dir,
@@ -262,9 +262,9 @@ impl Writer<'_> {
                 }
             })();
             match created {
-                Ok((tmp, id, f)) => {
+                Ok((tmp, id, owner, f)) => {
                     made = Some(f);
-                    Some((tmp, id))
+                    Some((tmp, id, owner))
                 }
                 Err(e) => {
                     failed = Some(io_error(&path, &e));
@@ -328,7 +328,7 @@ impl Writer<'_> {
             return Ok(None);
         }
         let mut warnings = Vec::new();
-        self.set_metadata_fd(file, &entry.node, &entry.rel, &mut warnings);
+        self.set_metadata_fd(file, &entry.node, &entry.rel, job.owner(), &mut warnings);
         if !warnings.is_empty() {
             shared.warnings.lock().expect("warnings").extend(warnings);
         }
@@ -357,6 +357,12 @@ impl Writer<'_> {
             return Ok(());
         }
         crate::failpoint::hit("restore.settle", &self.shown.to_string_lossy());
+        let mut batch = batch;
+        // In path order: one directory opened per directory, not one per file (files complete
+        // in whatever order the writers finish them).
+        batch
+            .files
+            .sort_unstable_by_key(|(idx, _)| files[*idx].entry);
         let mut synced: Vec<u64> = Vec::new();
         for (idx, _) in &batch.files {
             let job = &files[*idx];
@@ -538,6 +544,7 @@ impl Writer<'_> {
         fd: &impl AsFd,
         node: &Node,
         rel: &Path,
+        owner: Option<(u32, u32)>,
         warnings: &mut Vec<Warning>,
     ) {
         let mut fail = |what: &str, e: &dyn std::fmt::Display| {
@@ -547,7 +554,12 @@ impl Writer<'_> {
             });
         };
         let meta = &node.meta;
-        if self.is_root {
+        // `owner`: what the file has now, when known (a file this restore created): a restore
+        // as root of files its own user owns need not change them, one call per file fewer.
+        let unchanged = owner.is_some_and(|(uid, gid)| {
+            meta.uid.is_none_or(|u| u == uid) && meta.gid.is_none_or(|g| g == gid)
+        });
+        if self.is_root && !unchanged {
             // Before the mode: a change of owner clears setuid/setgid bits.
             if let Err(e) = nix::unistd::fchown(
                 fd,

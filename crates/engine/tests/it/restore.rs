@@ -210,3 +210,46 @@ fn disk_full_during_restore_is_an_error_not_a_panic() {
     let _ = std::process::Command::new("umount").arg(&mnt).status();
     assert!(matches!(res, Err(Error::DiskFull(_))), "{res:?}");
 }
+
+/// As root, every restored file gets its owner and group back: those the restoring user already
+/// has (their change is skipped), another owner, and only another group.
+#[test]
+fn restore_as_root_gives_every_file_its_owner_and_group() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP restore_as_root_gives_every_file_its_owner_and_group: needs root");
+        return;
+    }
+    let fx = Fixture::new();
+    let src = fx.path("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    let me = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    let owners = [
+        ("mine", me),
+        ("other", (4242, 4343)),
+        ("group-only", (me.0, 4343)),
+        ("d/other-big", (4242, 4343)),
+    ];
+    for (i, (name, (uid, gid))) in owners.iter().enumerate() {
+        let p = src.join(name);
+        // One small file, one large enough to be written directly.
+        let len = if name.ends_with("big") { 1 << 20 } else { 10 };
+        fs::write(&p, random_bytes(len, i as u64)).unwrap();
+        std::os::unix::fs::chown(&p, Some(*uid), Some(*gid)).unwrap();
+    }
+    let snap = fx.backup_dir(&src, None).snapshot_id;
+    let target = fx.path("t");
+    fx.restore(&snap[..8], &[], &target);
+    for (name, want) in owners {
+        let m = fs::metadata(target.join(name)).unwrap();
+        assert_eq!((m.uid(), m.gid()), want, "{name}");
+        assert_eq!(
+            fs::read(target.join(name)).unwrap(),
+            fs::read(src.join(name)).unwrap(),
+            "{name}"
+        );
+    }
+}
