@@ -46,12 +46,12 @@ impl PackSync {
         }
     }
 
-    /// Writes pack `id` (the local backend's layout, `data/<2 hex>/<id>`) and queues its flush.
+    /// Writes pack `id` ([`pack_path`]) and queues its flush.
     pub(crate) fn write_pack(&self, id: &Id, content: BytesList) -> io::Result<()> {
-        let hex = id.to_hex();
-        let dir = self.root.join("data").join(&hex[0..2]);
-        fs::create_dir_all(&dir)?;
-        let path = dir.join(hex.as_str());
+        let path = pack_path(&self.root, id);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
         let mut file = File::create(&path)?;
         for part in content.into_vec() {
             file.write_all(&part)?;
@@ -101,6 +101,13 @@ impl PackSync {
             })
             .clone()
     }
+}
+
+/// Where a local repository at `root` keeps pack `id`: the local backend's layout,
+/// `data/<2 hex>/<id>`.
+pub(crate) fn pack_path(root: &Path, id: &Id) -> PathBuf {
+    let hex = id.to_hex();
+    root.join("data").join(&hex[0..2]).join(hex.as_str())
 }
 
 fn flush(state: &(Mutex<State>, Condvar), file: &File, path: &Path) {

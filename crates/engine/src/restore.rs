@@ -501,42 +501,39 @@ pub fn restore_scoped(
                 _ => {}
             }
         }
-        // Files with nothing to write: empty ones are created (on every core) and complete
-        // now; those whose data is missing are never created.
-        let empty: Vec<usize> = (0..files.len())
-            .filter(|&f| {
-                let job = &files[f];
-                job.remaining.load(Ordering::SeqCst) == 0
-                    && !job.damaged.load(Ordering::SeqCst)
-                    && job.in_place.is_none()
-            })
-            .collect();
-        let todo: Vec<(usize, &Path, u64)> = empty
-            .iter()
-            .map(|&f| (files[f].entry, entries[files[f].entry].rel.as_path(), 0))
-            .collect();
-        for (&f, made) in empty.iter().zip(create_temps(&target, shown, &todo)?) {
-            files[f].temp.set(Some(made)).expect("not created yet");
-        }
-        for (file_idx, job) in files.iter().enumerate() {
-            if job.remaining.load(Ordering::SeqCst) == 0 {
-                let entry = &entries[job.entry];
-                if job.damaged.load(Ordering::SeqCst) {
-                    w.discard(entry, job);
-                } else {
-                    let f = w.reopen(entry, job)?;
-                    if let Some(batch) = w.finish_file(
-                        file_idx,
-                        &entries,
-                        &files,
-                        &f,
-                        in_the_way[job.entry],
-                        &shared,
-                    )? {
-                        w.settle(batch, &entries, &files)?;
-                    }
-                }
-                shared.files_done.fetch_add(1, Ordering::Relaxed);
+        // Files with nothing to write are complete now, on every core: empty ones created (as
+        // the writers create files), those whose data is missing never created. A failure leaves
+        // what was created to `clean_up`, like any other.
+        let done: Vec<Result<Option<Pending>>> = {
+            use rayon::prelude::*;
+            files
+                .par_iter()
+                .enumerate()
+                .filter(|(_, job)| job.remaining.load(Ordering::SeqCst) == 0)
+                .map(|(file_idx, job)| {
+                    let entry = &entries[job.entry];
+                    let full = if job.damaged.load(Ordering::SeqCst) {
+                        w.discard(entry, job);
+                        None
+                    } else {
+                        let f = w.open_for_writing(entry, job)?;
+                        w.finish_file(
+                            file_idx,
+                            &entries,
+                            &files,
+                            &f,
+                            in_the_way[job.entry],
+                            &shared,
+                        )?
+                    };
+                    shared.files_done.fetch_add(1, Ordering::Relaxed);
+                    Ok(full)
+                })
+                .collect()
+        };
+        for full in done {
+            if let Some(batch) = full? {
+                w.settle(batch, &entries, &files)?;
             }
         }
         Ok(())

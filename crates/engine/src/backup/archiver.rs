@@ -6,8 +6,9 @@
 //!   ([`Parent`], rustic_core's rules) and hands them over in batches of up to [`BATCH_FILES`]
 //!   entries or [`BATCH_BYTES`] to read: one hand-off per batch, not three per blob.
 //! - A rayon pool of two threads per core reads, chunks, hashes and seals the batches' files,
-//!   several batches at once, one task per file; a large file is itself split, its cut candidates searched and its chunks
-//!   sealed on every core ([`super::chunker`]), so one big changed file no longer runs on one.
+//!   several batches at once, one task per file; a large file is itself split, its cut
+//!   candidates searched and its chunks sealed on every core ([`super::chunker`]), so one big
+//!   changed file no longer runs on one.
 //! - Then, in order, it builds each directory's tree, seals the trees, and at the end writes
 //!   the last packs, the index and the snapshot ([`super::packer`]).
 //!

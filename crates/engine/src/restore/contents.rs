@@ -58,9 +58,10 @@ pub(super) struct Reads {
 impl Reads {
     fn read(&mut self, root: &Path, run: &Run) -> io::Result<&[u8]> {
         if self.pack.as_ref().is_none_or(|(id, _)| *id != run.pack) {
-            let hex = run.pack.to_hex();
-            let path = root.join("data").join(&hex[0..2]).join(hex.as_str());
-            self.pack = Some((run.pack, File::open(path)?));
+            self.pack = Some((
+                run.pack,
+                File::open(crate::packsync::pack_path(root, &run.pack))?,
+            ));
         }
         let (_, file) = self.pack.as_ref().expect("opened");
         let len = run.length as usize;
@@ -230,7 +231,7 @@ impl Contents<'_> {
         let res = if job.in_place.is_none() {
             direct::write_new(
                 file,
-                || self.w.reopen_with(entry, job, OFlag::O_DIRECT).map(Some),
+                || self.w.reopen_with(entry, job, OFlag::O_DIRECT),
                 direct_fd,
                 &self.direct,
                 staging,

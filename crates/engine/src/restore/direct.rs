@@ -76,11 +76,11 @@ impl Staging {
 
 /// Writes `data` at `offset` of a new file that was pre-sized with `set_len`: pages that would
 /// be all zeros stay unwritten (holes); aligned stretches of at least [`DIRECT_MIN`] are written
-/// through the descriptor `direct` returns (opened on first use, `None` once refused), the rest
-/// through `file`.
+/// through the descriptor `direct` opens (on first use; kept in `opened`), the rest through
+/// `file`.
 pub(super) fn write_new(
     file: &File,
-    mut direct: impl FnMut() -> io::Result<Option<File>>,
+    mut direct: impl FnMut() -> io::Result<File>,
     opened: &mut Option<File>,
     io: &DirectIo,
     staging: &mut Staging,
@@ -96,7 +96,7 @@ pub(super) fn write_new(
         if io.enabled() && b > a && b - a >= DIRECT_MIN {
             if opened.is_none() {
                 *opened = match direct() {
-                    Ok(f) => f,
+                    Ok(f) => Some(f),
                     Err(e) if io.refused(&e) => None,
                     Err(e) => return Err(e),
                 };
@@ -196,7 +196,6 @@ mod tests {
                         .write(true)
                         .custom_flags(libc::O_DIRECT)
                         .open(&path)
-                        .map(Some)
                 },
                 &mut opened,
                 &io,

@@ -125,50 +125,6 @@ pub(super) fn create_temp(dir: &OwnedFd, i: usize) -> io::Result<(OsString, File
     Err(io::Error::other("no free temporary name"))
 }
 
-/// Creates and sizes the temporary file of each `(entry, path, size)` in `todo`, on every core,
-/// and returns each one's [`Temp`] in the same order. On an error, the ones
-/// created are removed again and the first error (in `todo`'s order) is returned.
-pub(super) fn create_temps(
-    target: &Beneath,
-    shown: &Path,
-    todo: &[(usize, &Path, u64)],
-) -> Result<Vec<Temp>> {
-    use rayon::prelude::*;
-    use std::os::unix::fs::MetadataExt;
-    let made: Vec<Result<Temp>> = todo
-        .par_iter()
-        .map_init(ParentCache::default, |parents, &(i, rel, size)| {
-            let path = shown.join(rel);
-            let (dir, _) = parents.get(target, rel).map_err(|e| io_error(&path, &e))?;
-            let (tmp, f) = create_temp(dir, i).map_err(|e| io_error(&path, &e))?;
-            match f.set_len(size).and_then(|()| f.metadata()) {
-                Ok(m) => Ok((tmp, (m.dev(), m.ino()), (m.uid(), m.gid()))),
-                Err(e) => {
-                    let _ = nix::unistd::unlinkat(
-                        dir,
-                        tmp.as_os_str(),
-                        nix::unistd::UnlinkatFlags::NoRemoveDir,
-                    );
-                    Err(io_error(&path, &e))
-                }
-            }
-        })
-        .collect();
-    if made.iter().any(Result::is_err) {
-        let mut parents = ParentCache::default();
-        for (made, (_, rel, _)) in made.iter().zip(todo) {
-            if let (Ok((tmp, _, _)), Ok((dir, _))) = (made, parents.get(target, rel)) {
-                let _ = nix::unistd::unlinkat(
-                    dir,
-                    tmp.as_os_str(),
-                    nix::unistd::UnlinkatFlags::NoRemoveDir,
-                );
-            }
-        }
-    }
-    made.into_iter().collect()
-}
-
 /// Completed files wait in a batch for their rename until this many are waiting, or this many
 /// bytes: then one `syncfs` makes the whole batch durable and they are renamed into place. One
 /// file system sync per batch instead of one `fsync` per file, which dominated restores of many
@@ -417,10 +373,7 @@ impl Writer<'_> {
             if f.settled.load(Ordering::SeqCst) {
                 continue;
             }
-            if let (Some(tmp), Ok((dir, _))) = (f.tmp(), self.target.parent(&entries[f.entry].rel))
-            {
-                let _ = nix::unistd::unlinkat(&dir, tmp, nix::unistd::UnlinkatFlags::NoRemoveDir);
-            }
+            self.discard(&entries[f.entry], f);
         }
     }
 
