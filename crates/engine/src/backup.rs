@@ -461,11 +461,13 @@ where
                 if finished {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                // Woken early when the work is done: the caller waits for this thread.
+                std::thread::park_timeout(Duration::from_millis(50));
             }
         });
         let out = work();
         done.store(true, Ordering::SeqCst);
+        monitor.thread().unpark();
         monitor.join().expect("monitor thread");
         out
     })

@@ -64,12 +64,7 @@ impl Cipher {
         uncompressed: Option<NonZeroU32>,
         phase: u64,
     ) -> Result<&'s [u8], String> {
-        if raw.len() < 32 {
-            return Err(format!(
-                "blob {id} is {} bytes long in its pack, too short to be encrypted data",
-                raw.len()
-            ));
-        }
+        long_enough(id, raw)?;
         let (nonce, rest) = raw.split_at(16);
         let (ciphertext, tag) = rest.split_at(rest.len() - 16);
         let Scratch {
@@ -85,39 +80,98 @@ impl Cipher {
             if uncompressed.is_some() { 0 } else { phase },
         );
         cipher.copy_from_slice(ciphertext);
+        self.decrypt(id, nonce, cipher, tag)?;
+        match uncompressed {
+            Some(len) => decompress(zstd, plain, id, cipher, len, phase),
+            None => checked(id, cipher),
+        }
+    }
+
+    /// [`Cipher::decode`] of a blob whose bytes in `raw` may be overwritten: a compressed blob
+    /// is decrypted where it lies, which saves copying it (an uncompressed one is still decrypted
+    /// into `scratch`, at its phase).
+    pub(crate) fn decode_in_place<'s>(
+        &self,
+        scratch: &'s mut Scratch,
+        id: &BlobId,
+        raw: &mut [u8],
+        uncompressed: Option<NonZeroU32>,
+        phase: u64,
+    ) -> Result<&'s [u8], String> {
+        let Some(len) = uncompressed else {
+            return self.decode(scratch, id, raw, None, phase);
+        };
+        long_enough(id, raw)?;
+        let (nonce, rest) = raw.split_at_mut(16);
+        let (ciphertext, tag) = rest.split_at_mut(rest.len() - 16);
+        self.decrypt(id, nonce, ciphertext, tag)?;
+        let phase = (phase % PAGE as u64) as usize;
+        decompress(
+            &mut scratch.zstd,
+            &mut scratch.plain,
+            id,
+            ciphertext,
+            len,
+            phase,
+        )
+    }
+
+    fn decrypt(
+        &self,
+        id: &BlobId,
+        nonce: &[u8],
+        data: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), String> {
         self.0
-            .decrypt_in_place_detached(
-                Nonce::from_slice(nonce),
-                &[],
-                cipher,
-                Tag::from_slice(tag),
-            )
+            .decrypt_in_place_detached(Nonce::from_slice(nonce), &[], data, Tag::from_slice(tag))
             .map_err(|_| {
                 format!("blob {id} fails its authentication check (its bytes in the pack were changed or damaged)")
-            })?;
-        let data: &[u8] = match uncompressed {
-            Some(len) => {
-                let len = len.get() as usize;
-                let plain = at_phase(plain, len, phase);
-                // A blob that decompresses to more than its index says fails here too (the
-                // buffer is exactly that long).
-                let n = zstd.decompress_to_buffer(&*cipher, plain).map_err(|e| {
-                    format!("blob {id} does not decompress to the {len} bytes its index says: {e}")
-                })?;
-                if n != len {
-                    return Err(format!(
-                        "blob {id} decompresses to {n} bytes where the index says {len}"
-                    ));
-                }
-                &*plain
-            }
-            None => &*cipher,
-        };
-        if !id.blob_matches_reader(data.len() as u64, &mut &data[..]) {
-            return Err(format!("blob {id}'s content does not match its id"));
-        }
-        Ok(data)
+            })
     }
+}
+
+/// Whether `raw` can be a sealed blob: nonce (16 bytes), ciphertext, MAC (16 bytes).
+fn long_enough(id: &BlobId, raw: &[u8]) -> Result<(), String> {
+    if raw.len() < 32 {
+        return Err(format!(
+            "blob {id} is {} bytes long in its pack, too short to be encrypted data",
+            raw.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The decrypted `compressed` content, decompressed into `plain` at `phase` and checked.
+fn decompress<'s>(
+    zstd: &mut zstd::bulk::Decompressor<'static>,
+    plain: &'s mut Vec<u8>,
+    id: &BlobId,
+    compressed: &[u8],
+    len: NonZeroU32,
+    phase: usize,
+) -> Result<&'s [u8], String> {
+    let len = len.get() as usize;
+    let plain = at_phase(plain, len, phase);
+    // A blob that decompresses to more than its index says fails here too (the buffer is
+    // exactly that long).
+    let n = zstd.decompress_to_buffer(compressed, plain).map_err(|e| {
+        format!("blob {id} does not decompress to the {len} bytes its index says: {e}")
+    })?;
+    if n != len {
+        return Err(format!(
+            "blob {id} decompresses to {n} bytes where the index says {len}"
+        ));
+    }
+    checked(id, plain)
+}
+
+/// `data`, if it is the content blob `id` names.
+fn checked<'d>(id: &BlobId, data: &'d [u8]) -> Result<&'d [u8], String> {
+    if !id.blob_matches_reader(data.len() as u64, &mut &data[..]) {
+        return Err(format!("blob {id}'s content does not match its id"));
+    }
+    Ok(data)
 }
 
 /// The alignment [`Cipher::decode`] places content at: a memory page, the unit of direct I/O.

@@ -25,8 +25,13 @@ pub fn add(name: &str, hook: Hook) {
     ANY.store(true, Ordering::SeqCst);
 }
 
+/// Whether any hook is set: a caller whose argument costs something to build checks first.
+pub(crate) fn armed() -> bool {
+    ANY.load(Ordering::Relaxed)
+}
+
 pub(crate) fn hit(name: &str, arg: &str) {
-    if !ANY.load(Ordering::Relaxed) {
+    if !armed() {
         return;
     }
     let hooks: Vec<Hook> = HOOKS

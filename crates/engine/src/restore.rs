@@ -38,7 +38,6 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use rustic_core::repofile::{Node, NodeType};
 use rustic_core::{BlobId, IndexedFullStatus, Repository};
 
@@ -86,6 +85,10 @@ struct FileJob {
     /// A block device written in place: its device and inode (a reopen that finds anything
     /// else is refused). `None`: the file is written to a temporary file.
     in_place: Option<(u64, u64)>,
+    /// Its content is at most one blob, exactly its size: the one write (or none) gives the
+    /// temporary file its length, which is then not set when it is created (a file whose last
+    /// page is zeros, left a hole, gets it set after the write: [`contents`]).
+    sized_by_write: bool,
     /// The temporary file, created by the first writer that needs it
     /// ([`Writer::open_for_writing`]): its name in the file's directory, and its device and inode.
     /// `None`: its creation failed (the job's error says why).
@@ -246,6 +249,17 @@ pub fn restore_scoped(
     let r = open(repo)?;
     let snap = find_snapshot(&r, &spec.snapshot_id)?;
     let r = r.to_indexed().map_err(map_err)?;
+    let decoder = packs::Cipher::new(&r.key()).map_err(Error::Repository)?;
+    let be = crate::repo::pack_backend(repo)?;
+    let packs = packs::Source {
+        root: repo.store.is_none().then_some(repo.path.as_path()),
+        be: be.as_ref(),
+    };
+    let trees = listing::Trees {
+        r: &r,
+        decoder: &decoder,
+        packs,
+    };
 
     // 1. Collect the entries to restore, sorted by their path below the target, each path once.
     // Collected straight into the one vector they are used from (not a map first: with a million
@@ -287,7 +301,7 @@ pub fn restore_scoped(
                 });
             }
             if let Some(tree) = node.subtree {
-                entries.extend(listing::below(&r, ctx, tree, root)?);
+                entries.extend(trees.below(ctx, tree, root)?);
             }
         } else {
             entries.push(Entry {
@@ -407,14 +421,14 @@ pub fn restore_scoped(
         pending: Mutex::default(),
     };
     let mut parents = ParentCache::default();
-    let mut files: Vec<FileJob> = Vec::new();
-    let mut planner = packs::Planner::default();
     let first_damage = std::sync::OnceLock::new();
     let shared = Arc::new(Shared::default());
     // Directories already cleared of the temporary files of killed restores (issue #9), or
     // created by this restore.
     let mut swept: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
-    let setup = (|| -> Result<()> {
+    // Block devices written in place, by entry: their device and inode.
+    let mut in_place = std::collections::HashMap::new();
+    let mut make_dirs = || -> Result<()> {
         for (i, e) in entries.iter().enumerate() {
             if skip[i] {
                 continue;
@@ -422,11 +436,19 @@ pub fn restore_scoped(
             if i % 256 == 0 && ctx.is_cancelled() {
                 return Err(Error::Cancelled);
             }
+            let parent = e.rel.parent().unwrap_or(Path::new(""));
+            let device = e.node.is_file()
+                && scope.original_location
+                && in_the_way[i].is_some_and(|(_, blockdev)| blockdev)
+                && !hardlink_to.contains_key(&i);
+            // Other files are created by the writers.
+            if !e.node.is_dir() && !device && swept.contains(parent) {
+                continue;
+            }
             let path = shown.join(&e.rel);
             let (dir, name) = parents
                 .get(&target, &e.rel)
                 .map_err(|err| io_error(&path, &err))?;
-            let parent = e.rel.parent().unwrap_or(Path::new(""));
             if !swept.contains(parent) {
                 swept.insert(parent.to_path_buf());
                 match remove_stale_temps(dir) {
@@ -458,49 +480,47 @@ pub fn restore_scoped(
                         Err(err) => return Err(io_error(&path, &nix_io(err))),
                     }
                 }
-                NodeType::File if hardlink_to.contains_key(&i) => {
-                    // Linked to its group's first restored member after the contents are written.
-                }
-                NodeType::File => {
-                    let in_place = if scope.original_location
-                        && in_the_way[i].is_some_and(|(_, blockdev)| blockdev)
-                    {
-                        let fd = openat(
-                            dir,
-                            name,
-                            OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                            Mode::empty(),
-                        )
-                        .map_err(|err| io_error(&path, &nix_io(err)))?;
-                        let st = fstat(&fd).map_err(|err| io_error(&path, &nix_io(err)))?;
-                        Some(stat_id(&st))
-                    } else {
-                        // Created by the writer that first needs it, while others write.
-                        None
-                    };
-                    let content = e.node.content.as_deref().unwrap_or(&[]);
-                    let planned = contents::plan_file(&r, &mut planner, files.len(), content);
-                    if let Err(reason) = &planned {
-                        let _ = first_damage.set(format!("{}: {reason}", e.rel.display()));
-                    }
-                    files.push(FileJob {
-                        entry: i,
-                        size: e.node.meta.size,
-                        remaining: AtomicUsize::new(*planned.as_ref().unwrap_or(&0)),
-                        started: AtomicBool::new(false),
-                        damaged: AtomicBool::new(planned.is_err()),
-                        in_place,
-                        temp: std::sync::OnceLock::new(),
-                        settled: AtomicBool::new(false),
-                    });
-                    shared.files_total.fetch_add(1, Ordering::Relaxed);
-                    shared
-                        .bytes_total
-                        .fetch_add(e.node.meta.size, Ordering::Relaxed);
+                NodeType::File if device => {
+                    // A block device written in place: opened now, to know it by its inode.
+                    let fd = openat(
+                        dir,
+                        name,
+                        OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|err| io_error(&path, &nix_io(err)))?;
+                    let st = fstat(&fd).map_err(|err| io_error(&path, &nix_io(err)))?;
+                    in_place.insert(i, stat_id(&st));
                 }
                 _ => {}
             }
         }
+        Ok(())
+    };
+    // The directories are made while the files' blobs are looked up, on another core.
+    let (dirs_made, planned) = std::thread::scope(|s| {
+        let planning = s.spawn(|| {
+            contents::plan(
+                &r,
+                &entries,
+                |i| !skip[i] && !hardlink_to.contains_key(&i),
+                ctx,
+                &first_damage,
+                &shared,
+            )
+        });
+        let made = make_dirs();
+        (made, planning.join())
+    });
+    let (mut files, planner) = match (dirs_made, planned) {
+        (Ok(()), Ok(Ok(planned))) => planned,
+        (Err(err), _) | (_, Ok(Err(err))) => return Err(err),
+        (_, Err(panic)) => std::panic::resume_unwind(panic),
+    };
+    for f in &mut files {
+        f.in_place = in_place.get(&f.entry).copied();
+    }
+    let setup = (|| -> Result<()> {
         // Files with nothing to write are complete now, on every core: empty ones created (as
         // the writers create files), those whose data is missing never created. A failure leaves
         // what was created to `clean_up`, like any other.
@@ -510,13 +530,13 @@ pub fn restore_scoped(
                 .par_iter()
                 .enumerate()
                 .filter(|(_, job)| job.remaining.load(Ordering::SeqCst) == 0)
-                .map(|(file_idx, job)| {
+                .map_init(ParentCache::default, |dirs, (file_idx, job)| {
                     let entry = &entries[job.entry];
                     let full = if job.damaged.load(Ordering::SeqCst) {
                         w.discard(entry, job);
                         None
                     } else {
-                        let f = w.open_for_writing(entry, job)?;
+                        let f = w.open_for_writing(entry, job, dirs)?;
                         w.finish_file(
                             file_idx,
                             &entries,
@@ -546,21 +566,15 @@ pub fn restore_scoped(
 
     // 4. Contents, in parallel, a run of blobs of one pack at a time.
     let (needs, runs) = planner.finish();
-    let setup = (|| {
-        let decoder = packs::Cipher::new(&r.key()).map_err(Error::Repository)?;
-        let be = crate::repo::pack_backend(repo)?;
-        Ok((decoder, be))
-    })();
-    let (decoder, be) = match setup {
-        Ok(v) => v,
-        Err(err) => {
-            w.clean_up(&entries, &files);
-            return Err(err);
-        }
+    let threads = if repo.store.is_some() {
+        OBJECT_STORE_THREADS
+    } else {
+        THREADS
     };
+    let runs = packs::spread(runs, threads);
     let (to_settle, batches) = std::sync::mpsc::sync_channel(1);
     let work = contents::Contents {
-        be: be.as_ref(),
+        packs,
         decoder: &decoder,
         w: &w,
         entries: &entries,
@@ -569,7 +583,6 @@ pub fn restore_scoped(
         needs: &needs,
         runs: &runs,
         next: AtomicUsize::new(0),
-        pack_root: repo.store.is_none().then(|| repo.path.clone()),
         settler: Mutex::new(Some(to_settle)),
         shared: &shared,
         fatal: Mutex::new(None),
@@ -579,11 +592,6 @@ pub fn restore_scoped(
     let phase = || Phase::Restoring;
     let outcome = monitored(&shared, ctx, Some(&phase), || {
         std::thread::scope(|s| {
-            let threads = if repo.store.is_some() {
-                OBJECT_STORE_THREADS
-            } else {
-                THREADS
-            };
             let settler = s.spawn(|| work.settle(batches));
             let writers: Vec<_> = (0..threads).map(|_| s.spawn(|| work.work())).collect();
             for h in writers {

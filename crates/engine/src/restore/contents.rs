@@ -12,16 +12,13 @@
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::OnceLock;
 
-use rustic_core::repofile::PackId;
-use rustic_core::{FileType, WriteBackend};
-
 use super::direct::{self, DirectIo, Staging};
-use super::packs::{self, Cipher, Need, Run, Target};
+use super::packs::{self, Cipher, Need, Reads, Run, Target};
 use super::*;
 
 /// What the writer threads share.
 pub(super) struct Contents<'a> {
-    pub(super) be: &'a dyn WriteBackend,
+    pub(super) packs: packs::Source<'a>,
     pub(super) decoder: &'a Cipher,
     pub(super) w: &'a Writer<'a>,
     pub(super) entries: &'a [Entry],
@@ -31,9 +28,6 @@ pub(super) struct Contents<'a> {
     pub(super) runs: &'a [Run],
     /// The next run to take.
     pub(super) next: AtomicUsize,
-    /// The repository's directory when it is on local disk: packs are read directly
-    /// ([`Reads`]).
-    pub(super) pack_root: Option<PathBuf>,
     /// Full batches of completed files go to the settler thread ([`Contents::settle`]), so no
     /// writer waits for a `syncfs`. `None` once the writers are done.
     pub(super) settler: Mutex<Option<SyncSender<Pending>>>,
@@ -45,45 +39,25 @@ pub(super) struct Contents<'a> {
     pub(super) direct: DirectIo,
 }
 
-/// A writer thread's reads from a local repository: the pack it read last stays open, and each
-/// run is read into one buffer kept from run to run. The backend's `read_partial` opened the
-/// pack and allocated and zeroed a new buffer for every run (fresh memory for every byte
-/// restored); this buffer grows to the largest run and stays.
-#[derive(Default)]
-pub(super) struct Reads {
-    pack: Option<(PackId, File)>,
-    buf: Vec<u8>,
-}
-
-impl Reads {
-    fn read(&mut self, root: &Path, run: &Run) -> io::Result<&[u8]> {
-        if self.pack.as_ref().is_none_or(|(id, _)| *id != run.pack) {
-            self.pack = Some((
-                run.pack,
-                File::open(crate::packsync::pack_path(root, &run.pack))?,
-            ));
-        }
-        let (_, file) = self.pack.as_ref().expect("opened");
-        let len = run.length as usize;
-        if self.buf.len() < len {
-            self.buf.resize(len, 0);
-        }
-        file.read_exact_at(&mut self.buf[..len], u64::from(run.offset))?;
-        Ok(&self.buf[..len])
-    }
-}
-
 /// The file a thread last wrote to, kept open while its next targets are in the same file: its
 /// descriptor, and its direct-I/O descriptor once one was needed.
 type OpenFile = Option<(usize, File, Option<File>)>;
+
+/// What a writer thread keeps from one write to the next.
+#[derive(Default)]
+struct Thread {
+    open: OpenFile,
+    /// The directory of the file it last opened: most files of a run are in the same one.
+    dirs: ParentCache,
+    staging: Staging,
+    reads: Reads,
+}
 
 impl Contents<'_> {
     /// One writer thread: works until no run is left, the job is cancelled, or an error stops
     /// every writer.
     pub(super) fn work(&self) {
-        let mut open: OpenFile = None;
-        let mut staging = Staging::default();
-        let mut reads = Reads::default();
+        let mut th = Thread::default();
         let mut scratch = match packs::Scratch::new() {
             Ok(s) => s,
             Err(e) => {
@@ -92,7 +66,7 @@ impl Contents<'_> {
             }
         };
         while let Some(run) = self.next_run() {
-            if let Err(e) = self.run(run, &mut open, &mut scratch, &mut staging, &mut reads) {
+            if let Err(e) = self.run(run, &mut th, &mut scratch) {
                 set_fatal(&self.fatal, self.shared, e);
                 return;
             }
@@ -106,23 +80,21 @@ impl Contents<'_> {
         self.runs.get(self.next.fetch_add(1, Ordering::Relaxed))
     }
 
-    fn run(
-        &self,
-        run: &Run,
-        open: &mut OpenFile,
-        scratch: &mut packs::Scratch,
-        staging: &mut Staging,
-        reads: &mut Reads,
-    ) -> Result<()> {
+    fn run(&self, run: &Run, th: &mut Thread, scratch: &mut packs::Scratch) -> Result<()> {
+        let Thread {
+            open,
+            dirs,
+            staging,
+            reads,
+        } = th;
         let needs = &self.needs[run.needs.clone()];
         let wanted = |n: &Need| {
             n.targets
                 .iter()
                 .any(|t| !self.files[t.file].damaged.load(Ordering::SeqCst))
         };
-        let mut held = None;
-        let raw = if needs.iter().any(wanted) {
-            self.read(run, reads, &mut held)
+        let mut raw = if needs.iter().any(wanted) {
+            reads.read(self.packs, &run.pack, run.offset, run.length)
         } else {
             Err(String::new())
         };
@@ -131,75 +103,39 @@ impl Contents<'_> {
                 return Ok(());
             }
             let data = if wanted(need) {
-                raw.as_ref().map_err(Clone::clone).and_then(|raw| {
-                    let start = (need.at.offset - run.offset) as usize;
-                    let bytes = &raw[start..start + need.at.length as usize];
-                    self.decoder
-                        .decode(
-                            scratch,
-                            &need.id,
-                            bytes,
-                            need.at.uncompressed,
-                            // Aligned for the first place it goes (a blob repeated elsewhere
-                            // at another phase is copied for its direct writes).
-                            need.targets.first().map_or(0, |t| t.offset),
-                        )
-                        .map_err(|e| format!("pack {}: {e}", run.pack))
-                })
+                match &mut raw {
+                    Ok(raw) => {
+                        let start = (need.at.offset - run.offset) as usize;
+                        self.decoder
+                            .decode_in_place(
+                                scratch,
+                                &need.id,
+                                // Each need of a run is its own stretch of the read.
+                                &mut raw[start..start + need.at.length as usize],
+                                need.at.uncompressed,
+                                // Aligned for the first place it goes (a blob repeated
+                                // elsewhere at another phase is copied for its direct writes).
+                                need.targets.first().map_or(0, |t| t.offset),
+                            )
+                            .map_err(|e| format!("pack {}: {e}", run.pack))
+                    }
+                    Err(reason) => Err(reason.clone()),
+                }
             } else {
                 Err(String::new())
             };
             for t in &need.targets {
                 match &data {
-                    Ok(data) => self.write(t, data, open, staging)?,
+                    Ok(data) => self.write(t, data, open, dirs, staging)?,
                     Err(reason) => self.damage(t.file, reason),
                 }
                 if self.files[t.file].remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
                     // Every writer is done with the file.
-                    self.complete(t.file, open)?;
+                    self.complete(t.file, open, dirs)?;
                 }
             }
         }
         Ok(())
-    }
-
-    /// The run's bytes, or why they could not be read: from a local repository read into the
-    /// thread's buffer, from an object store into `held`.
-    fn read<'r>(
-        &self,
-        run: &Run,
-        reads: &'r mut Reads,
-        held: &'r mut Option<Bytes>,
-    ) -> std::result::Result<&'r [u8], String> {
-        let failed = |e: &dyn std::fmt::Display| {
-            format!(
-                "pack {}: reading {} bytes at {} failed: {}",
-                run.pack,
-                run.length,
-                run.offset,
-                crate::repo::concise(&e.to_string())
-            )
-        };
-        let truncated = |got: &str| {
-            format!(
-                "pack {}: {} bytes at {} were asked for, {got} (truncated pack?)",
-                run.pack, run.length, run.offset
-            )
-        };
-        if let Some(root) = &self.pack_root {
-            return reads.read(root, run).map_err(|e| match e.kind() {
-                io::ErrorKind::UnexpectedEof => truncated("the pack ends before them"),
-                _ => failed(&e),
-            });
-        }
-        let raw = self
-            .be
-            .read_partial(FileType::Pack, &run.pack, false, run.offset, run.length)
-            .map_err(|e| failed(&e))?;
-        if raw.len() != run.length as usize {
-            return Err(truncated(&format!("{} came back", raw.len())));
-        }
-        Ok(held.insert(raw))
     }
 
     fn damage(&self, file: usize, reason: &str) {
@@ -218,6 +154,7 @@ impl Contents<'_> {
         t: &Target,
         data: &[u8],
         open: &mut OpenFile,
+        dirs: &mut ParentCache,
         staging: &mut Staging,
     ) -> Result<()> {
         let job = &self.files[t.file];
@@ -226,18 +163,26 @@ impl Contents<'_> {
         }
         job.started.store(true, Ordering::SeqCst);
         let entry = &self.entries[job.entry];
-        self.open(t.file, open)?;
+        self.open(t.file, open, dirs)?;
         let (_, file, direct_fd) = open.as_mut().expect("opened");
         let res = if job.in_place.is_none() {
             direct::write_new(
                 file,
-                || self.w.reopen_with(entry, job, OFlag::O_DIRECT),
+                || self.w.reopen_with(entry, job, OFlag::O_DIRECT, dirs),
                 direct_fd,
                 &self.direct,
                 staging,
                 data,
                 t.offset,
             )
+            .and_then(|()| {
+                // Its one write left its last page a hole (a page of zeros), so the length is
+                // still short of the file's.
+                if job.sized_by_write && data.last() == Some(&0) {
+                    file.set_len(job.size)?;
+                }
+                Ok(())
+            })
         } else {
             // A device written in place has old blocks where the image has zeros.
             file.write_all_at(data, t.offset)
@@ -249,16 +194,23 @@ impl Contents<'_> {
         Ok(())
     }
 
-    fn open<'o>(&self, file: usize, open: &'o mut OpenFile) -> Result<&'o File> {
+    fn open<'o>(
+        &self,
+        file: usize,
+        open: &'o mut OpenFile,
+        dirs: &mut ParentCache,
+    ) -> Result<&'o File> {
         if open.as_ref().is_none_or(|(f, _, _)| *f != file) {
             let job = &self.files[file];
-            let f = self.w.open_for_writing(&self.entries[job.entry], job)?;
+            let f = self
+                .w
+                .open_for_writing(&self.entries[job.entry], job, dirs)?;
             *open = Some((file, f, None));
         }
         Ok(&open.as_ref().expect("open file").1)
     }
 
-    fn complete(&self, file: usize, open: &mut OpenFile) -> Result<()> {
+    fn complete(&self, file: usize, open: &mut OpenFile, dirs: &mut ParentCache) -> Result<()> {
         let job = &self.files[file];
         if job.damaged.load(Ordering::SeqCst) && job.in_place.is_none() {
             // Never renamed into place; possibly never even created.
@@ -269,7 +221,7 @@ impl Contents<'_> {
             self.shared.files_done.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let f = self.open(file, open)?;
+        let f = self.open(file, open, dirs)?;
         let full = self.w.finish_file(
             file,
             self.entries,
@@ -317,14 +269,61 @@ fn set_fatal(fatal: &Mutex<Option<Error>>, shared: &Shared, err: Error) {
     shared.cancelled.store(true, Ordering::SeqCst);
 }
 
-/// The blobs of one file's content, planned: `Err` names the first blob the index does not
-/// have (the file cannot be restored).
-pub(super) fn plan_file(
+/// Every file whose content is written (`wanted(i)` for entry `i`), planned: its job, in entry
+/// order, and its blobs in the planner. A file whose blobs are not all in the index is planned
+/// as damaged (never written); the first such one says why in `first_damage`.
+pub(super) fn plan(
+    r: &Repository<IndexedFullStatus>,
+    entries: &[Entry],
+    wanted: impl Fn(usize) -> bool,
+    ctx: &dyn JobContext,
+    first_damage: &OnceLock<String>,
+    shared: &Shared,
+) -> Result<(Vec<FileJob>, packs::Planner)> {
+    let mut files = Vec::new();
+    let mut planner = packs::Planner::default();
+    for (i, e) in entries.iter().enumerate() {
+        if !e.node.is_file() || !wanted(i) {
+            continue;
+        }
+        if i % 256 == 0 && ctx.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let content = e.node.content.as_deref().unwrap_or(&[]);
+        let planned = plan_file(r, &mut planner, files.len(), content);
+        if let Err(reason) = &planned {
+            let _ = first_damage.set(format!("{}: {reason}", e.rel.display()));
+        }
+        let (blobs, length) = *planned.as_ref().unwrap_or(&(0, 0));
+        files.push(FileJob {
+            entry: i,
+            size: e.node.meta.size,
+            remaining: AtomicUsize::new(blobs),
+            started: AtomicBool::new(false),
+            damaged: AtomicBool::new(planned.is_err()),
+            // Known once the directories are made.
+            in_place: None,
+            sized_by_write: blobs <= 1 && length == e.node.meta.size,
+            // Created by the writer that first needs it, while others write.
+            temp: OnceLock::new(),
+            settled: AtomicBool::new(false),
+        });
+        shared.files_total.fetch_add(1, Ordering::Relaxed);
+        shared
+            .bytes_total
+            .fetch_add(e.node.meta.size, Ordering::Relaxed);
+    }
+    Ok((files, planner))
+}
+
+/// The blobs of one file's content, planned: how many there are and their total length. `Err`
+/// names the first blob the index does not have (the file cannot be restored).
+fn plan_file(
     r: &Repository<IndexedFullStatus>,
     planner: &mut packs::Planner,
     file: usize,
     content: &[rustic_core::DataId],
-) -> std::result::Result<usize, String> {
+) -> std::result::Result<(usize, u64), String> {
     let mut located = Vec::with_capacity(content.len());
     for id in content {
         let ie = r
@@ -342,5 +341,5 @@ pub(super) fn plan_file(
         planner.add(id, pack, at, Target { file, offset });
         offset += u64::from(len);
     }
-    Ok(located.len())
+    Ok((located.len(), offset))
 }

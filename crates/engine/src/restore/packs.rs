@@ -18,11 +18,15 @@
 //!   naming the pack and blob: wrong bytes are never returned.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io;
 use std::num::NonZeroU32;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use rustic_core::repofile::PackId;
-use rustic_core::BlobId;
+use rustic_core::{BlobId, FileType, WriteBackend};
 
 pub(super) use crate::codec::{Cipher, Scratch};
 
@@ -31,6 +35,79 @@ pub(super) const MAX_READ: u32 = 4 << 20;
 /// Largest run of unneeded bytes a read spans rather than split in two (restic's and rustic's
 /// hole size): reading it costs less than another request.
 pub(super) const MAX_GAP: u32 = 256 << 10;
+
+/// Where a restore reads packs from: a local repository's directory (ranged reads of the pack
+/// files themselves), or else the repository's backend (an object store).
+#[derive(Clone, Copy)]
+pub(super) struct Source<'a> {
+    pub(super) root: Option<&'a Path>,
+    pub(super) be: &'a dyn WriteBackend,
+}
+
+/// One thread's reads of pack ranges (the runs of the contents, and the trees), into one buffer
+/// kept from read to read; from a local repository, the pack read last stays open. The
+/// backend's `read_partial` opened the pack and allocated and zeroed a new buffer for every
+/// read (fresh memory for every byte restored); this buffer grows to the largest read and stays.
+#[derive(Default)]
+pub(super) struct Reads {
+    pack: Option<(PackId, File)>,
+    buf: Vec<u8>,
+}
+
+impl Reads {
+    /// `length` bytes at `offset` of `pack`, in this reader's buffer (where they may be
+    /// decrypted in place), or why they could not be read.
+    pub(super) fn read(
+        &mut self,
+        from: Source<'_>,
+        pack: &PackId,
+        offset: u32,
+        length: u32,
+    ) -> Result<&mut [u8], String> {
+        let failed = |e: &dyn std::fmt::Display| {
+            format!(
+                "pack {pack}: reading {length} bytes at {offset} failed: {}",
+                crate::repo::concise(&e.to_string())
+            )
+        };
+        let truncated = |got: &str| {
+            format!(
+                "pack {pack}: {length} bytes at {offset} were asked for, {got} (truncated pack?)"
+            )
+        };
+        let len = length as usize;
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        let buf = &mut self.buf[..len];
+        match from.root {
+            Some(root) => {
+                if self.pack.as_ref().is_none_or(|(id, _)| id != pack) {
+                    let file = File::open(crate::packsync::pack_path(root, pack))
+                        .map_err(|e| failed(&e))?;
+                    self.pack = Some((*pack, file));
+                }
+                let (_, file) = self.pack.as_ref().expect("opened");
+                file.read_exact_at(buf, u64::from(offset))
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::UnexpectedEof => truncated("the pack ends before them"),
+                        _ => failed(&e),
+                    })?;
+            }
+            None => {
+                let raw = from
+                    .be
+                    .read_partial(FileType::Pack, pack, false, offset, length)
+                    .map_err(|e| failed(&e))?;
+                if raw.len() != len {
+                    return Err(truncated(&format!("{} came back", raw.len())));
+                }
+                buf.copy_from_slice(&raw);
+            }
+        }
+        Ok(buf)
+    }
+}
 
 /// A place a blob goes: a file being restored and the offset in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +210,30 @@ impl Planner {
     }
 }
 
+/// `runs` reordered so that `ways` writers, taking them in turn, each work through their own
+/// part of the restore: the runs of the first `ways`-th of it, then of the second, and so on,
+/// interleaved. In pack order, the writers all took neighbouring runs, which mostly belong to
+/// one large file: its writers then waited for each other on the file's inode lock (each direct
+/// write holds it until the device has the data; the `fallocate` and the buffered writes at
+/// blob edges need it alone). Apart, they mostly write different files, and each writer's next
+/// file is mostly in the directory of its last one.
+pub(super) fn spread(runs: Vec<Run>, ways: usize) -> Vec<Run> {
+    if ways < 2 || runs.len() <= ways {
+        return runs;
+    }
+    let part = runs.len().div_ceil(ways);
+    let mut slots: Vec<Option<Run>> = runs.into_iter().map(Some).collect();
+    let mut out = Vec::with_capacity(slots.len());
+    for i in 0..part {
+        for j in 0..ways {
+            if let Some(run) = slots.get_mut(j * part + i).and_then(Option::take) {
+                out.push(run);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +312,13 @@ mod tests {
                 let got = d.decode(&mut scratch, id, raw, len, phase).unwrap();
                 assert_eq!(got, want);
                 assert_eq!(got.as_ptr() as u64 % 4096, phase % 4096);
+                // The same, decrypted where the bytes lie, as a restore decodes what it read.
+                let mut read = raw.clone();
+                let got = d
+                    .decode_in_place(&mut scratch, id, &mut read, len, phase)
+                    .unwrap();
+                assert_eq!(got, want);
+                assert_eq!(got.as_ptr() as u64 % 4096, phase % 4096);
             }
         }
     }
@@ -220,14 +328,33 @@ mod tests {
         let d = Cipher::new(&key()).unwrap();
         let content = b"some content".repeat(10);
         let (id, raw) = sealed(&content, &content);
-        for i in [0, 16, raw.len() / 2, raw.len() - 1] {
-            let mut bad = raw.clone();
-            bad[i] ^= 1;
-            let e = d
-                .decode(&mut Scratch::new().unwrap(), &id, &bad, None, 0)
-                .unwrap_err();
-            assert!(e.contains("authentication"), "{e}");
+        let packed = zstd::bulk::compress(&content, 3).unwrap();
+        let (zid, zraw) = sealed(&content, &packed);
+        let zlen = NonZeroU32::new(content.len() as u32);
+        for (id, raw, len) in [(&id, &raw, None), (&zid, &zraw, zlen)] {
+            for i in [0, 16, raw.len() / 2, raw.len() - 1] {
+                let mut bad = raw.clone();
+                bad[i] ^= 1;
+                let e = d
+                    .decode(&mut Scratch::new().unwrap(), id, &bad, len, 0)
+                    .unwrap_err();
+                assert!(e.contains("authentication"), "{e}");
+                let e = d
+                    .decode_in_place(&mut Scratch::new().unwrap(), id, &mut bad, len, 0)
+                    .unwrap_err();
+                assert!(e.contains("authentication"), "{e}");
+            }
         }
+        let e = d
+            .decode_in_place(
+                &mut Scratch::new().unwrap(),
+                &zid,
+                &mut zraw[..20].to_vec(),
+                zlen,
+                0,
+            )
+            .unwrap_err();
+        assert!(e.contains("too short"), "{e}");
         let e = d
             .decode(&mut Scratch::new().unwrap(), &id, &raw[..20], None, 0)
             .unwrap_err();
@@ -249,6 +376,32 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.contains("decompress"), "{e}");
+    }
+
+    #[test]
+    fn spread_runs_interleave_the_parts_of_the_restore_and_lose_none() {
+        let runs = |n: u32| -> Vec<Run> {
+            (0..n)
+                .map(|i| Run {
+                    pack: pack(1),
+                    offset: i,
+                    length: 1,
+                    needs: 0..0,
+                })
+                .collect()
+        };
+        let order = |v: Vec<Run>| v.iter().map(|r| r.offset).collect::<Vec<_>>();
+        // Ten runs, four writers: parts of three runs (the last one short).
+        assert_eq!(order(spread(runs(10), 4)), [0, 3, 6, 9, 1, 4, 7, 2, 5, 8]);
+        assert_eq!(order(spread(runs(8), 2)), [0, 4, 1, 5, 2, 6, 3, 7]);
+        // Nothing to spread.
+        assert_eq!(order(spread(runs(3), 4)), [0, 1, 2]);
+        assert_eq!(order(spread(runs(5), 1)), [0, 1, 2, 3, 4]);
+        for (n, ways) in [(1000, 4), (1001, 8), (17, 16)] {
+            let mut got = order(spread(runs(n), ways));
+            got.sort_unstable();
+            assert_eq!(got, (0..n).collect::<Vec<_>>());
+        }
     }
 
     #[test]

@@ -152,8 +152,13 @@ pub(super) struct Writer<'a> {
 impl Writer<'_> {
     /// Opens the file `job` writes (its temporary file, or the device in place) for writing,
     /// without following symlinks, and checks it is still the one created.
-    pub(super) fn reopen(&self, entry: &Entry, job: &FileJob) -> Result<File> {
-        self.reopen_with(entry, job, OFlag::empty())
+    pub(super) fn reopen(
+        &self,
+        entry: &Entry,
+        job: &FileJob,
+        dirs: &mut ParentCache,
+    ) -> Result<File> {
+        self.reopen_with(entry, job, OFlag::empty(), dirs)
             .map_err(|e| self.error(entry, e))
     }
 
@@ -164,17 +169,22 @@ impl Writer<'_> {
         entry: &Entry,
         job: &FileJob,
         extra: OFlag,
+        dirs: &mut ParentCache,
     ) -> io::Result<File> {
-        let path = self.shown.join(&entry.rel);
-        crate::failpoint::hit("restore.open", &path.to_string_lossy());
-        let (dir, name) = self.target.parent(&entry.rel)?;
+        if crate::failpoint::armed() {
+            crate::failpoint::hit(
+                "restore.open",
+                &self.shown.join(&entry.rel).to_string_lossy(),
+            );
+        }
+        let (dir, name) = dirs.get(self.target, &entry.rel)?;
         let name = match (job.in_place, job.tmp()) {
             (Some(_), _) => name,
             (None, Some(tmp)) => tmp,
             (None, None) => return Err(io::Error::other("the temporary file was not created")),
         };
         let fd = openat(
-            &dir,
+            dir,
             name,
             OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | extra,
             Mode::empty(),
@@ -184,32 +194,41 @@ impl Writer<'_> {
         if Some(stat_id(&st)) != job.id() {
             return Err(io::Error::other(Error::Repository(format!(
                 "restore target '{}': the file being written was replaced by another one during the restore; it was not written to",
-                path.display()
+                self.shown.join(&entry.rel).display()
             ))));
         }
         Ok(File::from(fd))
     }
 
     /// The file `job` writes, opened for writing. Its temporary file is created by the first
-    /// caller (pre-sized, so pages never written stay holes) and reopened by the others; a
-    /// block device written in place is reopened.
-    pub(super) fn open_for_writing(&self, entry: &Entry, job: &FileJob) -> Result<File> {
+    /// caller (pre-sized, so pages never written stay holes, unless its one write sizes it:
+    /// [`FileJob::sized_by_write`]) and reopened by the others; a block device written in place
+    /// is reopened. `dirs`: the caller's last directory, kept open for its next file.
+    pub(super) fn open_for_writing(
+        &self,
+        entry: &Entry,
+        job: &FileJob,
+        dirs: &mut ParentCache,
+    ) -> Result<File> {
         if job.in_place.is_some() {
-            return self.reopen(entry, job);
+            return self.reopen(entry, job, dirs);
         }
-        let path = self.shown.join(&entry.rel);
         let mut made = None;
         let mut failed = None;
         let temp = job.temp.get_or_init(|| {
             let created = (|| {
-                let (dir, _) = self.target.parent(&entry.rel)?;
-                let (tmp, f) = create_temp(&dir, job.entry)?;
-                let sized = f.set_len(job.size).and_then(|()| fstat(&f).map_err(nix_io));
-                match sized {
+                let (dir, _) = dirs.get(self.target, &entry.rel)?;
+                let (tmp, f) = create_temp(dir, job.entry)?;
+                let sized = if job.sized_by_write {
+                    Ok(())
+                } else {
+                    f.set_len(job.size)
+                };
+                match sized.and_then(|()| fstat(&f).map_err(nix_io)) {
                     Ok(st) => Ok((tmp, stat_id(&st), (st.st_uid, st.st_gid), f)),
                     Err(e) => {
                         let _ = nix::unistd::unlinkat(
-                            &dir,
+                            dir,
                             tmp.as_os_str(),
                             nix::unistd::UnlinkatFlags::NoRemoveDir,
                         );
@@ -223,7 +242,7 @@ impl Writer<'_> {
                     Some((tmp, id, owner))
                 }
                 Err(e) => {
-                    failed = Some(io_error(&path, &e));
+                    failed = Some(io_error(&self.shown.join(&entry.rel), &e));
                     None
                 }
             }
@@ -231,10 +250,10 @@ impl Writer<'_> {
         match (made, failed, temp) {
             (Some(f), _, _) => Ok(f),
             (_, Some(e), _) => Err(e),
-            (_, _, Some(_)) => self.reopen(entry, job),
+            (_, _, Some(_)) => self.reopen(entry, job, dirs),
             (_, _, None) => Err(Error::Repository(format!(
                 "restore target '{}': its temporary file could not be created",
-                path.display()
+                self.shown.join(&entry.rel).display()
             ))),
         }
     }

@@ -126,3 +126,34 @@ fn clean_repository_verifies_ok_with_sampling() {
         assert!(r.damaged_files.is_empty());
     }
 }
+
+/// The restore reads and checks the snapshot's trees itself: a damaged or truncated tree pack
+/// fails the restore, naming the tree, before anything is created at the target.
+#[test]
+fn a_damaged_or_truncated_tree_pack_fails_the_restore_before_anything_is_written() {
+    let (fx, snap) = setup();
+    // The trees are in their own pack, the smallest.
+    let pack = packs(&fx).last().unwrap().clone();
+    let clean = fs::read(&pack).unwrap();
+    let mut data = clean.clone();
+    data[20] ^= 0x55;
+    fs::write(&pack, &data).unwrap();
+    let (t, res) = restore_all(&fx, &snap);
+    match res {
+        Err(Error::Repository(m)) => {
+            assert!(m.contains("tree") && m.contains("authentication"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !t.exists(),
+        "nothing may be created for a restore whose trees are damaged"
+    );
+    fs::write(&pack, &clean[..10]).unwrap();
+    let (t, res) = restore_all(&fx, &snap);
+    match res {
+        Err(Error::Repository(m)) => assert!(m.contains("truncated pack"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!t.exists());
+}

@@ -33,6 +33,13 @@ fn build_tree(root: &Path) {
     f.write_all_at(&random_bytes(4096, 3), 0).unwrap();
     f.write_all_at(&random_bytes(8192, 4), 5 << 20).unwrap();
     f.write_all_at(b"end", (16 << 20) - 3).unwrap();
+    // Files of one blob whose last pages are zeros (left holes, so their one write does not
+    // reach their length), one of nothing but zeros, one whose last byte is a zero.
+    let mut tail = random_bytes(100, 5);
+    tail.resize(100 + 8192, 0);
+    fs::write(root.join("zero-tail.bin"), &tail).unwrap();
+    fs::write(root.join("zeros.bin"), vec![0u8; 12 << 10]).unwrap();
+    fs::write(root.join("last-byte-zero.bin"), b"abc\0").unwrap();
     // A hard link.
     fs::hard_link(root.join("dir/a.txt"), root.join("hard.txt")).unwrap();
     // FIFO.
