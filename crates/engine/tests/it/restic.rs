@@ -46,6 +46,16 @@ fn restic_lists_and_restores_what_the_engine_wrote() {
     fs::create_dir_all(src.join("dir")).unwrap();
     fs::write(src.join("dir/a.txt"), b"hello restic").unwrap();
     fs::write(src.join("big.bin"), random_bytes(2 << 20, 3)).unwrap();
+    // Past three data packs (32 MB each, the repository default): the buffers of packs already
+    // written are reused for the next ones, and restic's `check --read-data` below hashes
+    // every pack.
+    for i in 0..4u64 {
+        fs::write(
+            src.join(format!("dir/large-{i}.bin")),
+            random_bytes(26 << 20, 20 + i),
+        )
+        .unwrap();
+    }
     std::os::unix::fs::symlink("dir/a.txt", src.join("link")).unwrap();
     let snap = fx.backup_dir(&src, None).snapshot_id;
     let out = restic(&fx, None, &["snapshots", "--json"]);
