@@ -71,6 +71,17 @@ pub use repo::{
 pub use restore::{restore, restore_scoped};
 pub use verify::{verify, verify_reporting};
 
+/// Whether `data` is all zero bytes (compared in 8-byte words, several times faster than bytes
+/// for multi-MiB buffers).
+pub(crate) fn is_zero(data: &[u8]) -> bool {
+    let words = data.chunks_exact(8);
+    let tail = words.remainder();
+    words
+        .into_iter()
+        .all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
+        && tail.iter().all(|b| *b == 0)
+}
+
 /// Where a repository lives and how to open it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RepoConfig {

@@ -176,16 +176,6 @@ fn unix_perm_from_go(go: u32) -> u32 {
     m
 }
 
-fn is_zero(data: &[u8]) -> bool {
-    // Comparing 8-byte words is several times faster than bytes for multi-MiB blobs.
-    let words = data.chunks_exact(8);
-    let tail = words.remainder();
-    words
-        .into_iter()
-        .all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
-        && tail.iter().all(|b| *b == 0)
-}
-
 /// Restores `spec` from the repository with the default [`RestoreScope`]: confined to the
 /// target itself, as an alternate location.
 pub fn restore(

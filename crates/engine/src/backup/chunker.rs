@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 use super::packer::{with_sealer, Packs};
 use super::Shared;
 use crate::repo::map_err;
-use crate::{Error, Result};
+use crate::{is_zero, Error, Result};
 
 /// Bytes of a file held at once (at least `max` more than a chunk start, so a cut can always be
 /// decided).
@@ -54,13 +54,6 @@ fn fill(r: &mut impl Read, buf: &mut Vec<u8>, block: usize) -> Result<bool> {
 
 /// Candidate window ends: a single one, or every end of a run of zeros.
 type Cands = std::ops::RangeInclusive<usize>;
-
-fn is_zero(block: &[u8]) -> bool {
-    // Compares in 64-bit words; the compiler vectorizes it.
-    block
-        .chunks_exact(8)
-        .all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
-}
 
 pub(super) struct Chunker {
     rabin: Rabin64,
@@ -111,7 +104,7 @@ impl Chunker {
     /// order and the bytes read.
     pub(super) fn store(
         &self,
-        r: impl Read + Send,
+        r: impl Read,
         size_hint: u64,
         packs: &Packs,
         shared: &Shared,
@@ -142,27 +135,26 @@ impl Chunker {
     }
 
     /// Reads all of `r` and hands its chunks to `each`, a block's worth at a time, in order.
-    /// The next block is read and its cut candidates searched while `each` seals this one's
-    /// chunks (both on the pool): a file read, searched and sealed one block after another
-    /// left a core idle at every read, search and last chunk of a block, and a large file that
-    /// is the last one left (a disk image) is then all there is to do.
     fn cut_all(
         &self,
-        mut r: impl Read + Send,
+        mut r: impl Read,
         size_hint: u64,
-        mut each: impl FnMut(&[&[u8]]) -> Result<()> + Send,
+        mut each: impl FnMut(&[&[u8]]) -> Result<()>,
     ) -> Result<()> {
         let first = usize::try_from(size_hint)
             .unwrap_or(self.block)
             .min(self.block);
         let mut buf: Vec<u8> = Vec::with_capacity(first + 1);
-        // The block after `buf`: the bytes not cut yet, then what is read next (allocated only
-        // for a file longer than a block).
-        let mut next: Vec<u8> = Vec::new();
         let mut cands: Vec<Cands> = Vec::new();
-        let mut eof = fill(&mut r, &mut buf, self.block)?;
-        self.scan(&buf, 0, &mut cands);
+        let mut scanned = 0usize;
+        let mut eof = false;
         loop {
+            if !eof {
+                eof = fill(&mut r, &mut buf, self.block)?;
+            }
+            self.scan(&buf, scanned, &mut cands);
+            scanned = buf.len() + 1;
+
             let mut chunks = Vec::new();
             let mut s = 0;
             let mut ci = 0;
@@ -170,31 +162,18 @@ impl Chunker {
                 chunks.push(&buf[s..e]);
                 s = e;
             }
-            let mut hand = || match chunks.is_empty() {
-                true => Ok(()),
-                false => each(&chunks),
-            };
-            if eof {
-                return hand();
+            if !chunks.is_empty() {
+                each(&chunks)?;
             }
-            // The candidates not cut yet, where they lie in `next`; window ends up to the old
-            // end of `buf` have been searched.
-            let searched = buf.len() + 1 - s;
+            if eof {
+                return Ok(());
+            }
+            buf.drain(..s);
             cands.retain(|c| *c.end() > s);
             for c in &mut cands {
                 *c = (*c.start()).max(s + 1) - s..=*c.end() - s;
             }
-            next.clear();
-            next.extend_from_slice(&buf[s..]);
-            let ahead = || -> Result<bool> {
-                let eof = fill(&mut r, &mut next, self.block)?;
-                self.scan(&next, searched, &mut cands);
-                Ok(eof)
-            };
-            let (handed, read) = rayon::join(hand, ahead);
-            handed?;
-            eof = read?;
-            std::mem::swap(&mut buf, &mut next);
+            scanned -= s;
         }
     }
 
@@ -396,10 +375,10 @@ mod tests {
 
     #[test]
     fn cuts_next_to_a_block_junction_are_found() {
-        // Blocks of 1-8 KiB: each is read and searched beside the sealing of the one before, and
-        // a window end next to a junction searched twice or never would move a cut. With a
-        // candidate every ~64 window ends and chunks of 64-256 bytes, thousands of junctions
-        // of random data and a zero run across several catch even one window end missed.
+        // Blocks of 1-8 KiB: a window end next to a junction (the bytes not cut yet kept, the
+        // next block read after them) searched never would move a cut. With a candidate every
+        // ~64 window ends and chunks of 64-256 bytes, thousands of junctions of random data
+        // and a zero run across several catch even one window end missed.
         let poly = 0x003D_A335_8B4D_C173_u64;
         for (min, size, max) in [(64, 64, 256), (100, 128, 1024), (512, 1024, 2048)] {
             let mut c = Chunker::with(

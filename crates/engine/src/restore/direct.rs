@@ -20,7 +20,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::is_zero;
+use crate::is_zero;
 
 /// The unit of holes, and the alignment of every direct write (a page: direct writes never
 /// share a page with buffered ones).
