@@ -375,10 +375,10 @@ mod tests {
 
     #[test]
     fn cuts_next_to_a_block_junction_are_found() {
-        // Blocks of 1-8 KiB: a window end next to a junction (the bytes not cut yet kept, the
-        // next block read after them) searched never would move a cut. With a candidate every
-        // ~64 window ends and chunks of 64-256 bytes, thousands of junctions of random data
-        // and a zero run across several catch even one window end missed.
+        // Blocks of 1-8 KiB. At each junction the bytes not cut yet are kept and the next block
+        // is read after them; a window end there that is never searched would move a cut. With
+        // a candidate every ~64 window ends, thousands of junctions (random data, and a zero run
+        // across several blocks) catch even one window end missed per junction.
         let poly = 0x003D_A335_8B4D_C173_u64;
         for (min, size, max) in [(64, 64, 256), (100, 128, 1024), (512, 1024, 2048)] {
             let mut c = Chunker::with(
