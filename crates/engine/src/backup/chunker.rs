@@ -13,11 +13,17 @@
 //! - a serial pass picks each cut: the first 64 lengths with rustic_core's own hasher (the same
 //!   `reset_and_prefill_window` and `slide` calls, so the same values), then the first
 //!   candidate window, then `max`,
-//! - the chunks are hashed and sealed on every core.
+//! - the chunks are hashed and sealed on every core: a large file's each as a task of its own,
+//!   while its next block is read and cut, so no core waits at a block's end.
 //!
-//! A file is read in blocks of [`BLOCK`] bytes, so memory stays bounded whatever its size.
+//! A file is read in blocks of [`BLOCK`] bytes, so memory stays bounded whatever its size: one
+//! block per file, and [`EXTRA_BLOCKS`] more shared by the large files of a backup.
 
+use std::collections::VecDeque;
 use std::io::Read;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use rayon::prelude::*;
 use rustic_cdc::{Rabin64, RollingHash64};
@@ -40,6 +46,9 @@ const WINDOW: usize = 1 << WINDOW_BITS;
 const SCAN_PIECE: usize = 1 << 20;
 /// Zero runs are found in aligned blocks of this size.
 const ZERO_PAGE: usize = 4096;
+/// Blocks in flight beyond one per large file, shared by the backup's large files: while a
+/// block's chunks are sealed, the next one is read and cut.
+const EXTRA_BLOCKS: usize = 2;
 
 /// Reads into `buf` until it holds `block` bytes (at least one more byte is asked for); true
 /// at the end of `r`.
@@ -62,6 +71,10 @@ pub(super) struct Chunker {
     mask: u64,
     /// Bytes read at once: [`BLOCK`] (smaller in tests, for many block junctions).
     block: usize,
+    /// Of the [`EXTRA_BLOCKS`], those no file holds.
+    extra: AtomicUsize,
+    /// Block buffers of large files done, for the next (a new one is faulted in page by page).
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Chunker {
@@ -97,12 +110,114 @@ impl Chunker {
             max,
             mask: size as u64 - 1,
             block: BLOCK,
+            extra: AtomicUsize::new(EXTRA_BLOCKS),
+            spare: Mutex::default(),
         }
     }
 
     /// Reads all of `r`, stores every chunk not stored yet, and returns the chunks' ids in
     /// order and the bytes read.
+    ///
+    /// A file of one block seals its chunks on every core, then returns. A larger file hands
+    /// each chunk to the pool as a task of its own and reads and cuts the next block while
+    /// they run: no core waits at a block's end for its last, largest chunk.
     pub(super) fn store(
+        &self,
+        r: impl Read,
+        size_hint: u64,
+        packs: &Packs,
+        shared: &Shared,
+    ) -> Result<(Vec<DataId>, u64)> {
+        if size_hint < self.block as u64 {
+            return self.store_in_place(r, size_hint, packs, shared);
+        }
+        let mut held = 0;
+        let mut sealing = VecDeque::new();
+        // Each chunk's id, in order, once its task is done.
+        let results: Mutex<Vec<Option<Result<DataId>>>> = Mutex::default();
+        let mut total = 0;
+        let failed = AtomicBool::new(false);
+        // Signalled when a task lets go of its block.
+        let released = (Mutex::new(()), Condvar::new());
+        let cut = rayon::in_place_scope(|scope| {
+            let each = |block: &Arc<Vec<u8>>, ranges: &[Range<usize>]| {
+                if failed.load(Ordering::Relaxed) || shared.is_cancelled() {
+                    // The reason is in `results` (or the job is cancelled, which the caller
+                    // checks): this error is never reported.
+                    return Err(Error::Cancelled);
+                }
+                let base = {
+                    let mut results = lock(&results);
+                    let base = results.len();
+                    results.resize_with(base + ranges.len(), || None);
+                    base
+                };
+                total += ranges.iter().map(|r| r.len() as u64).sum::<u64>();
+                for (i, range) in ranges.iter().cloned().enumerate() {
+                    let block = Arc::clone(block);
+                    let (results, failed, released) = (&results, &failed, &released);
+                    scope.spawn(move |_| {
+                        let got = seal_chunk(&block[range], packs, shared);
+                        drop(block);
+                        if got.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        lock(results)[base + i] = Some(got);
+                        let _guard = lock(&released.0);
+                        released.1.notify_all();
+                    });
+                }
+                Ok(())
+            };
+            // A block in flight back, once its tasks are done (running this thread's own
+            // pending tasks meanwhile).
+            let wait = |mut block: Arc<Vec<u8>>| loop {
+                match Arc::try_unwrap(block) {
+                    Ok(buf) => return buf,
+                    Err(b) => block = b,
+                }
+                if matches!(rayon::yield_local(), Some(rayon::Yield::Executed)) {
+                    continue;
+                }
+                let guard = lock(&released.0);
+                match Arc::try_unwrap(block) {
+                    Ok(buf) => return buf,
+                    Err(b) => block = b,
+                }
+                drop(released.1.wait(guard));
+            };
+            self.cut_all(r, size_hint, &mut held, &mut sealing, each, wait)
+        });
+        // Every task is done: the blocks are free again.
+        {
+            let mut spare = lock(&self.spare);
+            for block in sealing {
+                if let Ok(buf) = Arc::try_unwrap(block) {
+                    if spare.len() <= EXTRA_BLOCKS && buf.capacity() > self.block {
+                        spare.push(buf);
+                    }
+                }
+            }
+        }
+        _ = self.extra.fetch_add(held, Ordering::Relaxed);
+        let mut ids = Vec::new();
+        for got in results.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            match got {
+                Some(id) => ids.push(id?),
+                None => {
+                    return Err(Error::Repository(
+                        "a chunk of a file was never sealed".into(),
+                    ))
+                }
+            }
+        }
+        cut?;
+        Ok((ids, total))
+    }
+
+    /// [`store`](Self::store) for a file of one block: its chunks sealed on every core, one
+    /// block at a time.
+    fn store_in_place(
         &self,
         r: impl Read,
         size_hint: u64,
@@ -111,43 +226,47 @@ impl Chunker {
     ) -> Result<(Vec<DataId>, u64)> {
         let mut ids = Vec::new();
         let mut total = 0u64;
-        self.cut_all(r, size_hint, |chunks| {
-            let stored: Vec<Result<DataId>> = chunks
+        let each = |block: &Arc<Vec<u8>>, ranges: &[Range<usize>]| {
+            let stored: Vec<Result<DataId>> = ranges
                 .par_iter()
-                .map(|chunk| {
-                    let id = Id::new(Sha256::digest(chunk).into());
-                    if packs.claim(&id) {
-                        with_sealer(packs.level(), |s| packs.add(s, BlobType::Data, id, chunk))?;
-                    }
-                    shared
-                        .bytes_done
-                        .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    Ok(DataId::from(id))
-                })
+                .map(|range| seal_chunk(&block[range.clone()], packs, shared))
                 .collect();
-            for (id, chunk) in stored.into_iter().zip(chunks) {
+            for (id, range) in stored.into_iter().zip(ranges) {
                 ids.push(id?);
-                total += chunk.len() as u64;
+                total += range.len() as u64;
             }
             Ok(())
-        })?;
+        };
+        self.cut_all(r, size_hint, &mut 0, &mut VecDeque::new(), each, in_hand)?;
         Ok((ids, total))
     }
 
-    /// Reads all of `r` and hands its chunks to `each`, a block's worth at a time, in order.
+    /// Reads all of `r` and hands its chunks to `each`, a block's worth at a time, in order:
+    /// the block and the chunks' ranges in it. `each` may keep the block (a clone of the
+    /// `Arc`) while it works; the block stays in `sealing` until `wait` gets it back for
+    /// the next block. Blocks in flight at once: one, plus `held` extra ones taken from
+    /// [`EXTRA_BLOCKS`] (the caller gives them back).
     fn cut_all(
         &self,
         mut r: impl Read,
         size_hint: u64,
-        mut each: impl FnMut(&[&[u8]]) -> Result<()>,
+        held: &mut usize,
+        sealing: &mut VecDeque<Arc<Vec<u8>>>,
+        mut each: impl FnMut(&Arc<Vec<u8>>, &[Range<usize>]) -> Result<()>,
+        wait: impl Fn(Arc<Vec<u8>>) -> Vec<u8>,
     ) -> Result<()> {
         let first = usize::try_from(size_hint)
             .unwrap_or(self.block)
             .min(self.block);
-        let mut buf: Vec<u8> = Vec::with_capacity(first + 1);
+        let mut buf = if first < self.block {
+            Vec::with_capacity(first + 1)
+        } else {
+            self.block_buffer()
+        };
         let mut cands: Vec<Cands> = Vec::new();
         let mut scanned = 0usize;
         let mut eof = false;
+        let mut ranges = Vec::new();
         loop {
             if !eof {
                 eof = fill(&mut r, &mut buf, self.block)?;
@@ -155,26 +274,66 @@ impl Chunker {
             self.scan(&buf, scanned, &mut cands);
             scanned = buf.len() + 1;
 
-            let mut chunks = Vec::new();
+            ranges.clear();
             let mut s = 0;
             let mut ci = 0;
             while let Some(e) = self.next_cut(&buf, s, eof, &cands, &mut ci) {
-                chunks.push(&buf[s..e]);
+                ranges.push(s..e);
                 s = e;
             }
-            if !chunks.is_empty() {
-                each(&chunks)?;
+            let block = Arc::new(buf);
+            if !ranges.is_empty() {
+                each(&block, &ranges)?;
             }
             if eof {
+                sealing.push_back(block);
                 return Ok(());
             }
-            buf.drain(..s);
+            // The next block starts with the bytes not cut yet.
+            buf = if sealing.len() < *held || self.take_extra(held) {
+                let mut next = self.block_buffer();
+                next.extend_from_slice(&block[s..]);
+                sealing.push_back(block);
+                next
+            } else {
+                sealing.push_back(block);
+                let oldest = sealing.pop_front().expect("a block is in flight");
+                let mut next = wait(oldest);
+                if sealing.is_empty() {
+                    // `oldest` was this very block.
+                    next.drain(..s);
+                } else {
+                    next.clear();
+                    next.extend_from_slice(&sealing.back().expect("a block is in flight")[s..]);
+                }
+                next
+            };
             cands.retain(|c| *c.end() > s);
             for c in &mut cands {
                 *c = (*c.start()).max(s + 1) - s..=*c.end() - s;
             }
             scanned -= s;
         }
+    }
+
+    /// Takes one of the [`EXTRA_BLOCKS`] if one is free.
+    fn take_extra(&self, held: &mut usize) -> bool {
+        let took = self
+            .extra
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        *held += usize::from(took);
+        took
+    }
+
+    /// An empty buffer for a whole block: a spare one (still holding an earlier block's
+    /// bytes), or a new one.
+    fn block_buffer(&self) -> Vec<u8> {
+        let mut buf = lock(&self.spare)
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.block + 1));
+        buf.clear();
+        buf
     }
 
     /// Appends the candidate window ends in `from..=buf.len()`, searched in parallel pieces.
@@ -281,6 +440,27 @@ impl Chunker {
     }
 }
 
+/// Hashes `chunk` and stores it unless it is stored already.
+fn seal_chunk(chunk: &[u8], packs: &Packs, shared: &Shared) -> Result<DataId> {
+    let id = Id::new(Sha256::digest(chunk).into());
+    if packs.claim(&id) {
+        with_sealer(packs.level(), |s| packs.add(s, BlobType::Data, id, chunk))?;
+    }
+    _ = shared
+        .bytes_done
+        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    Ok(DataId::from(id))
+}
+
+/// A block whose chunks were all handled in place: nothing else holds it.
+fn in_hand(block: Arc<Vec<u8>>) -> Vec<u8> {
+    Arc::try_unwrap(block).unwrap_or_else(|b| b.to_vec())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,14 +507,63 @@ mod tests {
     fn ours(data: &[u8], c: &Chunker) -> Vec<usize> {
         let mut cuts = Vec::new();
         let mut at = 0;
-        c.cut_all(data, data.len() as u64, |chunks| {
-            for ch in chunks {
-                at += ch.len();
-                cuts.push(at);
-            }
-            Ok(())
-        })
+        c.cut_all(
+            data,
+            data.len() as u64,
+            &mut 0,
+            &mut VecDeque::new(),
+            |_, ranges| {
+                for r in ranges {
+                    at += r.len();
+                    cuts.push(at);
+                }
+                Ok(())
+            },
+            in_hand,
+        )
         .unwrap();
+        cuts
+    }
+
+    /// [`ours`] with every block kept in flight until the chunker takes it back, as the
+    /// pool's tasks keep it: the bytes a block's chunks are cut from, and the bytes carried
+    /// into the next block, must come from the right buffer whichever one is reused.
+    fn ours_in_flight(data: &[u8], c: &Chunker, extra: usize) -> Vec<usize> {
+        c.extra.store(extra, Ordering::Relaxed);
+        let kept = std::cell::RefCell::new(Vec::<Arc<Vec<u8>>>::new());
+        let mut cuts = Vec::new();
+        let mut at = 0;
+        let mut held = 0;
+        let mut sealing = VecDeque::new();
+        c.cut_all(
+            data,
+            data.len() as u64,
+            &mut held,
+            &mut sealing,
+            |block, ranges| {
+                assert_eq!(ranges[0].start, 0, "a block starts with its first chunk");
+                for r in ranges {
+                    assert_eq!(&block[r.clone()], &data[at..at + r.len()]);
+                    at += r.len();
+                    cuts.push(at);
+                }
+                kept.borrow_mut().push(Arc::clone(block));
+                Ok(())
+            },
+            |block| {
+                kept.borrow_mut().retain(|k| !Arc::ptr_eq(k, &block));
+                Arc::try_unwrap(block).expect("only the chunker holds a block it takes back")
+            },
+        )
+        .unwrap();
+        assert_eq!(at, data.len());
+        assert!(held <= extra);
+        assert_eq!(c.extra.load(Ordering::Relaxed), extra - held);
+        assert_eq!(
+            sealing.len(),
+            held + 1,
+            "every block in flight is handed back"
+        );
         cuts
     }
 
@@ -391,11 +620,16 @@ mod tests {
             let mut data = noise(2_000_003, 5);
             data.extend(vec![0u8; 20_000]);
             data.extend(noise(30_011, 6));
-            assert_eq!(
-                ours(&data, &c),
-                reference(&data, poly, min, size, max),
-                "sizes {min}/{size}/{max}"
-            );
+            let want = reference(&data, poly, min, size, max);
+            assert_eq!(ours(&data, &c), want, "sizes {min}/{size}/{max}");
+            // Blocks kept in flight: the last one and the one before it reused.
+            for extra in 0..=EXTRA_BLOCKS {
+                assert_eq!(
+                    ours_in_flight(&data, &c, extra),
+                    want,
+                    "sizes {min}/{size}/{max}, {extra} extra blocks"
+                );
+            }
         }
     }
 
@@ -436,5 +670,12 @@ mod tests {
         let cuts = ours(&data, &c);
         assert_eq!(cuts, reference(&data, poly, 512 << 10, 1 << 20, 8 << 20));
         assert!(cuts.len() > 20, "{cuts:?}");
+        for extra in 0..=EXTRA_BLOCKS {
+            assert_eq!(
+                ours_in_flight(&data, &c, extra),
+                cuts,
+                "{extra} extra blocks"
+            );
+        }
     }
 }
