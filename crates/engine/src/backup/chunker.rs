@@ -186,7 +186,7 @@ impl Chunker {
                 }
                 drop(released.1.wait(guard));
             };
-            self.cut_all(r, size_hint, &mut held, &mut sealing, each, wait)
+            self.cut_all(r, size_hint, Some(&mut held), &mut sealing, each, wait)
         });
         // Every task is done: the blocks are free again.
         {
@@ -237,20 +237,21 @@ impl Chunker {
             }
             Ok(())
         };
-        self.cut_all(r, size_hint, &mut 0, &mut VecDeque::new(), each, in_hand)?;
+        self.cut_all(r, size_hint, None, &mut VecDeque::new(), each, in_hand)?;
         Ok((ids, total))
     }
 
     /// Reads all of `r` and hands its chunks to `each`, a block's worth at a time, in order:
     /// the block and the chunks' ranges in it. `each` may keep the block (a clone of the
     /// `Arc`) while it works; the block stays in `sealing` until `wait` gets it back for
-    /// the next block. Blocks in flight at once: one, plus `held` extra ones taken from
-    /// [`EXTRA_BLOCKS`] (the caller gives them back).
+    /// the next block. Blocks in flight at once: one, plus, with `held`, the extra ones it
+    /// counts, taken from [`EXTRA_BLOCKS`] (the caller gives them back); without, `each` must
+    /// be done with a block when it returns.
     fn cut_all(
         &self,
         mut r: impl Read,
         size_hint: u64,
-        held: &mut usize,
+        mut held: Option<&mut usize>,
         sealing: &mut VecDeque<Arc<Vec<u8>>>,
         mut each: impl FnMut(&Arc<Vec<u8>>, &[Range<usize>]) -> Result<()>,
         wait: impl Fn(Arc<Vec<u8>>) -> Vec<u8>,
@@ -289,23 +290,26 @@ impl Chunker {
                 sealing.push_back(block);
                 return Ok(());
             }
-            // The next block starts with the bytes not cut yet.
-            buf = if sealing.len() < *held || self.take_extra(held) {
+            // The next block starts with the bytes not cut yet: in a buffer of its own while
+            // one is allowed, else in the oldest block once its chunks are done.
+            let another = match held.as_deref_mut() {
+                Some(held) => sealing.len() < *held || self.take_extra(held),
+                None => false,
+            };
+            buf = if another {
                 let mut next = self.block_buffer();
                 next.extend_from_slice(&block[s..]);
                 sealing.push_back(block);
                 next
-            } else {
-                sealing.push_back(block);
-                let oldest = sealing.pop_front().expect("a block is in flight");
+            } else if let Some(oldest) = sealing.pop_front() {
                 let mut next = wait(oldest);
-                if sealing.is_empty() {
-                    // `oldest` was this very block.
-                    next.drain(..s);
-                } else {
-                    next.clear();
-                    next.extend_from_slice(&sealing.back().expect("a block is in flight")[s..]);
-                }
+                next.clear();
+                next.extend_from_slice(&block[s..]);
+                sealing.push_back(block);
+                next
+            } else {
+                let mut next = wait(block);
+                next.drain(..s);
                 next
             };
             cands.retain(|c| *c.end() > s);
@@ -510,7 +514,7 @@ mod tests {
         c.cut_all(
             data,
             data.len() as u64,
-            &mut 0,
+            None,
             &mut VecDeque::new(),
             |_, ranges| {
                 for r in ranges {
@@ -538,7 +542,7 @@ mod tests {
         c.cut_all(
             data,
             data.len() as u64,
-            &mut held,
+            Some(&mut held),
             &mut sealing,
             |block, ranges| {
                 assert_eq!(ranges[0].start, 0, "a block starts with its first chunk");
