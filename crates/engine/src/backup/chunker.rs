@@ -31,7 +31,7 @@ use rustic_core::repofile::{BlobType, ConfigFile};
 use rustic_core::{DataId, Id};
 use sha2::{Digest, Sha256};
 
-use super::packer::{with_sealer, Packs};
+use super::packer::{lock, with_sealer, Packs};
 use super::Shared;
 use crate::repo::map_err;
 use crate::{is_zero, Error, Result};
@@ -142,8 +142,8 @@ impl Chunker {
         let cut = rayon::in_place_scope(|scope| {
             let each = |block: &Arc<Vec<u8>>, ranges: &[Range<usize>]| {
                 if failed.load(Ordering::Relaxed) || shared.is_cancelled() {
-                    // The reason is in `results` (or the job is cancelled, which the caller
-                    // checks): this error is never reported.
+                    // After a failed task its error, found in `results`, is returned instead of
+                    // this one; after a cancel, this is the error.
                     return Err(Error::Cancelled);
                 }
                 let base = {
@@ -459,10 +459,6 @@ fn seal_chunk(chunk: &[u8], packs: &Packs, shared: &Shared) -> Result<DataId> {
 /// A block whose chunks were all handled in place: nothing else holds it.
 fn in_hand(block: Arc<Vec<u8>>) -> Vec<u8> {
     Arc::try_unwrap(block).unwrap_or_else(|b| b.to_vec())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
